@@ -1,0 +1,47 @@
+# Every target installs what it needs into .venv first, so each works on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck unit protos bench clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: start a local deployment, run a representative workload, print the figures.
+demo: $(STAMP)
+	$(BIN)/cloudburst demo
+
+## Everything CI checks: generated code up to date, lint, format, types, the whole test suite.
+test: $(STAMP) protos lint typecheck
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit tests/property
+
+## Regenerates the protobuf modules and fails if they differ from what is committed.
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+	@test -z "$$(git status --porcelain -- src/cloudburst/protocol/wire)" || \
+		(git status --short -- src/cloudburst/protocol/wire; \
+		 echo "generated protobuf code is stale: commit the output of scripts/gen_protos.py"; exit 1)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks kvs
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The ``cloudburst`` command: the only place that reads arguments and the environment."""

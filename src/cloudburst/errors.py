@@ -1,0 +1,123 @@
+"""The one exception hierarchy of Cloudburst.
+
+Every error raised by the package derives from :class:`CloudburstError`. Errors carry optional context (the
+function, DAG, node and request involved, and a remote traceback) so that an error raised on a server can be
+shipped to the caller and re-raised there with the same class and the same context.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CloudburstError(Exception):
+    """Root of every error Cloudburst raises.
+
+    Args:
+        message: What went wrong, naming the offending key, field, function or address.
+        function: The function involved, if any.
+        dag: The DAG involved, if any.
+        node: The node (address) where the error happened, if remote.
+        request_id: The request the error belongs to, if any.
+        remote_traceback: The formatted traceback from the remote process, if the error crossed the wire.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        function: str | None = None,
+        dag: str | None = None,
+        node: str | None = None,
+        request_id: str | None = None,
+        remote_traceback: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.function = function
+        self.dag = dag
+        self.node = node
+        self.request_id = request_id
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        context = [
+            f"{name}={value}"
+            for name, value in (
+                ("function", self.function),
+                ("dag", self.dag),
+                ("node", self.node),
+                ("request", self.request_id),
+            )
+            if value
+        ]
+        text = f"{self.message} ({', '.join(context)})" if context else self.message
+        if self.remote_traceback:
+            text = f"{text}\n\nRemote traceback:\n{self.remote_traceback}"
+        return text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses add their own constructor arguments; rebuilding from the instance dict keeps pickling
+        # (used when errors cross process boundaries) independent of every constructor signature.
+        return (_rebuild_error, (type(self), self.args, self.__dict__))
+
+
+def _rebuild_error(cls: type[CloudburstError], args: tuple[Any, ...], state: dict[str, Any]) -> CloudburstError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
+class DecodeError(CloudburstError):
+    """Bytes could not be decoded: a malformed message, a corrupt lattice payload or an unloadable value.
+
+    Args:
+        what: The message type, field or key that failed to decode.
+        reason: Why it failed.
+    """
+
+    def __init__(self, what: str, reason: str, **context: str | None) -> None:
+        super().__init__(f"cannot decode {what}: {reason}", **context)
+        self.what = what
+        self.reason = reason
+
+
+class EncodeError(CloudburstError):
+    """A value or message could not be encoded (for example an unpicklable object or an out-of-range field)."""
+
+
+class ConfigError(CloudburstError, ValueError):
+    """A configuration value is invalid; the message names the setting."""
+
+
+class DeadlineExceeded(CloudburstError):
+    """An operation did not complete before its deadline."""
+
+
+class TransportError(CloudburstError):
+    """A message could not be sent or received (bad address, refused peer)."""
+
+
+class KvsError(CloudburstError):
+    """The key-value store refused or failed a request."""
+
+
+class LatticeTypeMismatch(KvsError):
+    """A PUT's lattice type differs from the type already stored under the key.
+
+    Args:
+        key: The key written.
+        stored: The stored lattice type's name.
+        given: The lattice type's name the writer sent.
+    """
+
+    def __init__(self, key: str, stored: str, given: str, **context: str | None) -> None:
+        super().__init__(f"key {key!r} holds a {stored} lattice; cannot merge a {given} lattice into it", **context)
+        self.key = key
+        self.stored = stored
+        self.given = given
+
+
+class NoServers(KvsError):
+    """The KVS routing tier knows no storage server for a key."""

@@ -1,0 +1,207 @@
+"""The KVS node's network shell: ZeroMQ sockets around :class:`~cloudburst.kvs.state.KvsState`.
+
+Speaks Anna's client protocol, so the original Anna and Cloudburst clients work unchanged: ``KeyAddressRequest``
+on the routing port, ``KeyRequest`` on each storage thread's port, every response pushed to the request's
+``response_address``. All logic lives in the state; this loop only moves bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from cloudburst.config import KvsConfig
+from cloudburst.errors import CloudburstError, DecodeError, TransportError
+from cloudburst.kvs.engine import MemoryEngine, StorageEngine
+from cloudburst.kvs.sqlite import SqliteEngine
+from cloudburst.kvs.state import KvsState, StorageTopology
+from cloudburst.protocol import codec
+from cloudburst.protocol.messages import KeyRequest, RequestType
+from cloudburst.transport.endpoints import ReplyPolicy
+from cloudburst.transport.zmq import PushSocketCache, bind
+
+logger = logging.getLogger(__name__)
+
+#: Requests taken from one socket per turn: large enough to group-commit bursts, small enough to stay fair.
+MAX_BATCH = 256
+_POLL_MS = 100
+_REJECT_LOG_INTERVAL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class KvsAddresses:
+    """Where a running KVS node listens."""
+
+    routing: str
+    storage: tuple[str, ...]
+
+    def to_json(self) -> str:
+        """The form written to a ready file."""
+        return json.dumps({"routing": self.routing, "storage": list(self.storage)})
+
+    @classmethod
+    def from_json(cls, text: str) -> KvsAddresses:
+        """Reads a ready file's content."""
+        data = json.loads(text)
+        return cls(routing=data["routing"], storage=tuple(data["storage"]))
+
+
+class _RejectLog:
+    """Logs each kind of rejected input at most once a minute, with a count of the ones not logged."""
+
+    def __init__(self) -> None:
+        self._suppressed: Counter[str] = Counter()
+        self._last: dict[str, float] = {}
+        self.total = 0
+
+    def __call__(self, where: str, reason: str) -> None:
+        self.total += 1
+        now = time.monotonic()
+        if now - self._last.get(where, -_REJECT_LOG_INTERVAL) < _REJECT_LOG_INTERVAL:
+            self._suppressed[where] += 1
+            return
+        self._last[where] = now
+        extra = f" ({self._suppressed.pop(where)} more since the last report)" if where in self._suppressed else ""
+        logger.warning("rejected a message on %s: %s%s", where, reason, extra)
+
+
+def open_engine(config: KvsConfig) -> StorageEngine:
+    """The engine a config asks for: SQLite under ``data_dir``, or memory when there is none."""
+    if config.data_dir is None:
+        return MemoryEngine()
+    return SqliteEngine(config.data_dir / "kvs.sqlite3", config.durability)
+
+
+class KvsServer:
+    """A KVS node: one routing socket and one socket per storage thread, served by one loop.
+
+    Args:
+        config: Ports, threads and storage.
+        engine: Overrides the engine the config names (tests inject a memory engine).
+    """
+
+    def __init__(self, config: KvsConfig, engine: StorageEngine | None = None) -> None:
+        self.config = config
+        self._engine = engine if engine is not None else open_engine(config)
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._replies = PushSocketCache(self._context)
+        self._reply_policy = ReplyPolicy.for_bind_host(config.host)
+        self._rejected = _RejectLog()
+        self._stopping = False
+        self._routing = self._pull_socket()
+        routing_port = bind(self._routing, config.host, config.routing_port)
+        self._storage: list[zmq.Socket[bytes]] = []
+        ports: list[int] = []
+        for tid in range(config.threads):
+            socket = self._pull_socket()
+            ports.append(bind(socket, config.host, config.storage_port + tid if config.storage_port else 0))
+            self._storage.append(socket)
+        host = config.advertise_host or config.host
+        self.state = KvsState(StorageTopology(host, tuple(ports)), self._engine)
+        self.addresses = KvsAddresses(
+            routing=f"tcp://{host}:{routing_port}",
+            storage=tuple(self.state.topology.endpoint(tid) for tid in range(config.threads)),
+        )
+
+    def _pull_socket(self) -> zmq.Socket[bytes]:
+        socket = self._context.socket(zmq.PULL)
+        socket.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+        socket.setsockopt(zmq.LINGER, 0)
+        return socket
+
+    @property
+    def rejected_messages(self) -> int:
+        """How many malformed or refused messages the node has dropped."""
+        return self._rejected.total
+
+    def write_ready_file(self, path: Path) -> None:
+        """Atomically writes the bound addresses, so a parent process knows when and where the node listens."""
+        partial = path.with_suffix(".partial")
+        partial.write_text(self.addresses.to_json())
+        os.replace(partial, path)
+
+    def stop(self) -> None:
+        """Asks :meth:`serve_forever` to return; safe from a signal handler or another thread."""
+        self._stopping = True
+
+    def serve_forever(self) -> None:
+        """Serves requests until :meth:`stop`."""
+        poller = zmq.Poller()
+        poller.register(self._routing, zmq.POLLIN)
+        for socket in self._storage:
+            poller.register(socket, zmq.POLLIN)
+        logger.info("KVS serving: routing %s, storage %s", self.addresses.routing, ", ".join(self.addresses.storage))
+        while not self._stopping:
+            ready = dict(poller.poll(_POLL_MS))
+            if self._routing in ready:
+                self._serve_routing()
+            for tid, socket in enumerate(self._storage):
+                if socket in ready:
+                    self._serve_storage(tid, socket)
+
+    def close(self) -> None:
+        """Closes sockets and the engine."""
+        self._replies.close()
+        self._routing.close()
+        for socket in self._storage:
+            socket.close()
+        self._context.term()
+        self._engine.close()
+
+    def _drain(self, socket: zmq.Socket[bytes]) -> list[bytes]:
+        messages = []
+        for _ in range(MAX_BATCH):
+            try:
+                messages.append(socket.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        return messages
+
+    def _reply(self, where: str, address: str, payload: bytes) -> None:
+        if not address:
+            return
+        try:
+            self._replies.send(self._reply_policy.check(address), payload)
+        except TransportError as error:
+            self._rejected(where, str(error))
+
+    def _serve_routing(self) -> None:
+        for data in self._drain(self._routing):
+            try:
+                request = codec.decode_key_address_request(data)
+            except DecodeError as error:
+                self._rejected("routing", str(error))
+                continue
+            response = self.state.handle_address_request(request)
+            self._reply("routing", request.response_address, codec.encode_key_address_response(response))
+
+    def _serve_storage(self, tid: int, socket: zmq.Socket[bytes]) -> None:
+        where = f"storage thread {tid}"
+        requests: list[KeyRequest] = []
+        for data in self._drain(socket):
+            try:
+                request = codec.decode_key_request(data)
+            except DecodeError as error:
+                self._rejected(where, str(error))
+                continue
+            if request.type == RequestType.RT_UNSPECIFIED:
+                self._rejected(where, "KeyRequest.type is unset (neither GET nor PUT)")
+                continue
+            requests.append(request)
+        if not requests:
+            return
+        try:
+            responses = self.state.handle_key_requests(tid, requests)
+        except CloudburstError as error:
+            # A stored value that no longer decodes is corruption, not bad input: keep serving other keys.
+            logger.error("failed a batch of %d requests on %s: %s", len(requests), where, error)
+            return
+        for request, response in zip(requests, responses, strict=True):
+            self._reply(where, request.response_address, codec.encode_key_response(response))

@@ -1,0 +1,83 @@
+"""The embedded, durable storage engine: SQLite in write-ahead-log mode.
+
+Why SQLite: it ships with Python, its WAL commit is a single append to one file, and recovery after a crash is
+its job, not ours. One transaction covers a whole batch of merges, so the KVS server acknowledges a burst of PUTs
+with one commit (group commit). ``docs/storage.md`` records the choice and the durability levels.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from cloudburst.errors import LatticeTypeMismatch
+from cloudburst.kvs.engine import StoredValue, merge_into
+from cloudburst.protocol.codec import StorableLattice
+from cloudburst.protocol.messages import LatticeType
+
+#: ``NORMAL``: an acknowledged write survives the process being killed (the WAL append is done before the
+#: acknowledgement). ``FULL``: it also survives power loss (the WAL is fsynced on every commit).
+Durability = Literal["NORMAL", "FULL"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    lattice_type INTEGER NOT NULL,
+    payload BLOB NOT NULL
+)
+"""
+
+
+class SqliteEngine:
+    """A durable engine in one SQLite database file.
+
+    Args:
+        path: The database file; its directory is created if missing.
+        durability: See :data:`Durability`.
+    """
+
+    def __init__(self, path: Path, durability: Durability = "NORMAL") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={durability}")
+        self._db.execute(_SCHEMA)
+
+    def get_many(self, keys: Sequence[str]) -> list[StoredValue | None]:
+        """See :meth:`cloudburst.kvs.engine.StorageEngine.get_many`."""
+        return [self._get(key) for key in keys]
+
+    def _get(self, key: str) -> StoredValue | None:
+        row = self._db.execute("SELECT lattice_type, payload FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else StoredValue(LatticeType(row[0]), row[1])
+
+    def merge_many(self, items: Sequence[tuple[str, StorableLattice]]) -> list[LatticeTypeMismatch | None]:
+        """See :meth:`cloudburst.kvs.engine.StorageEngine.merge_many`; one transaction for the whole batch."""
+        outcomes: list[LatticeTypeMismatch | None] = []
+        written: dict[str, StoredValue] = {}
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for key, lattice in items:
+                stored = written[key] if key in written else self._get(key)
+                result = merge_into(key, stored, lattice)
+                if isinstance(result, LatticeTypeMismatch):
+                    outcomes.append(result)
+                    continue
+                outcomes.append(None)
+                if result is not stored:
+                    written[key] = result
+            self._db.executemany(
+                "INSERT OR REPLACE INTO kv (key, lattice_type, payload) VALUES (?, ?, ?)",
+                [(key, int(value.lattice_type), value.payload) for key, value in written.items()],
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return outcomes
+
+    def close(self) -> None:
+        """Closes the database."""
+        self._db.close()

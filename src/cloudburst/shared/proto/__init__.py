@@ -1,0 +1,1 @@
+"""Compatibility re-exports of the wire messages under their original module paths."""

@@ -1,0 +1,94 @@
+"""ZeroMQ helpers shared by every server and client."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+import zmq
+
+from cloudburst.errors import TransportError
+
+logger = logging.getLogger(__name__)
+
+#: Outgoing messages a PUSH socket may queue for a slow or absent peer before sends are dropped.
+SEND_HIGH_WATER_MARK = 10_000
+#: How long closing a socket may wait to flush queued messages.
+LINGER_MS = 1_000
+
+
+def bind(socket: zmq.Socket[bytes], host: str, port: int) -> int:
+    """Binds ``socket`` to ``tcp://host:port``; port 0 picks a free port.
+
+    Returns:
+        The bound port.
+
+    Raises:
+        TransportError: The address is in use or cannot be bound.
+    """
+    try:
+        if port == 0:
+            return socket.bind_to_random_port(f"tcp://{host}")
+        socket.bind(f"tcp://{host}:{port}")
+    except zmq.ZMQError as error:
+        raise TransportError(f"cannot bind tcp://{host}:{port}: {error}") from None
+    return port
+
+
+class PushSocketCache:
+    """Connected PUSH sockets by destination, least recently used evicted past ``capacity``.
+
+    Bounded so that a server answering many short-lived clients does not accumulate sockets forever.
+
+    Args:
+        context: The ZeroMQ context to create sockets in.
+        capacity: The most sockets kept open.
+        linger_ms: How long closing may wait to flush queued messages: a server flushes its replies, a client
+            that closes abandons its requests.
+    """
+
+    def __init__(
+        self, context: zmq.Context[zmq.Socket[bytes]], capacity: int = 1024, linger_ms: int = LINGER_MS
+    ) -> None:
+        self._context = context
+        self._capacity = capacity
+        self._linger_ms = linger_ms
+        self._sockets: OrderedDict[str, zmq.Socket[bytes]] = OrderedDict()
+
+    def send(self, address: str, payload: bytes) -> bool:
+        """Pushes ``payload`` to ``address`` without blocking.
+
+        Returns:
+            False when the destination's queue is full and the message was dropped.
+
+        Raises:
+            TransportError: ``address`` is not a valid endpoint.
+        """
+        socket = self._sockets.get(address)
+        if socket is None:
+            socket = self._context.socket(zmq.PUSH)
+            socket.setsockopt(zmq.LINGER, self._linger_ms)
+            socket.setsockopt(zmq.SNDHWM, SEND_HIGH_WATER_MARK)
+            try:
+                socket.connect(address)
+            except zmq.ZMQError as error:
+                socket.close(linger=0)
+                raise TransportError(f"cannot connect to {address!r}: {error}") from None
+            self._sockets[address] = socket
+            if len(self._sockets) > self._capacity:
+                _, evicted = self._sockets.popitem(last=False)
+                evicted.close()
+        else:
+            self._sockets.move_to_end(address)
+        try:
+            socket.send(payload, zmq.NOBLOCK)
+        except zmq.Again:
+            logger.warning("dropped a message to %s: its queue is full", address)
+            return False
+        return True
+
+    def close(self) -> None:
+        """Closes every cached socket."""
+        for socket in self._sockets.values():
+            socket.close()
+        self._sockets.clear()

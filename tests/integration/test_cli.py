@@ -1,0 +1,41 @@
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_and_reports(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "cloudburst", "demo", "--operations", "200", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "200/200 acknowledged writes survived the crash" in result.stdout
+    assert "FAILED" not in result.stdout
+    assert "median" in result.stdout
+
+
+def test_bad_arguments_fail_with_usage():
+    result = subprocess.run(
+        [sys.executable, "-m", "cloudburst", "kvs", "--threads", "many"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert "invalid int value" in result.stderr
+
+
+def test_zero_threads_is_a_clear_error():
+    result = subprocess.run(
+        [sys.executable, "-m", "cloudburst", "kvs", "--threads", "0", "--in-memory"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "threads must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,86 @@
+import threading
+import time
+
+import pytest
+
+from cloudburst.clock import TimestampGenerator
+from cloudburst.errors import DeadlineExceeded, LatticeTypeMismatch
+from cloudburst.kvs.client import KvsClient
+from cloudburst.kvs.process import KvsProcess
+from cloudburst.kvs.state import StorageTopology
+from cloudburst.lattices import LwwLattice, MultiKeyCausalLattice, SetLattice, VectorClock
+from cloudburst.protocol.values import from_lattice, to_lattice
+
+pytestmark = pytest.mark.integration
+
+
+def test_put_get_round_trip(client):
+    stamp = TimestampGenerator(1)
+    client.put("user/1", to_lattice({"name": "ada"}, stamp))
+    assert from_lattice(client.get("user/1")) == {"name": "ada"}
+    assert client.get("user/404") is None
+
+
+def test_many_keys_in_one_call(client):
+    items = {f"k{i}": LwwLattice(timestamp=i + 1, value=str(i).encode()) for i in range(300)}
+    client.put_many(items)
+    assert client.get_many([*list(items), "missing"]) == {**items, "missing": None}
+
+
+def test_concurrent_writers_merge(kvs_node, fast_retry):
+    def writer(name):
+        with KvsClient(kvs_node.routing, retry=fast_retry) as own:
+            for i in range(50):
+                own.put("tags", SetLattice(frozenset({f"{name}-{i}".encode()})))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("a", "b", "c")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with KvsClient(kvs_node.routing, retry=fast_retry) as reader:
+        assert len(reader.get("tags").values) == 150
+
+
+def test_type_mismatch_raises_a_typed_error(client):
+    client.put("k", LwwLattice(timestamp=1, value=b"v"))
+    with pytest.raises(LatticeTypeMismatch) as caught:
+        client.put("k", SetLattice(frozenset({b"x"})))
+    assert (caught.value.key, caught.value.stored, caught.value.given) == ("k", "LWW", "SET")
+
+
+def test_causal_put_and_get(client):
+    first = MultiKeyCausalLattice.of(VectorClock.of({"s1": 1}), [b"a"], {"dep": VectorClock.of({"s1": 1})})
+    second = MultiKeyCausalLattice.of(VectorClock.of({"s2": 1}), [b"b"])
+    client.causal_put("c", first)
+    client.causal_put("c", second)
+    assert client.causal_get(["c"])["c"] == first.merge(second)
+
+
+def test_keys_spread_over_threads_and_survive_a_membership_change(tmp_path, fast_retry, port_block):
+    routing, storage = port_block(1), port_block(3)
+    data = tmp_path / "data"
+    keys = [f"key/{i}" for i in range(60)]
+    before = StorageTopology("127.0.0.1", (storage, storage + 1, storage + 2))
+    after = StorageTopology("127.0.0.1", (storage, storage + 1))
+    assert {before.owners(k)[0] for k in keys} == {0, 1, 2}
+    moved = [k for k in keys if before.endpoint(before.owners(k)[0]) != after.endpoint(after.owners(k)[0])]
+    assert len(moved) > 10, "the test needs keys whose owner changes"
+    with KvsProcess(data, threads=3, routing_port=routing, storage_port=storage) as node:
+        client = KvsClient(node.routing, retry=fast_retry)
+        client.put_many({k: SetLattice(frozenset({k.encode()})) for k in keys})
+        node.stop()
+        # Same ports, fewer threads: a third of the cached addresses are now wrong or dead.
+        with KvsProcess(data, threads=2, routing_port=routing, storage_port=storage):
+            stored = client.get_many(keys, timeout=10)
+            assert all(stored[k] == SetLattice(frozenset({k.encode()})) for k in keys)
+        client.close()
+
+
+def test_calls_fail_with_deadline_exceeded_when_the_node_is_gone(kvs_node, client):
+    client.put("k", LwwLattice(timestamp=1, value=b"v"))
+    kvs_node.kill()
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        client.get("k", timeout=0.5)
+    assert time.monotonic() - start < 5

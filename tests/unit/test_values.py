@@ -1,0 +1,127 @@
+import pickle
+
+import numpy as np
+import pytest
+
+from cloudburst.errors import DecodeError, EncodeError
+from cloudburst.lattices import LwwLattice, OrderedSetLattice, SetLattice
+from cloudburst.protocol.codec import encode_value
+from cloudburst.protocol.messages import SerializerType
+from cloudburst.protocol.values import decode, deserialize, encode, from_lattice, serialize, to_lattice
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        -7,
+        2**80,
+        3.25,
+        True,
+        None,
+        complex(1, 2),
+        "",
+        "héllo",
+        b"",
+        b"\x00raw",
+        (1, "a"),
+        [1, 2.5],
+        {"k": [1, {2}]},
+    ],
+)
+def test_round_trip(value):
+    assert deserialize(serialize(value)) == value
+
+
+def test_bytes_are_never_unpickled():
+    looks_like_a_pickle = pickle.dumps(["surprise"])
+    _, serializer = encode(looks_like_a_pickle)
+    assert serializer == SerializerType.BYTES
+    assert deserialize(serialize(looks_like_a_pickle)) == looks_like_a_pickle
+
+
+def test_str_uses_utf8_not_pickle():
+    body, serializer = encode("abc")
+    assert (body, serializer) == (b"abc", SerializerType.STRING)
+
+
+def test_functions_and_closures_use_cloudpickle():
+    offset = 10
+
+    def shifted(x):
+        return x + offset
+
+    restored = deserialize(serialize(shifted))
+    assert restored(1) == 11
+    assert deserialize(serialize(lambda y: y * 2))(4) == 8
+
+
+def test_numpy_arrays_travel_out_of_band_and_load_without_copy():
+    array = np.arange(100_000, dtype=np.float64).reshape(100, 1000)
+    body, serializer = encode(array)
+    assert serializer == SerializerType.NUMPY
+    restored = decode(body, serializer)
+    assert isinstance(restored, np.ndarray)
+    np.testing.assert_array_equal(restored, array)
+    # A view of the received bytes, not a copy: the array's memory lies inside the body.
+    assert not restored.flags.writeable
+    assert np.shares_memory(restored, np.frombuffer(body, dtype=np.uint8))
+    assert restored.ctypes.data % 64 == np.frombuffer(body, dtype=np.uint8).ctypes.data % 64
+
+
+def test_numpy_in_a_container_round_trips():
+    value = {"weights": np.ones((3, 3), dtype=np.float32), "name": "layer1"}
+    restored = deserialize(serialize(value))
+    assert restored["name"] == "layer1"
+    np.testing.assert_array_equal(restored["weights"], value["weights"])
+
+
+def test_unpicklable_value_raises_encode_error():
+    import threading
+
+    with pytest.raises(EncodeError, match="lock"):
+        serialize(threading.Lock())
+
+
+@pytest.mark.parametrize(
+    ("body", "serializer"),
+    [
+        (b"\x80\x05garbage", SerializerType.DEFAULT),
+        (b"\xff\xfe", SerializerType.STRING),
+        (b"\x01", SerializerType.NUMPY),
+    ],
+)
+def test_undecodable_body_names_the_field(body, serializer):
+    with pytest.raises(DecodeError, match="user/key"):
+        decode(body, serializer, "user/key")
+
+
+def test_undecodable_value_message_names_the_field():
+    with pytest.raises(DecodeError, match="arg 0"):
+        deserialize(b"\xff\xff\xff", "arg 0")
+
+
+def test_unknown_serializer_is_a_decode_error():
+    data = encode_value(b"x", SerializerType.BYTES).replace(b"\x10\x03", b"\x10\x09")
+    with pytest.raises(DecodeError, match="SerializerType"):
+        deserialize(data)
+
+
+def test_sets_become_set_lattices_and_other_values_lww():
+    stamps = iter(range(100, 200))
+    assert isinstance(to_lattice({1, 2}, lambda: next(stamps)), SetLattice)
+    lww = to_lattice([1, 2], lambda: next(stamps))
+    assert isinstance(lww, LwwLattice)
+    assert lww.timestamp == 100  # sets take no timestamp
+    assert from_lattice(lww) == [1, 2]
+    assert sorted(from_lattice(to_lattice({3, 1}, lambda: 0))) == [1, 3]
+
+
+def test_from_lattice_of_ordered_set_keeps_order():
+    lattice = OrderedSetLattice.of([serialize("a"), serialize("b")])
+    assert from_lattice(lattice) == [deserialize(v) for v in lattice.values]
+
+
+def test_from_lattice_with_corrupt_value_names_the_key():
+    with pytest.raises(DecodeError, match="users/7"):
+        from_lattice(LwwLattice(timestamp=1, value=b"\xff\xff"), "users/7")
