@@ -53,6 +53,8 @@ class HashRing(Generic[_T]):
     def owners(self, key: str, count: int = 1) -> list[_T]:
         """The first ``count`` distinct members clockwise from the key's position (fewer if the ring is smaller)."""
         count = min(count, len(self._members))
+        if count == len(self._members) == 1:
+            return [self._members[0]]  # a one-member ring needs no hashing (the common single-thread node)
         start = bisect.bisect_left(self._hashes, stable_hash(key))
         found: list[int] = []
         for step in range(len(self._hashes)):

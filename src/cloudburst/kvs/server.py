@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 256
 _POLL_MS = 100
 _REJECT_LOG_INTERVAL = 60.0
+_REPLY_ADDRESS_CACHE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,7 @@ class KvsServer:
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._replies = PushSocketCache(self._context)
         self._reply_policy = ReplyPolicy.for_bind_host(config.host)
+        self._reply_addresses: dict[str, str] = {}
         self._rejected = _RejectLog()
         self._stopping = False
         self._routing = self._pull_socket()
@@ -168,9 +170,19 @@ class KvsServer:
         if not address:
             return
         try:
-            self._replies.send(self._reply_policy.check(address), payload)
+            self._replies.send(self._checked_reply_address(address), payload)
         except TransportError as error:
             self._rejected(where, str(error))
+
+    def _checked_reply_address(self, address: str) -> str:
+        # Clients reuse one reply address for all their requests: check each address once, not per reply.
+        checked = self._reply_addresses.get(address)
+        if checked is None:
+            checked = self._reply_policy.check(address)
+            if len(self._reply_addresses) >= _REPLY_ADDRESS_CACHE:
+                self._reply_addresses.clear()
+            self._reply_addresses[address] = checked
+        return checked
 
     def _serve_routing(self) -> None:
         for data in self._drain(self._routing):

@@ -1,0 +1,26 @@
+"""Benchmark entry point: ``python -m benchmarks <workload>``; each workload is a subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from benchmarks import kvs_latency
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses the command line and runs the chosen workload."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    workloads = parser.add_subparsers(dest="workload", required=True)
+    kvs = workloads.add_parser("kvs", help="KVS GET/PUT latency against the bare pyzmq floor")
+    kvs_latency.add_arguments(kvs)
+    kvs.set_defaults(run=kvs_latency.main)
+    args = parser.parse_args(argv)
+    # A terminated benchmark unwinds like an interrupted one, so its server processes are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
