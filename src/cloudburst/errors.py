@@ -121,3 +121,52 @@ class LatticeTypeMismatch(KvsError):
 
 class NoServers(KvsError):
     """The KVS routing tier knows no storage server for a key."""
+
+
+class RemoteExecutionError(CloudburstError):
+    """A user function raised; carries where it ran and the remote traceback.
+
+    Args:
+        message: The remote exception's type and message.
+        exception_type: The qualified name of the remote exception's class.
+    """
+
+    def __init__(self, message: str, exception_type: str = "", **context: str | None) -> None:
+        super().__init__(message, **context)
+        self.exception_type = exception_type
+
+
+class ClientError(CloudburstError):
+    """A request named something that does not exist or cannot be created as asked."""
+
+
+class FunctionNotFound(ClientError):
+    """No function is registered under the name."""
+
+
+class DagNotFound(ClientError):
+    """No DAG is registered under the name."""
+
+
+class DagAlreadyExists(ClientError):
+    """A DAG with the name is already registered."""
+
+
+class InvalidDag(ClientError):
+    """A DAG is malformed: a cycle, several sinks, links outside the DAG, or unknown functions."""
+
+
+class InvalidRequest(ClientError):
+    """A request is malformed."""
+
+
+class SchedulingError(CloudburstError):
+    """The cluster could not place the work."""
+
+
+class NoResources(SchedulingError):
+    """No executor can take the work now."""
+
+
+class NotPinned(SchedulingError):
+    """The function is not pinned at the executor the request reached."""

@@ -3,11 +3,13 @@ import pickle
 import numpy as np
 import pytest
 
+from cloudburst.errors import CloudburstError as RemoteError
 from cloudburst.errors import DecodeError, EncodeError
 from cloudburst.lattices import LwwLattice, OrderedSetLattice, SetLattice
 from cloudburst.protocol.codec import encode_value
 from cloudburst.protocol.messages import SerializerType
-from cloudburst.protocol.values import decode, deserialize, encode, from_lattice, serialize, to_lattice
+from cloudburst.protocol.runtime_messages import EncodedValue
+from cloudburst.protocol.values import decode, deserialize, encode, encode_error, from_lattice, serialize, to_lattice
 
 
 @pytest.mark.parametrize(
@@ -35,14 +37,12 @@ def test_round_trip(value):
 
 def test_bytes_are_never_unpickled():
     looks_like_a_pickle = pickle.dumps(["surprise"])
-    _, serializer = encode(looks_like_a_pickle)
-    assert serializer == SerializerType.BYTES
+    assert encode(looks_like_a_pickle).serializer == SerializerType.BYTES
     assert deserialize(serialize(looks_like_a_pickle)) == looks_like_a_pickle
 
 
 def test_str_uses_utf8_not_pickle():
-    body, serializer = encode("abc")
-    assert (body, serializer) == (b"abc", SerializerType.STRING)
+    assert encode("abc") == EncodedValue(b"abc", SerializerType.STRING)
 
 
 def test_functions_and_closures_use_cloudpickle():
@@ -58,9 +58,10 @@ def test_functions_and_closures_use_cloudpickle():
 
 def test_numpy_arrays_travel_out_of_band_and_load_without_copy():
     array = np.arange(100_000, dtype=np.float64).reshape(100, 1000)
-    body, serializer = encode(array)
-    assert serializer == SerializerType.NUMPY
-    restored = decode(body, serializer)
+    encoded = encode(array)
+    assert encoded.serializer == SerializerType.NUMPY
+    body = encoded.body
+    restored = decode(encoded)
     assert isinstance(restored, np.ndarray)
     np.testing.assert_array_equal(restored, array)
     # A view of the received bytes, not a copy: the array's memory lies inside the body.
@@ -93,7 +94,7 @@ def test_unpicklable_value_raises_encode_error():
 )
 def test_undecodable_body_names_the_field(body, serializer):
     with pytest.raises(DecodeError, match="user/key"):
-        decode(body, serializer, "user/key")
+        decode(EncodedValue(body, serializer), "user/key")
 
 
 def test_undecodable_value_message_names_the_field():
@@ -125,3 +126,16 @@ def test_from_lattice_of_ordered_set_keeps_order():
 def test_from_lattice_with_corrupt_value_names_the_key():
     with pytest.raises(DecodeError, match="users/7"):
         from_lattice(LwwLattice(timestamp=1, value=b"\xff\xff"), "users/7")
+
+
+def test_error_results_raise_their_error_when_loaded():
+    error = RemoteError("boom", function="f", request_id="r1", remote_traceback="Traceback ...")
+    with pytest.raises(RemoteError) as caught:
+        decode(encode_error(error))
+    assert caught.value.function == "f"
+    assert caught.value.remote_traceback == "Traceback ..."
+
+
+def test_an_error_body_that_is_not_an_error_is_a_decode_error():
+    with pytest.raises(DecodeError, match="not an error"):
+        decode(EncodedValue(pickle.dumps(42), SerializerType.ERROR), "result")

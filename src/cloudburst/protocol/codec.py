@@ -8,9 +8,10 @@ never a protobuf exception, so servers can reject bad input and keep serving.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
+from google.protobuf.internal.containers import MessageMap
 from google.protobuf.message import DecodeError as _ProtobufDecodeError
 from google.protobuf.message import Message
 
@@ -29,6 +30,7 @@ from cloudburst.lattices import (
 )
 from cloudburst.protocol.messages import (
     AnnaError,
+    ConsistencyType,
     KeyAddress,
     KeyAddressRequest,
     KeyAddressResponse,
@@ -39,10 +41,53 @@ from cloudburst.protocol.messages import (
     RequestType,
     SerializerType,
 )
-from cloudburst.protocol.wire import anna_pb2, cloudburst_pb2, shared_pb2
+from cloudburst.protocol.runtime_messages import (
+    Arguments,
+    CallResult,
+    ClusterStatus,
+    Continuation,
+    Dag,
+    DagCall,
+    DagSchedule,
+    DagStatistics,
+    DagTrigger,
+    EncodedValue,
+    ErrorCode,
+    ExecutionType,
+    ExecutorRequest,
+    ExecutorStatistics,
+    ExecutorType,
+    Function,
+    FunctionCall,
+    FunctionLocation,
+    FunctionReference,
+    FunctionStatistics,
+    GenericResponse,
+    KeyVersion,
+    Link,
+    PinFunction,
+    ResultDelivery,
+    SchedulerMessage,
+    SchedulerStatus,
+    SelfDepart,
+    ThreadStatus,
+    UnpinFunction,
+)
+from cloudburst.protocol.wire import anna_pb2, cloudburst_pb2, internal_pb2, shared_pb2
 
 _M = TypeVar("_M", bound=Message)
-_E = TypeVar("_E", RequestType, LatticeType, AnnaError, SerializerType)
+_E = TypeVar(
+    "_E",
+    RequestType,
+    LatticeType,
+    AnnaError,
+    SerializerType,
+    ConsistencyType,
+    ErrorCode,
+    ExecutionType,
+    ResultDelivery,
+    ExecutorType,
+)
 
 #: The lattices a KVS can store, i.e. those with a wire payload.
 StorableLattice = (
@@ -380,3 +425,498 @@ _LATTICE_TYPES: tuple[tuple[type, LatticeType], ...] = (
     (SingleKeyCausalLattice, LatticeType.SINGLE_CAUSAL),
     (MultiKeyCausalLattice, LatticeType.MULTI_CAUSAL),
 )
+
+
+# -- Function runtime -----------------------------------------------------------------------------------------
+
+
+def _value_to_pb(value: EncodedValue, out: cloudburst_pb2.Value) -> None:
+    out.body = value.body
+    out.type = value.serializer  # type: ignore[assignment]
+
+
+def _value_from_pb(pb: cloudburst_pb2.Value, what: str) -> EncodedValue:
+    return EncodedValue(pb.body, _enum(SerializerType, pb.type, f"{what}.type"))
+
+
+def _arguments_to_pb(arguments: Arguments, out: cloudburst_pb2.Arguments) -> None:
+    for value in arguments:
+        _value_to_pb(value, out.values.add())
+
+
+def _arguments_from_pb(pb: cloudburst_pb2.Arguments, what: str) -> Arguments:
+    return tuple(_value_from_pb(v, what) for v in pb.values)
+
+
+def _argument_map_to_pb(arguments: Mapping[str, Arguments], out: MessageMap[str, cloudburst_pb2.Arguments]) -> None:
+    for name, values in arguments.items():
+        _arguments_to_pb(values, out[name])
+
+
+def _argument_map_from_pb(pb: MessageMap[str, cloudburst_pb2.Arguments], what: str) -> dict[str, Arguments]:
+    return {name: _arguments_from_pb(values, f"{what}[{name!r}]") for name, values in pb.items()}
+
+
+def _key_version_to_pb(version: KeyVersion, out: shared_pb2.KeyVersion) -> None:
+    out.key = version.key
+    _clock_to_pb(version.vector_clock, out.vector_clock, "KeyVersion")
+
+
+def _key_version_from_pb(pb: shared_pb2.KeyVersion, what: str) -> KeyVersion:
+    return KeyVersion(pb.key, _clock_from_pb(pb.vector_clock, what))
+
+
+def _dag_to_pb(dag: Dag, out: cloudburst_pb2.Dag) -> None:
+    out.name = dag.name
+    for ref in dag.functions:
+        out.functions.add(
+            name=ref.name,
+            type=ref.type,
+            invalid_results=ref.invalid_results,
+            gpu=ref.gpu,
+            batching=ref.batching,
+        )
+    for link in dag.connections:
+        out.connections.add(source=link.source, sink=link.sink)
+    out.colocated.extend(dag.colocated)
+
+
+def _dag_from_pb(pb: cloudburst_pb2.Dag, what: str) -> Dag:
+    return Dag(
+        name=pb.name,
+        functions=tuple(
+            FunctionReference(
+                name=ref.name,
+                type=_enum(ExecutionType, ref.type, f"{what}.functions.type"),
+                invalid_results=tuple(ref.invalid_results),
+                gpu=ref.gpu,
+                batching=ref.batching,
+            )
+            for ref in pb.functions
+        ),
+        connections=tuple(Link(link.source, link.sink) for link in pb.connections),
+        colocated=tuple(pb.colocated),
+    )
+
+
+def _dag_call_to_pb(call: DagCall, out: cloudburst_pb2.DagCall) -> None:
+    out.name = call.name
+    _argument_map_to_pb(call.function_args, out.function_args)
+    out.response_address = call.response_address
+    out.consistency = call.consistency  # type: ignore[assignment]
+    out.output_key = call.output_key
+    out.client_id = call.client_id
+    if call.continuation is not None:
+        _continuation_to_pb(call.continuation, out.continuation)
+    out.delivery = call.delivery  # type: ignore[assignment]
+
+
+def _dag_call_from_pb(pb: cloudburst_pb2.DagCall, what: str) -> DagCall:
+    return DagCall(
+        name=pb.name,
+        function_args=_argument_map_from_pb(pb.function_args, f"{what}.function_args"),
+        response_address=pb.response_address,
+        consistency=_enum(ConsistencyType, pb.consistency, f"{what}.consistency"),
+        output_key=pb.output_key,
+        client_id=pb.client_id,
+        continuation=_continuation_from_pb(pb.continuation, f"{what}.continuation")
+        if pb.HasField("continuation")
+        else None,
+        delivery=_enum(ResultDelivery, pb.delivery, f"{what}.delivery"),
+    )
+
+
+def _continuation_to_pb(continuation: Continuation, out: cloudburst_pb2.Continuation) -> None:
+    out.name = continuation.name
+    out.id = continuation.id
+    out.result = continuation.result
+    if continuation.call is not None:
+        _dag_call_to_pb(continuation.call, out.call)
+
+
+def _continuation_from_pb(pb: cloudburst_pb2.Continuation, what: str) -> Continuation:
+    return Continuation(
+        name=pb.name,
+        id=pb.id,
+        result=pb.result,
+        call=_dag_call_from_pb(pb.call, f"{what}.call") if pb.HasField("call") else None,
+    )
+
+
+def _function_call_to_pb(call: FunctionCall, out: cloudburst_pb2.FunctionCall) -> None:
+    out.name = call.name
+    out.request_id = call.request_id
+    _arguments_to_pb(call.arguments, out.arguments)
+    out.response_key = call.response_key
+    out.consistency = call.consistency  # type: ignore[assignment]
+    out.locations.extend(call.locations)
+    out.response_address = call.response_address
+    out.delivery = call.delivery  # type: ignore[assignment]
+
+
+def _function_call_from_pb(pb: cloudburst_pb2.FunctionCall, what: str) -> FunctionCall:
+    return FunctionCall(
+        name=pb.name,
+        arguments=_arguments_from_pb(pb.arguments, f"{what}.arguments"),
+        request_id=pb.request_id,
+        response_key=pb.response_key,
+        consistency=_enum(ConsistencyType, pb.consistency, f"{what}.consistency"),
+        locations=tuple(pb.locations),
+        response_address=pb.response_address,
+        delivery=_enum(ResultDelivery, pb.delivery, f"{what}.delivery"),
+    )
+
+
+def _schedule_to_pb(schedule: DagSchedule, out: cloudburst_pb2.DagSchedule) -> None:
+    out.id = schedule.id
+    _dag_to_pb(schedule.dag, out.dag)
+    out.target_function = schedule.target_function
+    out.consistency = schedule.consistency  # type: ignore[assignment]
+    out.triggers.extend(schedule.triggers)
+    for name, location in schedule.locations.items():
+        out.locations[name] = location
+    _argument_map_to_pb(schedule.arguments, out.arguments)
+    out.response_address = schedule.response_address
+    out.output_key = schedule.output_key
+    out.client_id = schedule.client_id
+    out.start_time = schedule.start_time
+    if schedule.continuation is not None:
+        _continuation_to_pb(schedule.continuation, out.continuation)
+    out.delivery = schedule.delivery  # type: ignore[assignment]
+
+
+def _schedule_from_pb(pb: cloudburst_pb2.DagSchedule, what: str) -> DagSchedule:
+    return DagSchedule(
+        id=pb.id,
+        dag=_dag_from_pb(pb.dag, f"{what}.dag"),
+        target_function=pb.target_function,
+        triggers=tuple(pb.triggers),
+        locations=dict(pb.locations),
+        arguments=_argument_map_from_pb(pb.arguments, f"{what}.arguments"),
+        consistency=_enum(ConsistencyType, pb.consistency, f"{what}.consistency"),
+        response_address=pb.response_address,
+        output_key=pb.output_key,
+        client_id=pb.client_id,
+        start_time=pb.start_time,
+        continuation=_continuation_from_pb(pb.continuation, f"{what}.continuation")
+        if pb.HasField("continuation")
+        else None,
+        delivery=_enum(ResultDelivery, pb.delivery, f"{what}.delivery"),
+    )
+
+
+def _trigger_to_pb(trigger: DagTrigger, out: cloudburst_pb2.DagTrigger) -> None:
+    out.id = trigger.id
+    out.target_function = trigger.target_function
+    out.source = trigger.source
+    _arguments_to_pb(trigger.arguments, out.arguments)
+    for address, versions in trigger.version_locations.items():
+        for version in versions:
+            _key_version_to_pb(version, out.version_locations[address].keys.add())
+    for version in trigger.dependencies:
+        _key_version_to_pb(version, out.dependencies.add())
+
+
+def _trigger_from_pb(pb: cloudburst_pb2.DagTrigger, what: str) -> DagTrigger:
+    return DagTrigger(
+        id=pb.id,
+        target_function=pb.target_function,
+        source=pb.source,
+        arguments=_arguments_from_pb(pb.arguments, f"{what}.arguments"),
+        version_locations={
+            address: tuple(_key_version_from_pb(v, f"{what}.version_locations") for v in versions.keys)
+            for address, versions in pb.version_locations.items()
+        },
+        dependencies=tuple(_key_version_from_pb(v, f"{what}.dependencies") for v in pb.dependencies),
+    )
+
+
+def _generic_response_to_pb(response: GenericResponse, out: cloudburst_pb2.GenericResponse) -> None:
+    out.success = response.success
+    out.response_id = response.response_id
+    out.error = response.error  # type: ignore[assignment]
+    out.error_message = response.error_message
+
+
+def _generic_response_from_pb(pb: cloudburst_pb2.GenericResponse, what: str) -> GenericResponse:
+    return GenericResponse(
+        success=pb.success,
+        response_id=pb.response_id,
+        error=_enum(ErrorCode, pb.error, f"{what}.error"),
+        error_message=pb.error_message,
+    )
+
+
+def _thread_status_to_pb(status: ThreadStatus, out: internal_pb2.ThreadStatus) -> None:
+    out.ip = status.ip
+    out.tid = status.tid
+    out.functions.extend(status.functions)
+    out.utilization = status.utilization
+    out.running = status.running
+    out.type = status.type  # type: ignore[assignment]
+    out.incarnation = status.incarnation
+
+
+def _thread_status_from_pb(pb: internal_pb2.ThreadStatus, what: str) -> ThreadStatus:
+    return ThreadStatus(
+        ip=pb.ip,
+        tid=pb.tid,
+        functions=tuple(pb.functions),
+        utilization=pb.utilization,
+        running=pb.running,
+        type=_enum(ExecutorType, pb.type, f"{what}.type"),
+        incarnation=pb.incarnation,
+    )
+
+
+def _statistics_to_pb(statistics: ExecutorStatistics, out: internal_pb2.ExecutorStatistics) -> None:
+    for function in statistics.functions:
+        out.functions.add(name=function.name, call_count=function.call_count, runtime=function.runtimes)
+    for dag in statistics.dags:
+        out.dags.add(name=dag.name, runtimes=dag.runtimes, interarrival=dag.interarrivals, call_count=dag.call_count)
+    out.reporter = statistics.reporter
+
+
+def _statistics_from_pb(pb: internal_pb2.ExecutorStatistics) -> ExecutorStatistics:
+    return ExecutorStatistics(
+        functions=tuple(FunctionStatistics(f.name, f.call_count, tuple(f.runtime)) for f in pb.functions),
+        dags=tuple(DagStatistics(d.name, tuple(d.runtimes), tuple(d.interarrival), d.call_count) for d in pb.dags),
+        reporter=pb.reporter,
+    )
+
+
+def _gossip_to_pb(status: SchedulerStatus, out: internal_pb2.SchedulerStatus) -> None:
+    out.dags.extend(status.dags)
+    for location in status.function_locations:
+        out.function_locations.add(name=location.name, ip=location.ip, tid=location.tid)
+    out.deleted_dags.extend(status.deleted_dags)
+
+
+def _gossip_from_pb(pb: internal_pb2.SchedulerStatus) -> SchedulerStatus:
+    return SchedulerStatus(
+        dags=tuple(pb.dags),
+        function_locations=tuple(FunctionLocation(f.name, f.ip, f.tid) for f in pb.function_locations),
+        deleted_dags=tuple(pb.deleted_dags),
+    )
+
+
+def encode_function(function: Function) -> bytes:
+    """Encodes a function registration."""
+    return _serialize(cloudburst_pb2.Function(name=function.name, body=function.body), "Function")
+
+
+def decode_function(data: bytes) -> Function:
+    """Decodes a function registration.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``Function``.
+    """
+    pb = _parse(cloudburst_pb2.Function, data, "Function")
+    return Function(pb.name, pb.body)
+
+
+def encode_function_call(call: FunctionCall) -> bytes:
+    """Encodes a one-shot call."""
+    pb = cloudburst_pb2.FunctionCall()
+    _function_call_to_pb(call, pb)
+    return _serialize(pb, "FunctionCall")
+
+
+def decode_function_call(data: bytes) -> FunctionCall:
+    """Decodes a one-shot call.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``FunctionCall``.
+    """
+    return _function_call_from_pb(_parse(cloudburst_pb2.FunctionCall, data, "FunctionCall"), "FunctionCall")
+
+
+def encode_dag(dag: Dag) -> bytes:
+    """Encodes a DAG registration."""
+    pb = cloudburst_pb2.Dag()
+    _dag_to_pb(dag, pb)
+    return _serialize(pb, "Dag")
+
+
+def decode_dag(data: bytes) -> Dag:
+    """Decodes a DAG registration.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``Dag``.
+    """
+    return _dag_from_pb(_parse(cloudburst_pb2.Dag, data, "Dag"), "Dag")
+
+
+def encode_dag_call(call: DagCall) -> bytes:
+    """Encodes a DAG call."""
+    pb = cloudburst_pb2.DagCall()
+    _dag_call_to_pb(call, pb)
+    return _serialize(pb, "DagCall")
+
+
+def decode_dag_call(data: bytes) -> DagCall:
+    """Decodes a DAG call.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``DagCall``.
+    """
+    return _dag_call_from_pb(_parse(cloudburst_pb2.DagCall, data, "DagCall"), "DagCall")
+
+
+def encode_continuation(continuation: Continuation) -> bytes:
+    """Encodes a continuation."""
+    pb = cloudburst_pb2.Continuation()
+    _continuation_to_pb(continuation, pb)
+    return _serialize(pb, "Continuation")
+
+
+def encode_generic_response(response: GenericResponse) -> bytes:
+    """Encodes a scheduler's reply."""
+    pb = cloudburst_pb2.GenericResponse()
+    _generic_response_to_pb(response, pb)
+    return _serialize(pb, "GenericResponse")
+
+
+def decode_generic_response(data: bytes) -> GenericResponse:
+    """Decodes a scheduler's reply.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``GenericResponse``.
+    """
+    pb = _parse(cloudburst_pb2.GenericResponse, data, "GenericResponse")
+    return _generic_response_from_pb(pb, "GenericResponse")
+
+
+def encode_encoded_value(value: EncodedValue) -> bytes:
+    """Encodes a ``Value`` message."""
+    return encode_value(value.body, value.serializer)
+
+
+def decode_encoded_value(data: bytes, what: str = "Value") -> EncodedValue:
+    """Decodes a ``Value`` message.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``Value``.
+    """
+    body, serializer = decode_value(data, what)
+    return EncodedValue(body, serializer)
+
+
+def encode_call_result(result: CallResult) -> bytes:
+    """Encodes a result pushed to a caller."""
+    pb = internal_pb2.CallResult(id=result.id)
+    _value_to_pb(result.value, pb.value)
+    return _serialize(pb, "CallResult")
+
+
+def decode_call_result(data: bytes) -> CallResult:
+    """Decodes a result pushed to a caller.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``CallResult``.
+    """
+    pb = _parse(internal_pb2.CallResult, data, "CallResult")
+    return CallResult(pb.id, _value_from_pb(pb.value, "CallResult.value"))
+
+
+def encode_cluster_status(status: ClusterStatus) -> bytes:
+    """Encodes a cluster status answer."""
+    pb = internal_pb2.ClusterStatus(dags=status.dags, functions=status.functions)
+    for executor in status.executors:
+        _thread_status_to_pb(executor, pb.executors.add())
+    return _serialize(pb, "ClusterStatus")
+
+
+def decode_cluster_status(data: bytes) -> ClusterStatus:
+    """Decodes a cluster status answer.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``ClusterStatus``.
+    """
+    pb = _parse(internal_pb2.ClusterStatus, data, "ClusterStatus")
+    return ClusterStatus(
+        executors=tuple(_thread_status_from_pb(e, "ClusterStatus.executors") for e in pb.executors),
+        dags=tuple(pb.dags),
+        functions=tuple(pb.functions),
+    )
+
+
+def encode_executor_request(request: ExecutorRequest) -> bytes:
+    """Wraps a message for an executor's control socket in its envelope."""
+    pb = internal_pb2.ExecutorRequest()
+    if isinstance(request, PinFunction):
+        pb.pin.name = request.name
+        pb.pin.response_address = request.response_address
+        pb.pin.batching = request.batching
+        pb.pin.request_id = request.request_id
+    elif isinstance(request, UnpinFunction):
+        pb.unpin.name = request.name
+    elif isinstance(request, FunctionCall):
+        _function_call_to_pb(request, pb.call)
+    elif isinstance(request, DagSchedule):
+        _schedule_to_pb(request, pb.schedule)
+    elif isinstance(request, DagTrigger):
+        _trigger_to_pb(request, pb.trigger)
+    else:
+        pb.depart.SetInParent()
+    return _serialize(pb, "ExecutorRequest")
+
+
+def decode_executor_request(data: bytes) -> ExecutorRequest:
+    """Unwraps a message received on an executor's control socket.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``ExecutorRequest`` or the envelope is empty.
+    """
+    pb = _parse(internal_pb2.ExecutorRequest, data, "ExecutorRequest")
+    kind = pb.WhichOneof("kind")
+    if kind == "pin":
+        return PinFunction(pb.pin.name, pb.pin.response_address, pb.pin.request_id, pb.pin.batching)
+    if kind == "unpin":
+        return UnpinFunction(pb.unpin.name)
+    if kind == "call":
+        return _function_call_from_pb(pb.call, "ExecutorRequest.call")
+    if kind == "schedule":
+        return _schedule_from_pb(pb.schedule, "ExecutorRequest.schedule")
+    if kind == "trigger":
+        return _trigger_from_pb(pb.trigger, "ExecutorRequest.trigger")
+    if kind == "depart":
+        return SelfDepart()
+    raise DecodeError("ExecutorRequest", "the envelope holds no message")
+
+
+def encode_scheduler_message(message: SchedulerMessage) -> bytes:
+    """Wraps a message for a scheduler's internal socket in its envelope."""
+    pb = internal_pb2.SchedulerMessage()
+    if isinstance(message, ThreadStatus):
+        _thread_status_to_pb(message, pb.status)
+    elif isinstance(message, GenericResponse):
+        _generic_response_to_pb(message, pb.pin_reply)
+    elif isinstance(message, Continuation):
+        _continuation_to_pb(message, pb.continuation)
+    elif isinstance(message, SchedulerStatus):
+        _gossip_to_pb(message, pb.gossip)
+    else:
+        _statistics_to_pb(message, pb.statistics)
+    return _serialize(pb, "SchedulerMessage")
+
+
+def decode_scheduler_message(data: bytes) -> SchedulerMessage:
+    """Unwraps a message received on a scheduler's internal socket.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``SchedulerMessage`` or the envelope is empty.
+    """
+    pb = _parse(internal_pb2.SchedulerMessage, data, "SchedulerMessage")
+    kind = pb.WhichOneof("kind")
+    if kind == "status":
+        return _thread_status_from_pb(pb.status, "SchedulerMessage.status")
+    if kind == "pin_reply":
+        return _generic_response_from_pb(pb.pin_reply, "SchedulerMessage.pin_reply")
+    if kind == "continuation":
+        return _continuation_from_pb(pb.continuation, "SchedulerMessage.continuation")
+    if kind == "gossip":
+        return _gossip_from_pb(pb.gossip)
+    if kind == "statistics":
+        return _statistics_from_pb(pb.statistics)
+    raise DecodeError("SchedulerMessage", "the envelope holds no message")

@@ -48,6 +48,7 @@ class SerializerType(enum.IntEnum):
     NUMPY = 1
     STRING = 2
     BYTES = 3
+    ERROR = 4
 
 
 class ConsistencyType(enum.IntEnum):

@@ -21,7 +21,7 @@ from typing import Any
 
 import cloudpickle
 
-from cloudburst.errors import DecodeError, EncodeError
+from cloudburst.errors import CloudburstError, DecodeError, EncodeError
 from cloudburst.lattices import (
     Lattice,
     LwwLattice,
@@ -33,6 +33,7 @@ from cloudburst.lattices import (
 )
 from cloudburst.protocol.codec import decode_value, encode_value
 from cloudburst.protocol.messages import SerializerType
+from cloudburst.protocol.runtime_messages import EncodedValue
 
 _SCALARS: frozenset[type] = frozenset({int, float, bool, complex, str, bytes, type(None)})
 _SMALL_CONTAINER = 32
@@ -86,7 +87,7 @@ def _unframe(body: bytes) -> tuple[memoryview, list[memoryview]]:
     return stream, buffers
 
 
-def encode(value: object) -> tuple[bytes, SerializerType]:
+def encode(value: object) -> EncodedValue:
     """Encodes a Python value into a ``Value`` body and its serializer type.
 
     Raises:
@@ -94,29 +95,47 @@ def encode(value: object) -> tuple[bytes, SerializerType]:
     """
     kind = type(value)
     if kind is bytes:
-        return value, SerializerType.BYTES  # type: ignore[return-value]
+        return EncodedValue(value, SerializerType.BYTES)  # type: ignore[arg-type]
     if kind is str:
-        return value.encode(), SerializerType.STRING  # type: ignore[attr-defined]
+        return EncodedValue(value.encode(), SerializerType.STRING)  # type: ignore[attr-defined]
     if kind in (bytearray, memoryview):
-        return bytes(value), SerializerType.BYTES  # type: ignore[call-overload]
+        return EncodedValue(bytes(value), SerializerType.BYTES)  # type: ignore[call-overload]
     try:
         if _is_plain(value):
-            return pickle.dumps(value, protocol=5), SerializerType.DEFAULT
+            return EncodedValue(pickle.dumps(value, protocol=5), SerializerType.DEFAULT)
         buffers: list[pickle.PickleBuffer] = []
         stream = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
     except Exception as error:
         raise EncodeError(f"cannot serialize a {kind.__qualname__}: {error}") from error
     if buffers:
-        return _frame(stream, buffers), SerializerType.NUMPY
-    return stream, SerializerType.DEFAULT
+        return EncodedValue(_frame(stream, buffers), SerializerType.NUMPY)
+    return EncodedValue(stream, SerializerType.DEFAULT)
 
 
-def decode(body: bytes, serializer: SerializerType, what: str = "value") -> object:
+def encode_error(error: CloudburstError) -> EncodedValue:
+    """Encodes an error as a result: whoever loads the result gets the error raised."""
+    try:
+        return EncodedValue(cloudpickle.dumps(error, protocol=5), SerializerType.ERROR)
+    except Exception as failure:  # an unpicklable attribute: keep the message and the traceback text
+        plain = CloudburstError(
+            f"{error} (the original error could not be serialized: {failure})",
+            function=error.function,
+            dag=error.dag,
+            node=error.node,
+            request_id=error.request_id,
+            remote_traceback=error.remote_traceback,
+        )
+        return EncodedValue(cloudpickle.dumps(plain, protocol=5), SerializerType.ERROR)
+
+
+def decode(value: EncodedValue, what: str = "value") -> Any:  # noqa: ANN401 - user data, like json.loads
     """Decodes a ``Value`` body.
 
     Raises:
+        CloudburstError: The value is an error result (its own class, e.g. ``RemoteExecutionError``).
         DecodeError: The body is not a valid encoding for its serializer (``what`` names the key or field).
     """
+    body, serializer = value.body, value.serializer
     try:
         if serializer == SerializerType.BYTES:
             return body
@@ -125,9 +144,14 @@ def decode(body: bytes, serializer: SerializerType, what: str = "value") -> obje
         if serializer == SerializerType.NUMPY:
             stream, buffers = _unframe(body)
             return pickle.loads(stream, buffers=buffers)
-        return pickle.loads(body)
+        loaded = pickle.loads(body)
     except Exception as error:
         raise DecodeError(what, f"{serializer.name} body does not load ({type(error).__name__}: {error})") from None
+    if serializer == SerializerType.ERROR:
+        if isinstance(loaded, CloudburstError):
+            raise loaded
+        raise DecodeError(what, f"an ERROR body holds a {type(loaded).__name__}, not an error")
+    return loaded
 
 
 def serialize(value: object) -> bytes:
@@ -136,18 +160,19 @@ def serialize(value: object) -> bytes:
     Raises:
         EncodeError: The value cannot be pickled.
     """
-    body, serializer = encode(value)
-    return encode_value(body, serializer)
+    encoded = encode(value)
+    return encode_value(encoded.body, encoded.serializer)
 
 
-def deserialize(data: bytes, what: str = "value") -> object:
+def deserialize(data: bytes, what: str = "value") -> Any:  # noqa: ANN401 - user data, like json.loads
     """Loads a Python value from ``Value`` message bytes.
 
     Raises:
+        CloudburstError: The value is an error result.
         DecodeError: The bytes are not a ``Value`` or its body does not load.
     """
     body, serializer = decode_value(data, what)
-    return decode(body, serializer, what)
+    return decode(EncodedValue(body, serializer), what)
 
 
 def to_lattice(value: object, timestamp: Callable[[], int]) -> Lattice:

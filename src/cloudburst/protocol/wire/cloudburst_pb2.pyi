@@ -59,6 +59,8 @@ class _SerializerTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Serial
     """UTF-8 text."""
     BYTES: _SerializerType.ValueType  # 3
     """Extension: raw bytes, never unpickled."""
+    ERROR: _SerializerType.ValueType  # 4
+    """Extension: the body is a pickled Cloudburst error; loading it raises the error."""
 
 class SerializerType(_SerializerType, metaclass=_SerializerTypeEnumTypeWrapper): ...
 
@@ -72,6 +74,8 @@ STRING: SerializerType.ValueType  # 2
 """UTF-8 text."""
 BYTES: SerializerType.ValueType  # 3
 """Extension: raw bytes, never unpickled."""
+ERROR: SerializerType.ValueType  # 4
+"""Extension: the body is a pickled Cloudburst error; loading it raises the error."""
 Global___SerializerType: _TypeAlias = SerializerType  # noqa: Y015
 
 class _CloudburstError:
@@ -87,6 +91,12 @@ class _CloudburstErrorEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cloud
     NO_SUCH_DAG: _CloudburstError.ValueType  # 4
     NO_RESOURCES: _CloudburstError.ValueType  # 5
     DAG_ALREADY_EXISTS: _CloudburstError.ValueType  # 6
+    INVALID_DAG: _CloudburstError.ValueType  # 7
+    """Extensions.
+    The DAG is malformed (cycle, several sinks, links outside the DAG, unknown functions).
+    """
+    INVALID_REQUEST: _CloudburstError.ValueType  # 8
+    """The request is malformed; error_message says how."""
 
 class CloudburstError(_CloudburstError, metaclass=_CloudburstErrorEnumTypeWrapper): ...
 
@@ -97,7 +107,35 @@ EXECUTION_ERROR: CloudburstError.ValueType  # 3
 NO_SUCH_DAG: CloudburstError.ValueType  # 4
 NO_RESOURCES: CloudburstError.ValueType  # 5
 DAG_ALREADY_EXISTS: CloudburstError.ValueType  # 6
+INVALID_DAG: CloudburstError.ValueType  # 7
+"""Extensions.
+The DAG is malformed (cycle, several sinks, links outside the DAG, unknown functions).
+"""
+INVALID_REQUEST: CloudburstError.ValueType  # 8
+"""The request is malformed; error_message says how."""
 Global___CloudburstError: _TypeAlias = CloudburstError  # noqa: Y015
+
+class _ResultDelivery:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResultDeliveryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResultDelivery.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LEGACY: _ResultDelivery.ValueType  # 0
+    NOTIFY_AND_STORE: _ResultDelivery.ValueType  # 1
+    NOTIFY_ONLY: _ResultDelivery.ValueType  # 2
+
+class ResultDelivery(_ResultDelivery, metaclass=_ResultDeliveryEnumTypeWrapper):
+    """Extension: how a call's result reaches the caller. LEGACY keeps the original
+    behaviour: a bare Value pushed to response_address if it is set, else the
+    result stored in the KVS. The others push a CallResult (id + Value) that the
+    caller can match to its request, with or without also storing it.
+    """
+
+LEGACY: ResultDelivery.ValueType  # 0
+NOTIFY_AND_STORE: ResultDelivery.ValueType  # 1
+NOTIFY_ONLY: ResultDelivery.ValueType  # 2
+Global___ResultDelivery: _TypeAlias = ResultDelivery  # noqa: Y015
 
 class _ConsistencyType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -209,11 +247,16 @@ class FunctionCall(_message.Message):
     CONSISTENCY_FIELD_NUMBER: _builtins.int
     LOCATIONS_FIELD_NUMBER: _builtins.int
     SOURCE_HINT_FIELD_NUMBER: _builtins.int
+    RESPONSE_ADDRESS_FIELD_NUMBER: _builtins.int
+    DELIVERY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     request_id: _builtins.int
     response_key: _builtins.str
     consistency: Global___ConsistencyType.ValueType
     source_hint: Global___CallSource.ValueType
+    response_address: _builtins.str
+    """Extensions."""
+    delivery: Global___ResultDelivery.ValueType
     @_builtins.property
     def arguments(self) -> Global___Arguments: ...
     @_builtins.property
@@ -228,10 +271,12 @@ class FunctionCall(_message.Message):
         consistency: Global___ConsistencyType.ValueType = ...,
         locations: _abc.Iterable[_builtins.str] | None = ...,
         source_hint: Global___CallSource.ValueType = ...,
+        response_address: _builtins.str = ...,
+        delivery: Global___ResultDelivery.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "consistency", b"consistency", "locations", b"locations", "name", b"name", "request_id", b"request_id", "response_key", b"response_key", "source_hint", b"source_hint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "consistency", b"consistency", "delivery", b"delivery", "locations", b"locations", "name", b"name", "request_id", b"request_id", "response_address", b"response_address", "response_key", b"response_key", "source_hint", b"source_hint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -352,11 +397,14 @@ class DagCall(_message.Message):
     OUTPUT_KEY_FIELD_NUMBER: _builtins.int
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     CONTINUATION_FIELD_NUMBER: _builtins.int
+    DELIVERY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     response_address: _builtins.str
     consistency: Global___ConsistencyType.ValueType
     output_key: _builtins.str
     client_id: _builtins.str
+    delivery: Global___ResultDelivery.ValueType
+    """Extension."""
     @_builtins.property
     def function_args(self) -> _containers.MessageMap[_builtins.str, Global___Arguments]: ...
     @_builtins.property
@@ -371,10 +419,11 @@ class DagCall(_message.Message):
         output_key: _builtins.str = ...,
         client_id: _builtins.str = ...,
         continuation: Global___Continuation | None = ...,
+        delivery: Global___ResultDelivery.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["continuation", b"continuation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "consistency", b"consistency", "continuation", b"continuation", "function_args", b"function_args", "name", b"name", "output_key", b"output_key", "response_address", b"response_address"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "consistency", b"consistency", "continuation", b"continuation", "delivery", b"delivery", "function_args", b"function_args", "name", b"name", "output_key", b"output_key", "response_address", b"response_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -387,19 +436,23 @@ class GenericResponse(_message.Message):
     SUCCESS_FIELD_NUMBER: _builtins.int
     RESPONSE_ID_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     success: _builtins.bool
     response_id: _builtins.str
     error: Global___CloudburstError.ValueType
+    error_message: _builtins.str
+    """Extension: a human-readable explanation of the error."""
     def __init__(
         self,
         *,
         success: _builtins.bool = ...,
         response_id: _builtins.str = ...,
         error: Global___CloudburstError.ValueType = ...,
+        error_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "response_id", b"response_id", "success", b"success"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "error_message", b"error_message", "response_id", b"response_id", "success", b"success"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -495,6 +548,7 @@ class DagSchedule(_message.Message):
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     CONTINUATION_FIELD_NUMBER: _builtins.int
+    DELIVERY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     target_function: _builtins.str
     consistency: Global___ConsistencyType.ValueType
@@ -502,6 +556,8 @@ class DagSchedule(_message.Message):
     output_key: _builtins.str
     client_id: _builtins.str
     start_time: _builtins.float
+    delivery: Global___ResultDelivery.ValueType
+    """Extension."""
     @_builtins.property
     def dag(self) -> Global___Dag: ...
     @_builtins.property
@@ -529,10 +585,11 @@ class DagSchedule(_message.Message):
         client_id: _builtins.str = ...,
         start_time: _builtins.float = ...,
         continuation: Global___Continuation | None = ...,
+        delivery: Global___ResultDelivery.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["continuation", b"continuation", "dag", b"dag"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "client_id", b"client_id", "consistency", b"consistency", "continuation", b"continuation", "dag", b"dag", "id", b"id", "locations", b"locations", "output_key", b"output_key", "response_address", b"response_address", "start_time", b"start_time", "target_function", b"target_function", "triggers", b"triggers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "client_id", b"client_id", "consistency", b"consistency", "continuation", b"continuation", "dag", b"dag", "delivery", b"delivery", "id", b"id", "locations", b"locations", "output_key", b"output_key", "response_address", b"response_address", "start_time", b"start_time", "target_function", b"target_function", "triggers", b"triggers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,322 @@
+"""Typed messages of the function runtime, mirroring ``cloudburst.proto`` and ``internal.proto``.
+
+Schedulers, executors and clients handle these; :mod:`cloudburst.protocol.codec` converts them to and from
+bytes. Enum values equal the wire values.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from cloudburst.lattices import VectorClock
+from cloudburst.protocol.messages import ConsistencyType, SerializerType
+
+#: The pseudo-source of the trigger that starts a DAG's source functions.
+BEGIN = "BEGIN"
+
+
+class ExecutionType(enum.IntEnum):
+    """How a DAG function consumes its triggers."""
+
+    REGULAR = 0
+    MULTIEXEC = 1
+
+
+class ErrorCode(enum.IntEnum):
+    """Why a scheduler refused a request (``CloudburstError`` on the wire)."""
+
+    NO_CLOUDBURST_ERROR = 0
+    FUNC_NOT_FOUND = 1
+    NOT_PINNED = 2
+    EXECUTION_ERROR = 3
+    NO_SUCH_DAG = 4
+    NO_RESOURCES = 5
+    DAG_ALREADY_EXISTS = 6
+    INVALID_DAG = 7
+    INVALID_REQUEST = 8
+
+
+class ResultDelivery(enum.IntEnum):
+    """How a result reaches its caller; see ``cloudburst.proto``."""
+
+    LEGACY = 0
+    NOTIFY_AND_STORE = 1
+    NOTIFY_ONLY = 2
+
+
+class ExecutorType(enum.IntEnum):
+    """The kind of executor (GPU executors only take GPU functions)."""
+
+    CPU = 0
+    GPU = 1
+
+
+def _frozen_map(mapping: Mapping[str, object]) -> Mapping[str, object]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedValue:
+    """A serialized argument or result: the ``Value`` message."""
+
+    body: bytes
+    serializer: SerializerType
+
+
+Arguments = tuple[EncodedValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVersion:
+    """One version of one key."""
+
+    key: str
+    vector_clock: VectorClock
+
+
+@dataclass(frozen=True, slots=True)
+class Function:
+    """A function registration: ``body`` is a serialized ``Value`` of the callable or ``(cls, init_args)``."""
+
+    name: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """A one-shot call of a registered function."""
+
+    name: str
+    arguments: Arguments = ()
+    request_id: int = 0
+    response_key: str = ""
+    consistency: ConsistencyType = ConsistencyType.NORMAL
+    locations: tuple[str, ...] = ()
+    response_address: str = ""
+    delivery: ResultDelivery = ResultDelivery.LEGACY
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A DAG edge: ``source``'s result flows into ``sink``."""
+
+    source: str
+    sink: str
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionReference:
+    """A function's place in a DAG."""
+
+    name: str
+    type: ExecutionType = ExecutionType.REGULAR
+    invalid_results: tuple[bytes, ...] = ()
+    gpu: bool = False
+    batching: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Dag:
+    """A registered composition of functions."""
+
+    name: str
+    functions: tuple[FunctionReference, ...]
+    connections: tuple[Link, ...] = ()
+    colocated: tuple[str, ...] = ()
+
+    def reference(self, function: str) -> FunctionReference | None:
+        """The DAG's reference to ``function``, or ``None`` if it is not in the DAG."""
+        return next((ref for ref in self.functions if ref.name == function), None)
+
+    def upstream(self, function: str) -> tuple[str, ...]:
+        """The functions feeding ``function``, in edge order (the order fan-in arguments are passed in)."""
+        return tuple(link.source for link in self.connections if link.sink == function)
+
+    def downstream(self, function: str) -> tuple[str, ...]:
+        """The functions ``function`` feeds, in edge order."""
+        return tuple(link.sink for link in self.connections if link.source == function)
+
+    def sources(self) -> tuple[str, ...]:
+        """The functions with no upstream, in DAG order."""
+        sinks = {link.sink for link in self.connections}
+        return tuple(ref.name for ref in self.functions if ref.name not in sinks)
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """Runs DAG ``name`` on the result of the DAG request ``id``."""
+
+    name: str
+    id: str = ""
+    result: bytes = b""
+    call: DagCall | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DagCall:
+    """A request to run a registered DAG."""
+
+    name: str
+    function_args: Mapping[str, Arguments] = field(default_factory=dict)
+    response_address: str = ""
+    consistency: ConsistencyType = ConsistencyType.NORMAL
+    output_key: str = ""
+    client_id: str = ""
+    continuation: Continuation | None = None
+    delivery: ResultDelivery = ResultDelivery.LEGACY
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "function_args", _frozen_map(self.function_args))
+
+
+@dataclass(frozen=True, slots=True)
+class GenericResponse:
+    """A scheduler's answer to a client request or an executor's answer to a pin."""
+
+    success: bool
+    response_id: str = ""
+    error: ErrorCode = ErrorCode.NO_CLOUDBURST_ERROR
+    error_message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DagSchedule:
+    """One function's share of a DAG request: where everything runs and the fixed arguments."""
+
+    id: str
+    dag: Dag
+    target_function: str
+    triggers: tuple[str, ...]
+    locations: Mapping[str, str]
+    arguments: Mapping[str, Arguments] = field(default_factory=dict)
+    consistency: ConsistencyType = ConsistencyType.NORMAL
+    response_address: str = ""
+    output_key: str = ""
+    client_id: str = ""
+    start_time: float = 0.0
+    continuation: Continuation | None = None
+    delivery: ResultDelivery = ResultDelivery.LEGACY
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "locations", _frozen_map(self.locations))
+        object.__setattr__(self, "arguments", _frozen_map(self.arguments))
+
+
+@dataclass(frozen=True, slots=True)
+class DagTrigger:
+    """Tells a DAG function that one upstream function finished, with its result as arguments."""
+
+    id: str
+    target_function: str
+    source: str
+    arguments: Arguments = ()
+    version_locations: Mapping[str, tuple[KeyVersion, ...]] = field(default_factory=dict)
+    dependencies: tuple[KeyVersion, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "version_locations", _frozen_map(self.version_locations))
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadStatus:
+    """An executor's report of itself."""
+
+    ip: str
+    tid: int
+    functions: tuple[str, ...] = ()
+    utilization: float = 0.0
+    running: bool = True
+    type: ExecutorType = ExecutorType.CPU
+    incarnation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionStatistics:
+    """Per-function call counts and runtimes for one report period."""
+
+    name: str
+    call_count: int = 0
+    runtimes: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DagStatistics:
+    """Per-DAG runtimes, inter-arrival times and call counts for one report period."""
+
+    name: str
+    runtimes: tuple[float, ...] = ()
+    interarrivals: tuple[float, ...] = ()
+    call_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorStatistics:
+    """Statistics for one report period, from an executor or a scheduler."""
+
+    functions: tuple[FunctionStatistics, ...] = ()
+    dags: tuple[DagStatistics, ...] = ()
+    reporter: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionLocation:
+    """Where one replica of a pinned function runs."""
+
+    name: str
+    ip: str
+    tid: int
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStatus:
+    """Gossip between schedulers: known DAGs, deleted DAGs and function locations."""
+
+    dags: tuple[str, ...] = ()
+    function_locations: tuple[FunctionLocation, ...] = ()
+    deleted_dags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PinFunction:
+    """Asks an executor to load and keep a function; the reply goes to ``response_address``."""
+
+    name: str
+    response_address: str
+    request_id: str
+    batching: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UnpinFunction:
+    """Asks an executor to drop a pinned function (once no request still needs it)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SelfDepart:
+    """Asks an executor to stop taking work, finish what it has, and exit."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """A result (or an error, as serializer ``ERROR``) pushed to the caller."""
+
+    id: str
+    value: EncodedValue
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    """A scheduler's view of the cluster, for ``cloudburst status``."""
+
+    executors: tuple[ThreadStatus, ...] = ()
+    dags: tuple[str, ...] = ()
+    functions: tuple[str, ...] = ()
+
+
+ExecutorRequest = PinFunction | UnpinFunction | FunctionCall | DagSchedule | DagTrigger | SelfDepart
+SchedulerMessage = ThreadStatus | GenericResponse | Continuation | SchedulerStatus | ExecutorStatistics
