@@ -41,3 +41,100 @@ class KvsConfig:
             raise ConfigError(f"threads must be at least 1, not {self.threads}")
         if self.advertise_host is None and self.host in ("0.0.0.0", "*", "::"):
             raise ConfigError(f"binding {self.host} needs an advertise_host that clients can reach")
+
+
+#: The most executors one node (one IP) can run with the default port layout.
+MAX_EXECUTORS_PER_NODE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimePorts:
+    """The port layout every role of a deployment agrees on; the defaults are the original system's.
+
+    Executor ``tid`` listens on ``executor_control + tid`` (every scheduler-to-executor message) and
+    ``executor_inbox + tid`` (user-library messages between running functions).
+    """
+
+    connect: int = 5000
+    function_create: int = 5001
+    function_call: int = 5002
+    list: int = 5003
+    dag_create: int = 5004
+    dag_call: int = 5005
+    dag_delete: int = 5006
+    scheduler_internal: int = 5007
+    status_query: int = 5012
+    executor_control: int = 4000
+    executor_inbox: int = 5500
+
+    def scheduler_internal_endpoint(self, host: str) -> str:
+        """Where executors and peer schedulers reach the scheduler on ``host``."""
+        return f"tcp://{host}:{self.scheduler_internal}"
+
+    def executor_control_endpoint(self, host: str, tid: int) -> str:
+        """Where schedulers and upstream executors reach executor ``tid`` on ``host``."""
+        return f"tcp://{host}:{self.executor_control + tid}"
+
+    def executor_inbox_endpoint(self, host: str, tid: int) -> str:
+        """Where user code on other executors sends messages to executor ``tid`` on ``host``."""
+        return f"tcp://{host}:{self.executor_inbox + tid}"
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """Configuration of a scheduler.
+
+    Attributes:
+        host: The address to bind and to advertise.
+        kvs_routing: The KVS routing endpoint.
+        peers: Hosts of the other schedulers (gossip targets).
+        ports: The deployment's port layout.
+        report_period: Seconds between gossip, statistics and policy updates.
+        pin_timeout: Seconds an executor has to answer a pin before another executor is tried.
+        seed: Seeds the placement policy's randomness (``None``: from the OS).
+    """
+
+    host: str = "127.0.0.1"
+    kvs_routing: str = "tcp://127.0.0.1:6450"
+    peers: tuple[str, ...] = ()
+    ports: RuntimePorts = RuntimePorts()
+    report_period: float = 5.0
+    pin_timeout: float = 10.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorConfig:
+    """Configuration of an executor process.
+
+    Attributes:
+        host: The node address to bind and to advertise.
+        tid: The executor's id on its node; selects its ports.
+        schedulers: Hosts of the schedulers it reports to.
+        kvs_routing: The KVS routing endpoint.
+        ports: The deployment's port layout.
+        gpu: Whether this is a GPU executor (takes only GPU functions).
+        report_period: Seconds between status and statistics reports.
+        max_pinned_functions: How many functions it pins at once (``None``: no limit, as locally).
+        request_ttl: Seconds a DAG request may wait for its schedule or triggers before it is dropped.
+        dedup_ttl: Seconds a finished request is remembered so that repeated triggers are dropped.
+        kvs_timeout: Default deadline of the user library's KVS calls.
+    """
+
+    host: str = "127.0.0.1"
+    tid: int = 0
+    schedulers: tuple[str, ...] = ("127.0.0.1",)
+    kvs_routing: str = "tcp://127.0.0.1:6450"
+    ports: RuntimePorts = RuntimePorts()
+    gpu: bool = False
+    report_period: float = 5.0
+    max_pinned_functions: int | None = None
+    request_ttl: float = 600.0
+    dedup_ttl: float = 10.0
+    kvs_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.tid < MAX_EXECUTORS_PER_NODE:
+            raise ConfigError(f"executor tid must be in 0..{MAX_EXECUTORS_PER_NODE - 1}, not {self.tid}")
+        if not self.schedulers:
+            raise ConfigError("an executor needs at least one scheduler")

@@ -552,6 +552,7 @@ def _function_call_to_pb(call: FunctionCall, out: cloudburst_pb2.FunctionCall) -
     out.locations.extend(call.locations)
     out.response_address = call.response_address
     out.delivery = call.delivery  # type: ignore[assignment]
+    out.function_version = call.function_version
 
 
 def _function_call_from_pb(pb: cloudburst_pb2.FunctionCall, what: str) -> FunctionCall:
@@ -564,6 +565,7 @@ def _function_call_from_pb(pb: cloudburst_pb2.FunctionCall, what: str) -> Functi
         locations=tuple(pb.locations),
         response_address=pb.response_address,
         delivery=_enum(ResultDelivery, pb.delivery, f"{what}.delivery"),
+        function_version=pb.function_version,
     )
 
 

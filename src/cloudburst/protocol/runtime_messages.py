@@ -97,6 +97,7 @@ class FunctionCall:
     locations: tuple[str, ...] = ()
     response_address: str = ""
     delivery: ResultDelivery = ResultDelivery.LEGACY
+    function_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

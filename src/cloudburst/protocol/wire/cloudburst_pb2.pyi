@@ -249,6 +249,7 @@ class FunctionCall(_message.Message):
     SOURCE_HINT_FIELD_NUMBER: _builtins.int
     RESPONSE_ADDRESS_FIELD_NUMBER: _builtins.int
     DELIVERY_FIELD_NUMBER: _builtins.int
+    FUNCTION_VERSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     request_id: _builtins.int
     response_key: _builtins.str
@@ -257,6 +258,10 @@ class FunctionCall(_message.Message):
     response_address: _builtins.str
     """Extensions."""
     delivery: Global___ResultDelivery.ValueType
+    function_version: _builtins.int
+    """The LWW timestamp of the registration to run; executors reload a cached
+    function whose version differs, so re-registering takes effect. 0: any.
+    """
     @_builtins.property
     def arguments(self) -> Global___Arguments: ...
     @_builtins.property
@@ -273,10 +278,11 @@ class FunctionCall(_message.Message):
         source_hint: Global___CallSource.ValueType = ...,
         response_address: _builtins.str = ...,
         delivery: Global___ResultDelivery.ValueType = ...,
+        function_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "consistency", b"consistency", "delivery", b"delivery", "locations", b"locations", "name", b"name", "request_id", b"request_id", "response_address", b"response_address", "response_key", b"response_key", "source_hint", b"source_hint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "consistency", b"consistency", "delivery", b"delivery", "function_version", b"function_version", "locations", b"locations", "name", b"name", "request_id", b"request_id", "response_address", b"response_address", "response_key", b"response_key", "source_hint", b"source_hint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
