@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from benchmarks import kvs_latency
+from benchmarks import kvs_latency, runtime_latency
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     kvs = workloads.add_parser("kvs", help="KVS GET/PUT latency against the bare pyzmq floor")
     kvs_latency.add_arguments(kvs)
     kvs.set_defaults(run=kvs_latency.main)
+    runtime = workloads.add_parser("runtime", help="function call, DAG and throughput against bare pyzmq floors")
+    runtime_latency.add_arguments(runtime)
+    runtime.set_defaults(run=runtime_latency.main)
     args = parser.parse_args(argv)
     # A terminated benchmark unwinds like an interrupted one, so its server processes are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

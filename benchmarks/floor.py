@@ -7,6 +7,10 @@ process, like a real KVS node, and is started through :class:`FloorServer`::
     python -m benchmarks.floor pushpull --reply tcp://127.0.0.1:5000  # PULL -> PUSH to a fixed reply address
     python -m benchmarks.floor reqrep                                 # REP echo
 
+A ``pushpull`` server's reply address can be another one's PULL endpoint: :class:`FloorChain` links several that
+way into a multi-hop chain (client -> A -> B -> client), the transport floor of a DAG whose functions run in
+different executors.
+
 Both bind a free port on 127.0.0.1, print the bound endpoint as their first stdout line, and exit on their own
 once the ``--parent`` process (default: theirs) is gone, so a killed benchmark leaves no servers behind.
 """
@@ -45,7 +49,10 @@ def _serve(socket: zmq.Socket[bytes], reply: zmq.Socket[bytes], parent: int) -> 
 
 
 def serve_pushpull(reply_address: str, parent: int) -> None:
-    """PULL on a free port, PUSH each message unchanged to ``reply_address`` (the KVS socket pattern)."""
+    """PULL on a free port, PUSH each message unchanged to ``reply_address`` (the KVS socket pattern).
+
+    ``reply_address`` is the client's PULL endpoint, or the next hop's in a :class:`FloorChain`.
+    """
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     pull = context.socket(zmq.PULL)
     push = context.socket(zmq.PUSH)
@@ -140,15 +147,76 @@ class FloorServer:
             process.stdout.close()
 
 
-class PushPullClient:
-    """The client half of the PUSH/PULL floor: a bound PULL for replies and a PUSH to the server."""
+class FloorChain:
+    """``hops`` ``pushpull`` servers in a row, the last one replying to ``reply_address``; started and stopped together.
 
-    def __init__(self) -> None:
+    A message sent to :attr:`endpoint` crosses every server once before it reaches the client, the way a DAG's
+    request crosses one executor per function.
+
+    Args:
+        reply_address: The client's bound PULL endpoint.
+        hops: How many servers the chain has.
+    """
+
+    def __init__(self, reply_address: str, hops: int = 2) -> None:
+        if hops < 1:
+            raise ValueError(f"a chain needs at least one hop, not {hops}")
+        self._reply_address = reply_address
+        self._hops = hops
+        self.servers: list[FloorServer] = []
+        self.endpoint = ""
+
+    def __enter__(self) -> FloorChain:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def pids(self) -> list[int]:
+        """The servers' process ids, first hop first."""
+        return [server.pid for server in self.servers]
+
+    def start(self) -> str:
+        """Starts the servers from the last hop back to the first; returns the first hop's endpoint."""
+        next_hop = self._reply_address
+        try:
+            for _ in range(self._hops):
+                server = FloorServer("pushpull", next_hop)
+                next_hop = server.start()
+                self.servers.insert(0, server)
+        except BaseException:
+            self.stop()
+            raise
+        self.endpoint = next_hop
+        return next_hop
+
+    def stop(self) -> None:
+        """Stops every server of the chain."""
+        servers, self.servers = self.servers, []
+        for server in servers:
+            server.stop()
+
+
+class PushPullClient:
+    """The client half of the PUSH/PULL floor: a bound PULL for replies and a PUSH to the server.
+
+    Args:
+        high_water_mark: Queue limit of both sockets, in messages (``0``: unlimited); zmq's default when ``None``.
+            Sending many messages before reading any replies needs a limit above their number, or the server,
+            unable to deliver its echoes, stops reading and the client blocks for good.
+    """
+
+    def __init__(self, high_water_mark: int | None = None) -> None:
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._pull = self._context.socket(zmq.PULL)
         self._push = self._context.socket(zmq.PUSH)
         for socket in (self._pull, self._push):
             socket.setsockopt(zmq.LINGER, 0)
+            if high_water_mark is not None:
+                socket.setsockopt(zmq.SNDHWM, high_water_mark)
+                socket.setsockopt(zmq.RCVHWM, high_water_mark)
         self._pull.setsockopt(zmq.RCVTIMEO, REPLY_TIMEOUT_MS)
         self.reply_address = f"tcp://{HOST}:{self._pull.bind_to_random_port(f'tcp://{HOST}')}"
 
@@ -159,6 +227,14 @@ class PushPullClient:
     def round_trip(self, payload: bytes) -> bytes:
         """Sends ``payload`` and waits for its echo (raises ``zmq.Again`` after the reply timeout)."""
         self._push.send(payload)
+        return self._pull.recv()
+
+    def send(self, payload: bytes) -> None:
+        """Sends ``payload`` without waiting for its echo."""
+        self._push.send(payload)
+
+    def receive(self) -> bytes:
+        """The next echo (raises ``zmq.Again`` after the reply timeout)."""
         return self._pull.recv()
 
     def close(self) -> None:

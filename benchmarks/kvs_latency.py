@@ -11,21 +11,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import gc
 import json
-import math
 import os
 import platform
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
 
+from benchmarks.common import (
+    System,
+    measure_round,
+    percentile,
+    pin_process,
+    placement,
+    placement_text,
+    write_atomically,
+)
 from benchmarks.floor import FloorServer, PushPullClient, ReqRepClient
 from cloudburst.clock import TimestampGenerator, writer_id_for
 from cloudburst.kvs.client import KvsClient
@@ -53,61 +59,6 @@ class Config:
 
 QUICK = Config(mode="quick", rounds=5, ops_per_round=200, warmup_ops=100)
 FULL = Config(mode="full", rounds=5, ops_per_round=5000, warmup_ops=200)
-
-
-def placement() -> tuple[set[int], set[int]] | None:
-    """CPUs for this (client) process and for the servers, or ``None`` when there are too few to split.
-
-    Without pinning, a loopback round trip costs about twice as much when the scheduler puts client and
-    server on different CPUs (a cross-CPU wake-up) as when it puts them on the same one, and the placement
-    changes from round to round, which made the floor bimodal and the ratios swing between runs. Keeping
-    client and servers on separate CPUs makes every system pay the cross-CPU cost, as it would across machines.
-    """
-    if not hasattr(os, "sched_getaffinity"):
-        return None
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return None
-    return {cpus[0]}, set(cpus[1:])
-
-
-def pin_process(pid: int, cpus: set[int]) -> None:
-    """Pins every current thread of process ``pid``; threads it starts later inherit their creator's CPUs."""
-    for thread in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(ProcessLookupError):
-            os.sched_setaffinity(int(thread), cpus)
-
-
-@dataclass
-class System:
-    """One thing being measured: ``op(i)`` performs the i-th operation."""
-
-    name: str
-    op: Callable[[int], object]
-    latencies_ns: list[int] = field(default_factory=list)
-    elapsed_ns: int = 0
-    round_medians_ns: list[float] = field(default_factory=list)
-
-
-def measure_round(system: System, count: int) -> None:
-    """Times ``count`` operations one by one and adds them to ``system``."""
-    op = system.op
-    clock = time.perf_counter_ns
-    latencies = [0] * count
-    gc.collect()
-    started = clock()
-    for index in range(count):
-        before = clock()
-        op(index)
-        latencies[index] = clock() - before
-    system.elapsed_ns += clock() - started
-    system.latencies_ns.extend(latencies)
-    system.round_medians_ns.append(statistics.median(latencies))
-
-
-def percentile(sorted_values: list[int], fraction: float) -> int:
-    """Nearest-rank percentile of already sorted values."""
-    return sorted_values[max(0, math.ceil(fraction * len(sorted_values)) - 1)]
 
 
 def summarize(system: System, floor_median_ns: float) -> dict[str, object]:
@@ -234,12 +185,6 @@ def run(config: Config) -> dict[str, object]:
     }
 
 
-def _placement_text(affinity: dict[str, list[int]] | None) -> str:
-    if affinity is None:
-        return "client and servers placed by the scheduler"
-    return f"client pinned to CPU {affinity['client']}, servers to CPUs {affinity['servers']}"
-
-
 def markdown(results: dict[str, object]) -> str:
     """The results as a Markdown table, with the conditions they were measured under."""
     config = results["config"]
@@ -253,7 +198,7 @@ def markdown(results: dict[str, object]) -> str:
         f"pyzmq {results['pyzmq']} (libzmq {results['libzmq']}). {config['mode']} run: "
         f"{config['rounds']} alternating rounds x {config['ops_per_round']} sequential ops per system, "
         f"{config['keys']} keys, {config['value_bytes']}-byte LWW values, "
-        f"{config['floor_payload_bytes']}-byte floor payload; {_placement_text(config['cpu_affinity'])}.",
+        f"{config['floor_payload_bytes']}-byte floor payload; {placement_text(config['cpu_affinity'])}.",
         "",
         "| system | median (us) | p99 (us) | ops/s | median / floor | round medians (us) |",
         "|---|---:|---:|---:|---:|---|",
@@ -266,13 +211,6 @@ def markdown(results: dict[str, object]) -> str:
         )
     lines += ["", f"`median / floor` is relative to the {FLOOR} median, measured in the same run.", ""]
     return "\n".join(lines)
-
-
-def _write(path: Path, text: str) -> None:
-    """Replaces ``path`` atomically, so an interrupted run never leaves half a result file."""
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text)
-    partial.replace(path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -300,6 +238,6 @@ def main(args: argparse.Namespace) -> int:
     table = markdown(results)
     print(table)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    _write(args.output_dir / "kvs_latency.md", table)
-    _write(args.output_dir / "kvs_latency.json", json.dumps(results, indent=2) + "\n")
+    write_atomically(args.output_dir / "kvs_latency.md", table)
+    write_atomically(args.output_dir / "kvs_latency.json", json.dumps(results, indent=2) + "\n")
     return 0

@@ -1,28 +1,101 @@
-"""Cloudburst: low-latency, stateful functions-as-a-service on a lattice key-value store."""
+"""Cloudburst: low-latency, stateful functions-as-a-service on a lattice key-value store.
 
+>>> import cloudburst
+>>> with cloudburst.local() as cb:                      # a throwaway cluster on this machine
+...     square = cb.register(lambda lib, x: x * x, "square")
+...     square(4).result(timeout=10)
+16
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cloudburst.client import Connection, FunctionHandle, Future
+from cloudburst.cluster.local import LocalSession
 from cloudburst.errors import (
+    ClientError,
     CloudburstError,
     ConfigError,
+    DagAlreadyExists,
+    DagNotFound,
     DeadlineExceeded,
     DecodeError,
     EncodeError,
+    FunctionNotFound,
+    InvalidDag,
+    InvalidRequest,
     KvsError,
     LatticeTypeMismatch,
+    NoResources,
     NoServers,
+    NotPinned,
+    RemoteExecutionError,
+    SchedulingError,
     TransportError,
 )
+from cloudburst.protocol.messages import ConsistencyType
 
 __version__ = "0.1.0"
 
+NORMAL = ConsistencyType.NORMAL
+SINGLE = ConsistencyType.SINGLE
+MULTI = ConsistencyType.MULTI
+
+
+def connect(scheduler: str = "127.0.0.1", *, host: str = "127.0.0.1", timeout: float = 30.0) -> Connection:
+    """Connects to a running deployment through one of its schedulers.
+
+    Args:
+        scheduler: The scheduler's host.
+        host: This machine's address as the executors can reach it (results are pushed there).
+        timeout: Default deadline, in seconds, of every call and of waiting for results.
+
+    Raises:
+        DeadlineExceeded: The scheduler did not answer in time (is the cluster running?).
+    """
+    return Connection(scheduler, host=host, timeout=timeout)
+
+
+def local(executors: int = 3, data_dir: Path | None = None, host: str | None = None) -> LocalSession:
+    """A throwaway cluster on this machine, as a context manager yielding a :class:`Connection`.
+
+    Args:
+        executors: Executor processes.
+        data_dir: Keep the data here; by default it is thrown away with the cluster.
+        host: The loopback address to bind; a random one by default, so it never clashes with other clusters.
+    """
+    return LocalSession(executors=executors, data_dir=data_dir, host=host)
+
+
 __all__ = [
+    "MULTI",
+    "NORMAL",
+    "SINGLE",
+    "ClientError",
     "CloudburstError",
     "ConfigError",
+    "Connection",
+    "ConsistencyType",
+    "DagAlreadyExists",
+    "DagNotFound",
     "DeadlineExceeded",
     "DecodeError",
     "EncodeError",
+    "FunctionHandle",
+    "FunctionNotFound",
+    "Future",
+    "InvalidDag",
+    "InvalidRequest",
     "KvsError",
     "LatticeTypeMismatch",
+    "NoResources",
     "NoServers",
+    "NotPinned",
+    "RemoteExecutionError",
+    "SchedulingError",
     "TransportError",
     "__version__",
+    "connect",
+    "local",
 ]

@@ -6,16 +6,16 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_demo_runs_and_reports(tmp_path):
+def test_demo_runs_and_reports():
     result = subprocess.run(
-        [sys.executable, "-m", "cloudburst", "demo", "--operations", "200", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "cloudburst", "demo", "--operations", "50"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "200/200 acknowledged writes survived the crash" in result.stdout
+    assert "fan-in DAG passes upstream results in edge order" in result.stdout
     assert "FAILED" not in result.stdout
     assert "median" in result.stdout
 

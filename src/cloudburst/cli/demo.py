@@ -1,98 +1,99 @@
-"""``cloudburst demo``: start a local deployment, run a representative workload, print what happened.
-
-Today the deployment is the durable lattice KVS; the demo shows lattice merges from concurrent writers, value
-serialization, latency over loopback, and that acknowledged writes survive the node being killed.
-"""
+"""``cloudburst demo``: start a throwaway local cluster, run a representative workload, print what happened."""
 
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cloudburst.clock import TimestampGenerator, writer_id_for
-from cloudburst.kvs.client import KvsClient
-from cloudburst.kvs.process import KvsProcess
-from cloudburst.lattices import SetLattice
-from cloudburst.protocol.values import from_lattice, to_lattice
+from cloudburst.client.connection import Connection
+from cloudburst.cluster.local import LocalSession
+
+if TYPE_CHECKING:
+    from cloudburst.executor.user_library import UserLibrary
 
 
-def _latencies(operation: Callable[[int], object], count: int) -> tuple[float, float]:
+class _Checks:
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def __call__(self, label: str, ok: bool) -> None:
+        self.failures += not ok
+        print(f"  [{'ok' if ok else 'FAILED'}] {label}", flush=True)
+
+
+def _latency(operation: Callable[[], object], count: int) -> tuple[float, float]:
     samples = []
-    for i in range(count):
+    for _ in range(count):
         start = time.perf_counter()
-        operation(i)
+        operation()
         samples.append(time.perf_counter() - start)
     samples.sort()
-    return statistics.median(samples) * 1e6, samples[int(len(samples) * 0.99) - 1] * 1e6
+    return statistics.median(samples) * 1e3, samples[max(0, int(len(samples) * 0.99) - 1)] * 1e3
 
 
-def run_demo(data_dir: Path | None, operations: int) -> int:
+def run_demo(operations: int) -> int:
     """Runs the demo; returns the exit code (non-zero if any check failed)."""
-    with tempfile.TemporaryDirectory(prefix="cloudburst-demo-") as scratch:
-        directory = data_dir or Path(scratch)
-        print(f"Starting a KVS node (data in {directory}) ...")
-        with KvsProcess(directory) as node:
-            print(f"  routing {node.routing}")
-            return _workload(node, operations)
+    print("Starting a local cluster (KVS, scheduler, 3 executors) on a private loopback address ...", flush=True)
+    started = time.perf_counter()
+    with LocalSession(executors=3) as cb:
+        print(f"  ready in {time.perf_counter() - started:.1f} s", flush=True)
+        return _workload(cb, operations)
 
 
-def _workload(node: KvsProcess, operations: int) -> int:
-    failures = 0
+def _workload(cb: Connection, operations: int) -> int:
+    check = _Checks()
 
-    def check(label: str, ok: bool) -> None:
-        nonlocal failures
-        failures += not ok
-        print(f"  [{'ok' if ok else 'FAILED'}] {label}")
+    print("Functions:", flush=True)
+    square = cb.register(lambda _, x: x * x, "square")
+    cb.register(lambda _, x: x + 1, "increment")
+    check("square(7) = 49", square(7).result() == 49)
 
-    alice_clock = TimestampGenerator(writer_id_for("alice"))
-    bob_clock = TimestampGenerator(writer_id_for("bob"))
-    with KvsClient(node.routing) as alice, KvsClient(node.routing) as bob:
-        print("Values and lattices:")
-        profile = {"name": "Ada", "languages": ["python", "c"], "score": 42.5}
-        alice.put("demo/profile", to_lattice(profile, alice_clock))
-        check("a dict round-trips through the KVS", from_lattice(alice.get("demo/profile")) == profile)  # type: ignore[arg-type]
-        blob = bytes(range(256)) * 4096
-        alice.put("demo/blob", to_lattice(blob, alice_clock))
-        check("1 MiB of raw bytes round-trips unchanged", from_lattice(alice.get("demo/blob")) == blob)  # type: ignore[arg-type]
+    def count_visits(lib: UserLibrary, page: str) -> int:
+        visits = (lib.get(f"visits/{page}") or 0) + 1
+        lib.put(f"visits/{page}", visits)
+        return int(visits)
 
-        alice.put("demo/tags", to_lattice({"fast", "stateful"}, alice_clock))
-        bob.put("demo/tags", to_lattice({"serverless"}, bob_clock))
-        tags = alice.get("demo/tags")
-        check(
-            "concurrent set writes merge by union: " + str(sorted(from_lattice(tags) if tags else [])),
-            isinstance(tags, SetLattice) and len(tags.values) == 3,
-        )
-        alice.put("demo/leader", to_lattice("alice", alice_clock))
-        bob.put("demo/leader", to_lattice("bob", bob_clock))
-        check("last writer wins on registers: leader = bob", from_lattice(alice.get("demo/leader")) == "bob")  # type: ignore[arg-type]
+    visit = cb.register(count_visits, "count_visits")
+    for _ in range(5):
+        visit("home").result()
+    check("a stateful counter via the user library's get/put reached 5", cb.get_object("visits/home") == 5)
 
-        print(f"Latency over loopback ({operations} operations each):")
-        payload = to_lattice(b"x" * 64, alice_clock)
-        put_p50, put_p99 = _latencies(lambda i: alice.put(f"demo/bench/{i % 100}", payload), operations)
-        get_p50, get_p99 = _latencies(lambda i: alice.get(f"demo/bench/{i % 100}"), operations)
-        print(f"  PUT (durable merge): median {put_p50:7.1f} us   p99 {put_p99:7.1f} us")
-        print(f"  GET                : median {get_p50:7.1f} us   p99 {get_p99:7.1f} us")
+    print("DAGs:", flush=True)
+    cb.register(lambda _, a, b: (a, b, a * 10 + b), "combine")
+    cb.register_dag("fan_in", ["increment", "square", "combine"], [("increment", "combine"), ("square", "combine")])
+    result = cb.call_dag(cb.build_dag_call("fan_in", {"increment": 1, "square": 3})).result()
+    check(f"fan-in DAG passes upstream results in edge order: {result}", result == (2, 9, 29))
 
-        acknowledged = {f"demo/durable/{i}": i for i in range(200)}
-        for key, value in acknowledged.items():
-            alice.put(key, to_lattice(value, alice_clock))
+    class Greeter:
+        def __init__(self, lib: UserLibrary, greeting: str) -> None:
+            self.greeting = greeting
+            self.calls = 0
 
-    print("Crash recovery:")
-    node.kill()
-    print("  killed the KVS node with SIGKILL; restarting it on the same data directory")
-    node.start()
-    with KvsClient(node.routing) as reader:
-        stored = reader.get_many(acknowledged)
-        survived = sum(
-            1 for key, value in acknowledged.items() if (found := stored[key]) and from_lattice(found) == value
-        )
-        check(
-            f"{survived}/{len(acknowledged)} acknowledged writes survived the crash",
-            survived == len(acknowledged),
-        )
-        check("merged set survived too", reader.get("demo/tags") == tags)
-    print("Demo finished." if not failures else f"Demo finished with {failures} failed check(s).")
-    return 1 if failures else 0
+        def run(self, lib: UserLibrary, name: str) -> str:
+            self.calls += 1
+            return f"{self.greeting}, {name} (call {self.calls} on this instance)"
+
+    cb.register((Greeter, ("Hello",)), "greeter")
+    cb.register_dag("greet", ["greeter"], [])
+    first = cb.call_dag(cb.build_dag_call("greet", {"greeter": "Ada"})).result()
+    second = cb.call_dag(cb.build_dag_call("greet", {"greeter": "Grace"})).result()
+    check(f"a registered class keeps its state between calls: {second!r}", first.endswith("1 on this instance)"))
+
+    print(f"Latency ({operations} sequential calls each, milliseconds):", flush=True)
+    cb.register(lambda _: None, "noop")
+    cb.register_dag("square_of_increment", ["increment", "square"], [("increment", "square")])
+    rows = {
+        "one-shot call, result pushed": _latency(lambda: cb.call("noop").result(), operations),
+        "square(increment(x)) DAG": _latency(
+            lambda: cb.call_dag(cb.build_dag_call("square_of_increment", {"increment": 1})).result(), operations
+        ),
+        "put_object": _latency(lambda: cb.put_object("bench", b"x" * 64), operations),
+        "get_object": _latency(lambda: cb.get_object("bench"), operations),
+    }
+    print(f"  {'workload':<32} {'median':>8} {'p99':>8}")
+    for label, (median, p99) in rows.items():
+        print(f"  {label:<32} {median:>8.2f} {p99:>8.2f}")
+    print("Demo finished." if not check.failures else f"Demo finished with {check.failures} failed check(s).")
+    return 1 if check.failures else 0

@@ -1,19 +1,29 @@
-"""Entry point of the ``cloudburst`` command."""
+"""Entry point of the ``cloudburst`` command: the only code that reads arguments."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from types import FrameType
 
-from cloudburst.config import DEFAULT_DATA_DIR, KvsConfig
+from cloudburst.config import DEFAULT_DATA_DIR, ExecutorConfig, KvsConfig, SchedulerConfig
 from cloudburst.errors import CloudburstError
 
+_Commands = argparse._SubParsersAction  # the type argparse gives no public name
 
-def _add_kvs_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+
+def _add_child_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ready-file", type=Path, help="write the bound addresses here once listening")
+    parser.add_argument("--parent-pid", type=int, help="exit when this process exits (set by supervisors)")
+
+
+def _add_kvs_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     kvs = commands.add_parser("kvs", help="run a KVS node (Anna protocol) in the foreground")
     kvs.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     kvs.add_argument("--advertise-host", help="address clients reach this node at (default: --host)")
@@ -31,13 +41,48 @@ def _add_kvs_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
         default="NORMAL",
         help="NORMAL survives a killed process, FULL also power loss (default: %(default)s)",
     )
-    kvs.add_argument("--ready-file", type=Path, help="write the bound addresses here once listening")
+    _add_child_options(kvs)
 
 
-def _add_demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_scheduler_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
+    scheduler = commands.add_parser("scheduler", help="run a scheduler in the foreground")
+    scheduler.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    scheduler.add_argument("--kvs", default="tcp://127.0.0.1:6450", help="KVS routing endpoint")
+    scheduler.add_argument("--peer", action="append", default=[], help="another scheduler's host (repeatable)")
+    scheduler.add_argument("--report-period", type=float, default=5.0, help="seconds between reports")
+    _add_child_options(scheduler)
+
+
+def _add_executor_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
+    executor = commands.add_parser("executor", help="run one executor in the foreground")
+    executor.add_argument("--host", default="127.0.0.1", help="node address to bind (default: %(default)s)")
+    executor.add_argument("--tid", type=int, default=0, help="executor id on this node; selects its ports")
+    executor.add_argument("--scheduler", action="append", default=[], help="a scheduler's host (repeatable)")
+    executor.add_argument("--kvs", default="tcp://127.0.0.1:6450", help="KVS routing endpoint")
+    executor.add_argument("--gpu", action="store_true", help="a GPU executor (takes only GPU functions)")
+    executor.add_argument("--report-period", type=float, default=5.0, help="seconds between reports")
+    _add_child_options(executor)
+
+
+def _add_cluster_parsers(commands: _Commands[argparse.ArgumentParser]) -> None:
+    up = commands.add_parser("up", help="run a local cluster (KVS, scheduler, executors)")
+    up.add_argument("--executors", type=int, default=3, help="executor processes (default: %(default)s)")
+    up.add_argument("--host", default="127.0.0.1", help="address every role binds (default: %(default)s)")
+    storage = up.add_mutually_exclusive_group()
+    storage.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: %(default)s")
+    storage.add_argument("--in-memory", action="store_true", help="throw the data away when the cluster stops")
+    up.add_argument("--detach", action="store_true", help="return once the cluster is ready; stop it with down")
+    up.add_argument("--report-period", type=float, default=5.0, help="seconds between reports")
+    down = commands.add_parser("down", help="stop a cluster started with up --detach")
+    down.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: %(default)s")
+    status = commands.add_parser("status", help="show executors, pinned functions and DAGs")
+    status.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: %(default)s")
+    status.add_argument("--scheduler", help="ask this scheduler host instead of the local cluster's")
+
+
+def _add_demo_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser("demo", help="start a local deployment, run a representative workload, report")
-    demo.add_argument("--data-dir", type=Path, help="keep the demo's data here (default: a temporary directory)")
-    demo.add_argument("--operations", type=int, default=2000, help="operations per latency measurement")
+    demo.add_argument("--operations", type=int, default=500, help="calls per latency measurement")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     commands = parser.add_subparsers(dest="command", required=True)
     _add_kvs_parser(commands)
+    _add_scheduler_parser(commands)
+    _add_executor_parser(commands)
+    _add_cluster_parsers(commands)
     _add_demo_parser(commands)
     return parser
+
+
+def _exit_with_parent(parent_pid: int | None) -> None:
+    """Sends ourselves SIGTERM (a graceful stop) once the supervising parent is gone, so no stray survives it."""
+    if parent_pid is None:
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _run_kvs(args: argparse.Namespace) -> int:
@@ -78,6 +139,29 @@ def _run_kvs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_scheduler(args: argparse.Namespace) -> int:
+    from cloudburst.scheduler.server import run_scheduler
+
+    config = SchedulerConfig(
+        host=args.host, kvs_routing=args.kvs, peers=tuple(args.peer), report_period=args.report_period
+    )
+    return run_scheduler(config, args.ready_file)
+
+
+def _run_executor(args: argparse.Namespace) -> int:
+    from cloudburst.executor.server import run_executor
+
+    config = ExecutorConfig(
+        host=args.host,
+        tid=args.tid,
+        schedulers=tuple(args.scheduler or ["127.0.0.1"]),
+        kvs_routing=args.kvs,
+        gpu=args.gpu,
+        report_period=args.report_period,
+    )
+    return run_executor(config, args.ready_file)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the ``cloudburst`` command.
 
@@ -86,12 +170,25 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _exit_with_parent(getattr(args, "parent_pid", None))
     try:
         if args.command == "kvs":
             return _run_kvs(args)
+        if args.command == "scheduler":
+            return _run_scheduler(args)
+        if args.command == "executor":
+            return _run_executor(args)
+        from cloudburst.cli import cluster
+
+        if args.command == "up":
+            return cluster.up(args)
+        if args.command == "down":
+            return cluster.down(args.data_dir)
+        if args.command == "status":
+            return cluster.status(args.data_dir, args.scheduler)
         from cloudburst.cli.demo import run_demo
 
-        return run_demo(data_dir=args.data_dir, operations=args.operations)
+        return run_demo(args.operations)
     except CloudburstError as error:
         print(f"cloudburst: error: {error}", file=sys.stderr)
         return 1

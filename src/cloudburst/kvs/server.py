@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from cloudburst.kvs.state import KvsState, StorageTopology
 from cloudburst.protocol import codec
 from cloudburst.protocol.messages import KeyRequest, RequestType
 from cloudburst.transport.endpoints import ReplyPolicy
+from cloudburst.transport.guard import RejectLog, ReplyGate
 from cloudburst.transport.zmq import PushSocketCache, bind
 
 logger = logging.getLogger(__name__)
@@ -32,8 +31,6 @@ logger = logging.getLogger(__name__)
 #: Requests taken from one socket per turn: large enough to group-commit bursts, small enough to stay fair.
 MAX_BATCH = 256
 _POLL_MS = 100
-_REJECT_LOG_INTERVAL = 60.0
-_REPLY_ADDRESS_CACHE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,25 +49,6 @@ class KvsAddresses:
         """Reads a ready file's content."""
         data = json.loads(text)
         return cls(routing=data["routing"], storage=tuple(data["storage"]))
-
-
-class _RejectLog:
-    """Logs each kind of rejected input at most once a minute, with a count of the ones not logged."""
-
-    def __init__(self) -> None:
-        self._suppressed: Counter[str] = Counter()
-        self._last: dict[str, float] = {}
-        self.total = 0
-
-    def __call__(self, where: str, reason: str) -> None:
-        self.total += 1
-        now = time.monotonic()
-        if now - self._last.get(where, -_REJECT_LOG_INTERVAL) < _REJECT_LOG_INTERVAL:
-            self._suppressed[where] += 1
-            return
-        self._last[where] = now
-        extra = f" ({self._suppressed.pop(where)} more since the last report)" if where in self._suppressed else ""
-        logger.warning("rejected a message on %s: %s%s", where, reason, extra)
 
 
 def open_engine(config: KvsConfig) -> StorageEngine:
@@ -93,9 +71,8 @@ class KvsServer:
         self._engine = engine if engine is not None else open_engine(config)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._replies = PushSocketCache(self._context)
-        self._reply_policy = ReplyPolicy.for_bind_host(config.host)
-        self._reply_addresses: dict[str, str] = {}
-        self._rejected = _RejectLog()
+        self._reply_gate = ReplyGate(ReplyPolicy.for_bind_host(config.host))
+        self._rejected = RejectLog()
         self._stopping = False
         self._routing = self._pull_socket()
         routing_port = bind(self._routing, config.host, config.routing_port)
@@ -170,19 +147,9 @@ class KvsServer:
         if not address:
             return
         try:
-            self._replies.send(self._checked_reply_address(address), payload)
+            self._replies.send(self._reply_gate.check(address), payload)
         except TransportError as error:
             self._rejected(where, str(error))
-
-    def _checked_reply_address(self, address: str) -> str:
-        # Clients reuse one reply address for all their requests: check each address once, not per reply.
-        checked = self._reply_addresses.get(address)
-        if checked is None:
-            checked = self._reply_policy.check(address)
-            if len(self._reply_addresses) >= _REPLY_ADDRESS_CACHE:
-                self._reply_addresses.clear()
-            self._reply_addresses[address] = checked
-        return checked
 
     def _serve_routing(self) -> None:
         for data in self._drain(self._routing):

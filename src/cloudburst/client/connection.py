@@ -1,0 +1,472 @@
+"""The client: register functions and DAGs, call them, read and write objects.
+
+Requests to the scheduler use REQ sockets (the original wire protocol), one per thread and port so that threads
+never wait on each other, each with a deadline. Results come back on one PULL socket per connection, read by a
+background thread that completes the matching futures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import sysconfig
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import zmq
+
+from cloudburst.client.future import Future, ResultSlot
+from cloudburst.clock import TimestampGenerator, writer_id_for
+from cloudburst.config import RuntimePorts
+from cloudburst.errors import CloudburstError, DeadlineExceeded, DecodeError, FunctionNotFound
+from cloudburst.kvs.client import KvsClient
+from cloudburst.lattices import LwwLattice
+from cloudburst.protocol import codec
+from cloudburst.protocol.errors import error_from_response
+from cloudburst.protocol.messages import ConsistencyType
+from cloudburst.protocol.runtime_messages import (
+    Arguments,
+    ClusterStatus,
+    Continuation,
+    Dag,
+    DagCall,
+    EncodedValue,
+    ExecutionType,
+    Function,
+    FunctionCall,
+    FunctionReference,
+    GenericResponse,
+    Link,
+    ResultDelivery,
+)
+from cloudburst.protocol.values import encode, from_lattice, serialize, to_lattice
+from cloudburst.shared.reference import CloudburstReference
+
+logger = logging.getLogger(__name__)
+
+#: Results that arrive before their future exists (the executor can be faster than the scheduler's reply).
+_EARLY_RESULTS = 10_000
+_KVS_DEFAULT_PORT = 6450
+
+
+def _kvs_endpoint(answer: str) -> str:
+    """The KVS routing endpoint from a scheduler's connect answer (a bare host means the default port)."""
+    return answer if answer.startswith("tcp://") else f"tcp://{answer}:{_KVS_DEFAULT_PORT}"
+
+
+def _ship_module_by_value(definition: object) -> None:
+    """Makes cloudpickle copy the code of the user module defining ``definition`` instead of naming it.
+
+    By default cloudpickle pickles a function or class defined in an importable module by reference, which fails
+    on executors that do not have the user's project on their path. Modules that come from installed packages or
+    the standard library stay by reference (executors have those); the user's own modules travel with the function.
+    """
+    module_name = getattr(definition, "__module__", None)
+    module = sys.modules.get(module_name or "")
+    path = getattr(module, "__file__", None)
+    if module is None or path is None or module_name in ("__main__", None) or module_name.startswith("cloudburst."):
+        return
+    installed = (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], sysconfig.get_paths()["stdlib"])
+    if not Path(path).resolve().is_relative_to(Path(sys.prefix).resolve()) and not any(
+        Path(path).resolve().is_relative_to(Path(root).resolve()) for root in installed
+    ):
+        cloudpickle.register_pickle_by_value(module)
+
+
+class FunctionHandle:
+    """A registered function; calling it runs it once and returns a :class:`Future`."""
+
+    def __init__(self, name: str, connection: Connection) -> None:
+        self.name = name
+        self._connection = connection
+
+    def __repr__(self) -> str:
+        return f"FunctionHandle({self.name!r})"
+
+    def __call__(self, *args: object) -> Future:
+        """Calls the function with ``args`` (futures become references to their results).
+
+        Raises:
+            FunctionNotFound: The function is no longer registered.
+            NoResources: No executor is available.
+            DeadlineExceeded: The scheduler did not answer in time.
+        """
+        return self._connection.call(self.name, *args)
+
+
+class Connection:
+    """A connection to a Cloudburst deployment through one scheduler.
+
+    Args:
+        scheduler: The scheduler's host.
+        host: This machine's address as executors can reach it (results are pushed here).
+        ports: The deployment's port layout.
+        timeout: Default deadline, in seconds, of every request and of waiting for results.
+
+    Raises:
+        DeadlineExceeded: The scheduler did not answer the connection request in time.
+    """
+
+    def __init__(
+        self,
+        scheduler: str = "127.0.0.1",
+        *,
+        host: str = "127.0.0.1",
+        ports: RuntimePorts | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.scheduler = scheduler
+        self.ports = ports or RuntimePorts()
+        self.timeout = timeout
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._local = threading.local()
+        self._sockets_lock = threading.Lock()
+        self._all_sockets: list[zmq.Socket[bytes]] = []
+        self._results = self._context.socket(zmq.PULL)
+        self._results.setsockopt(zmq.LINGER, 0)
+        self.result_address = f"tcp://{host}:{self._results.bind_to_random_port(f'tcp://{host}')}"
+        self._slots: dict[str, ResultSlot] = {}
+        self._early: OrderedDict[str, EncodedValue] = OrderedDict()
+        self._slots_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._receiver = threading.Thread(target=self._receive_results, name="cloudburst-results", daemon=True)
+        self._receiver.start()
+        self._stamp = TimestampGenerator(writer_id_for(self.result_address))
+        try:
+            self.kvs_routing = _kvs_endpoint(self._request(self.ports.connect, b"", "connect").decode())
+            self.kvs = KvsClient(self.kvs_routing, host=host, timeout=timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the connection; pending futures can still read stored results until their deadline."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._receiver.join()
+        if hasattr(self, "kvs"):
+            self.kvs.close()
+        with self._sockets_lock:
+            for socket in self._all_sockets:
+                socket.close(linger=0)
+        self._results.close(linger=0)
+        self._context.term()
+
+    # -- functions -----------------------------------------------------------------------------------------
+
+    def register(self, function: Callable[..., Any] | tuple[type, Any], name: str) -> FunctionHandle:
+        """Registers a function, or a class as ``(cls, init_args)`` instantiated once per executor.
+
+        Registering an existing name replaces it; executors pick up the new version on their next call.
+
+        Raises:
+            EncodeError: The function cannot be pickled.
+            InvalidRequest: The name is empty.
+        """
+        _ship_module_by_value(function[0] if isinstance(function, tuple) else function)
+        body = serialize(function)
+        self._generic(self.ports.function_create, codec.encode_function(Function(name, body)), f"register {name!r}")
+        return FunctionHandle(name, self)
+
+    def get_function(self, name: str) -> FunctionHandle | None:
+        """A handle for a registered function, or ``None`` if there is none of that name."""
+        return FunctionHandle(name, self) if name in self.list(name) else None
+
+    def list(self, prefix: str = "") -> list[str]:
+        """The registered functions whose names start with ``prefix``, sorted."""
+        reply = self._request(self.ports.list, prefix.encode(), "list functions")
+        return sorted(codec.decode_string_set(reply, "function list"))
+
+    def call(self, name: str, *args: object, consistency: ConsistencyType = ConsistencyType.NORMAL) -> Future:
+        """Runs a registered function once.
+
+        Raises:
+            FunctionNotFound: No function of that name is registered.
+            NoResources: No executor is available.
+            DeadlineExceeded: The scheduler did not answer in time.
+        """
+        response_key = str(uuid.uuid4())
+        slot = self._expect(response_key)
+        call = FunctionCall(
+            name=name,
+            arguments=self._arguments(args),
+            response_key=response_key,
+            consistency=consistency,
+            response_address=self.result_address,
+            delivery=ResultDelivery.NOTIFY_AND_STORE,
+        )
+        try:
+            self._generic(self.ports.function_call, codec.encode_function_call(call), f"call of {name!r}")
+        except BaseException:
+            self._forget(response_key)
+            raise
+        return self._future(response_key, slot)
+
+    async def call_async(self, name: str, *args: object, timeout: float | None = None) -> Any:  # noqa: ANN401, ASYNC109
+        """Runs a registered function once and awaits its result, without blocking the event loop.
+
+        Raises:
+            FunctionNotFound: No function of that name is registered.
+            RemoteExecutionError: The function raised.
+            DeadlineExceeded: No answer or no result in time.
+        """
+        future = await asyncio.to_thread(self.call, name, *args)
+        return await future.result_async(timeout)
+
+    # -- DAGs ----------------------------------------------------------------------------------------------
+
+    def register_dag(
+        self,
+        name: str,
+        functions: Sequence[str | tuple[str, Iterable[object]]],
+        connections: Iterable[tuple[str, str]],
+        gpu_functions: Iterable[str] = (),
+        batching_functions: Iterable[str] = (),
+        colocated: Iterable[str] = (),
+    ) -> None:
+        """Registers a DAG of registered functions; pins its functions on executors.
+
+        Args:
+            name: The DAG's name.
+            functions: Function names; ``(name, invalid_results)`` makes a function MULTIEXEC (run on every
+                trigger; the first result not among ``invalid_results`` wins).
+            connections: ``(source, sink)`` pairs; a sink receives its sources' results as arguments, in the order
+                the links are listed.
+            gpu_functions: Functions to run on GPU executors.
+            batching_functions: Functions that take lists of arguments and return one result per request.
+            colocated: Functions to place on the same node.
+
+        Raises:
+            FunctionNotFound: A function is not registered.
+            InvalidDag: The DAG has a cycle, several sinks, or links outside it.
+            DagAlreadyExists: The name is taken.
+            NoResources: The functions could not all be pinned.
+        """
+        gpu, batching = set(gpu_functions), set(batching_functions)
+        references = []
+        for entry in functions:
+            if isinstance(entry, tuple):
+                fname, invalid = entry
+                references.append(
+                    FunctionReference(
+                        fname,
+                        ExecutionType.MULTIEXEC,
+                        tuple(serialize(v) for v in invalid),
+                        fname in gpu,
+                        fname in batching,
+                    )
+                )
+            else:
+                references.append(FunctionReference(entry, gpu=entry in gpu, batching=entry in batching))
+        unknown = sorted({ref.name for ref in references} - set(self.list()))
+        if unknown:
+            raise FunctionNotFound(f"DAG {name!r} uses unregistered functions: {', '.join(unknown)}", dag=name)
+        dag = Dag(name, tuple(references), tuple(Link(s, t) for s, t in connections), tuple(colocated))
+        self._generic(self.ports.dag_create, codec.encode_dag(dag), f"registration of DAG {name!r}")
+
+    def build_dag_call(
+        self,
+        name: str,
+        arguments: Mapping[str, object],
+        *,
+        direct_response: bool = False,
+        consistency: ConsistencyType = ConsistencyType.NORMAL,
+        output_key: str | None = None,
+        client_id: str | None = None,
+        continuation: DagCall | None = None,
+    ) -> DagCall:
+        """Builds a DAG call without sending it (for example to pass as another call's continuation).
+
+        Args:
+            name: The DAG.
+            arguments: Per function, its fixed arguments (a list; a single value is wrapped).
+            direct_response: Deliver the result only to this client, not to the KVS.
+            consistency: The consistency level of the request.
+            output_key: Store the result under this key instead of the request id.
+            client_id: The causal session id.
+            continuation: A call built by this method to run on this DAG's result.
+        """
+        function_args: dict[str, Arguments] = {}
+        for fname, values in arguments.items():
+            items = values if isinstance(values, list) else [values]
+            function_args[fname] = self._arguments(items)
+        return DagCall(
+            name=name,
+            function_args=function_args,
+            response_address=self.result_address,
+            consistency=consistency,
+            output_key=output_key or "",
+            client_id=client_id or "",
+            continuation=Continuation(continuation.name, call=continuation) if continuation is not None else None,
+            delivery=ResultDelivery.NOTIFY_ONLY if direct_response else ResultDelivery.NOTIFY_AND_STORE,
+        )
+
+    def call_dag(self, call: DagCall) -> Future:
+        """Sends a DAG call built by :meth:`build_dag_call`.
+
+        Raises:
+            DagNotFound: No DAG of that name.
+            NoResources: Some function has no live executor.
+            DeadlineExceeded: The scheduler did not answer in time.
+        """
+        final = call
+        while final.continuation is not None and final.continuation.call is not None:
+            final = final.continuation.call
+        # The result appears under the last call's output key if it has one, else under the first call's request
+        # id, which only the scheduler's reply tells (a result arriving before that is kept until asked for).
+        known_id = final.output_key
+        if known_id:
+            self._expect(known_id)
+        try:
+            reply = self._generic(self.ports.dag_call, codec.encode_dag_call(call), f"call of DAG {call.name!r}")
+        except BaseException:
+            if known_id:
+                self._forget(known_id)
+            raise
+        result_id = known_id or reply.response_id
+        return self._future(result_id, self._expect(result_id))
+
+    async def call_dag_async(self, call: DagCall, timeout: float | None = None) -> Any:  # noqa: ANN401, ASYNC109
+        """Sends a DAG call and awaits its result, without blocking the event loop.
+
+        Raises:
+            DagNotFound: No DAG of that name.
+            RemoteExecutionError: A function of the DAG raised.
+            DeadlineExceeded: No answer or no result in time.
+        """
+        future = await asyncio.to_thread(self.call_dag, call)
+        return await future.result_async(timeout)
+
+    def delete_dag(self, name: str) -> None:
+        """Deletes a DAG and unpins functions no other DAG uses.
+
+        Raises:
+            DagNotFound: No DAG of that name.
+        """
+        self._generic(self.ports.dag_delete, name.encode(), f"deletion of DAG {name!r}")
+
+    # -- objects -------------------------------------------------------------------------------------------
+
+    def get_object(self, key: str, *, timeout: float | None = None) -> Any:  # noqa: ANN401 - user data
+        """The Python value stored under ``key`` (a list for sets), or ``None`` if there is none.
+
+        Raises:
+            DeadlineExceeded: The KVS did not answer in time.
+        """
+        lattice = self.kvs.get(key, timeout=timeout)
+        return None if lattice is None else from_lattice(lattice, f"value of {key!r}")
+
+    def put_object(self, key: str, value: object, *, timeout: float | None = None) -> None:
+        """Stores ``value`` under ``key`` (sets merge by union; anything else: last writer wins).
+
+        Raises:
+            LatticeTypeMismatch: The key holds a value of the other kind (set vs. register).
+            DeadlineExceeded: The KVS did not acknowledge in time.
+        """
+        self.kvs.put(key, to_lattice(value, self._stamp), timeout=timeout)
+
+    def status(self) -> ClusterStatus:
+        """The scheduler's view of the cluster: executors, pinned functions, DAGs.
+
+        Raises:
+            DeadlineExceeded: The scheduler did not answer in time.
+        """
+        return codec.decode_cluster_status(self._request(self.ports.status_query, b"", "status"))
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+
+    def _arguments(self, args: Iterable[object]) -> Arguments:
+        return tuple(
+            encode(CloudburstReference(arg.obj_id, True)) if isinstance(arg, Future) else encode(arg) for arg in args
+        )
+
+    def _socket(self, port: int) -> zmq.Socket[bytes]:
+        sockets: dict[int, zmq.Socket[bytes]] = self._local.__dict__.setdefault("sockets", {})
+        socket = sockets.get(port)
+        if socket is None:
+            socket = self._context.socket(zmq.REQ)
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.connect(f"tcp://{self.scheduler}:{port}")
+            sockets[port] = socket
+            with self._sockets_lock:
+                self._all_sockets.append(socket)
+        return socket
+
+    def _request(self, port: int, payload: bytes, what: str) -> bytes:
+        if self._closed.is_set():
+            raise CloudburstError(f"{what}: the connection is closed")
+        socket = self._socket(port)
+        socket.send(payload)
+        if socket.poll(int(self.timeout * 1000)):
+            return socket.recv()
+        # A REQ socket that got no reply cannot send again: replace it so the next request starts clean.
+        del self._local.sockets[port]
+        socket.close(linger=0)
+        raise DeadlineExceeded(f"{what}: the scheduler at {self.scheduler}:{port} did not answer in {self.timeout} s")
+
+    def _generic(self, port: int, payload: bytes, what: str) -> GenericResponse:
+        reply = self._request(port, payload, what)
+        try:
+            response = codec.decode_generic_response(reply)
+        except DecodeError as error:
+            raise CloudburstError(f"{what}: the scheduler sent an unreadable reply ({error})") from None
+        if not response.success:
+            raise error_from_response(response, what)
+        return response
+
+    def _expect(self, result_id: str) -> ResultSlot:
+        with self._slots_lock:
+            slot = self._slots.setdefault(result_id, ResultSlot())
+            early = self._early.pop(result_id, None)
+        if early is not None:
+            slot.fill(early)
+        return slot
+
+    def _forget(self, result_id: str) -> None:
+        with self._slots_lock:
+            self._slots.pop(result_id, None)
+
+    def _future(self, result_id: str, slot: ResultSlot) -> Future:
+        return Future(
+            result_id, slot, lambda: self._stored_result(result_id), self.timeout, lambda: self._forget(result_id)
+        )
+
+    def _stored_result(self, key: str) -> EncodedValue | None:
+        lattice = self.kvs.get(key)
+        if isinstance(lattice, LwwLattice) and lattice.value:
+            return codec.decode_encoded_value(lattice.value, f"result {key!r}")
+        if lattice is not None:  # a set result: hand back its Python value
+            return encode(from_lattice(lattice, f"result {key!r}"))
+        return None
+
+    def _receive_results(self) -> None:
+        while not self._closed.is_set():
+            if not self._results.poll(100):
+                continue
+            data = self._results.recv()
+            try:
+                result = codec.decode_call_result(data)
+            except DecodeError as error:
+                logger.warning("ignored an unreadable result message: %s", error)
+                continue
+            with self._slots_lock:
+                slot = self._slots.get(result.id)
+                if slot is None:
+                    self._early[result.id] = result.value
+                    if len(self._early) > _EARLY_RESULTS:
+                        self._early.popitem(last=False)
+            if slot is not None:
+                slot.fill(result.value)

@@ -1,0 +1,119 @@
+"""Futures for call results: resolved by a pushed notification, checked against the KVS as a fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+from cloudburst.errors import DeadlineExceeded
+from cloudburst.protocol.runtime_messages import EncodedValue
+from cloudburst.protocol.values import decode
+
+#: Pause before the first KVS check for a result whose notification has not arrived, doubling after each check.
+_FIRST_FALLBACK_CHECK = 1.0
+
+
+class ResultSlot:
+    """Where the result of one request lands; filled by the client's receiver thread."""
+
+    __slots__ = ("_event", "value")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.value: EncodedValue | None = None
+
+    def fill(self, value: EncodedValue) -> None:
+        """Stores the result and wakes every waiter."""
+        self.value = value
+        self._event.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Waits up to ``seconds`` for the result; True once it is there."""
+        return self._event.wait(seconds)
+
+
+class Future:
+    """The eventual result of a function or DAG call.
+
+    The executor pushes the result to the client as soon as it is computed, so waiting costs no polling. If the
+    notification is lost (for example the result was produced for another client connection), the KVS copy is
+    read as a fallback, with growing pauses, until the deadline.
+
+    Args:
+        obj_id: The request's result key.
+        slot: Filled when the result notification arrives.
+        fetch: Reads the stored result from the KVS (``None`` while absent).
+        default_timeout: Deadline of :meth:`get` and of :meth:`result` without a timeout.
+        release: Called once the result is taken, so the client forgets the slot.
+    """
+
+    def __init__(
+        self,
+        obj_id: str,
+        slot: ResultSlot,
+        fetch: Callable[[], EncodedValue | None],
+        default_timeout: float,
+        release: Callable[[], None],
+    ) -> None:
+        self.obj_id = obj_id
+        self._slot = slot
+        self._fetch = fetch
+        self._default_timeout = default_timeout
+        self._release = release
+
+    def __repr__(self) -> str:
+        return f"Future({self.obj_id!r}, done={self.done()})"
+
+    def done(self) -> bool:
+        """Whether the result notification has arrived."""
+        return self._slot.value is not None
+
+    def result(self, timeout: float | None = None) -> Any:  # noqa: ANN401 - the user function's result
+        """Waits for and returns the result.
+
+        Args:
+            timeout: Seconds to wait; the connection's default when ``None``.
+
+        Raises:
+            RemoteExecutionError: The function raised (the remote traceback is attached).
+            DeadlineExceeded: No result within the timeout.
+        """
+        deadline = time.monotonic() + (self._default_timeout if timeout is None else timeout)
+        pause = _FIRST_FALLBACK_CHECK
+        while self._slot.value is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded(f"no result for request {self.obj_id!r} in time", request_id=self.obj_id)
+            if self._slot.wait(min(pause, remaining)):
+                break
+            stored = self._fetch()
+            if stored is not None:
+                self._slot.fill(stored)
+            pause *= 2
+        self._release()
+        assert self._slot.value is not None
+        return decode(self._slot.value, f"result of request {self.obj_id!r}")
+
+    def get(self) -> Any:  # noqa: ANN401 - the user function's result
+        """The result, waiting up to the connection's default timeout (the original API's name).
+
+        Raises:
+            RemoteExecutionError: The function raised.
+            DeadlineExceeded: No result in time.
+        """
+        return self.result()
+
+    async def result_async(self, timeout: float | None = None) -> Any:  # noqa: ANN401, ASYNC109 - a remote deadline
+        """Awaits the result without blocking the event loop.
+
+        Raises:
+            RemoteExecutionError: The function raised.
+            DeadlineExceeded: No result within the timeout.
+        """
+        return await asyncio.to_thread(self.result, timeout)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.result_async().__await__()

@@ -1,0 +1,116 @@
+"""One role (KVS, scheduler, executor) in a child process: start it, wait until it listens, stop or kill it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cloudburst.errors import DeadlineExceeded
+
+
+class ChildProcess:
+    """A ``cloudburst <role>`` command in a child process.
+
+    The child is told our pid and exits by itself if we die, so a crashed parent leaves no strays. It writes a
+    ready file once its sockets are bound; :meth:`start` returns that file's content.
+
+    Args:
+        role_args: The arguments after ``cloudburst`` (role and its options).
+        workdir: Where the ready file and the child's log go.
+        name: Names the child in file names and errors.
+        startup_timeout: Seconds to wait for the ready file.
+    """
+
+    def __init__(self, role_args: list[str], workdir: Path, name: str, startup_timeout: float = 30.0) -> None:
+        self.name = name
+        self._role_args = role_args
+        self._workdir = workdir
+        self._startup_timeout = startup_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ready_file(self) -> Path:
+        """Where the child reports that it listens."""
+        return self._workdir / f"{self.name}.ready"
+
+    @property
+    def log_file(self) -> Path:
+        """The child's combined output."""
+        return self._workdir / f"{self.name}.log"
+
+    @property
+    def pid(self) -> int:
+        """The child's process id.
+
+        Raises:
+            RuntimeError: The child is not running.
+        """
+        if self._process is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self._process.pid
+
+    def start(self) -> str:
+        """Starts the child and waits until it listens.
+
+        Returns:
+            The ready file's content.
+
+        Raises:
+            DeadlineExceeded: It did not get ready in time or exited (its log is in the message).
+        """
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        self.ready_file.unlink(missing_ok=True)
+        command = [sys.executable, "-m", "cloudburst", *self._role_args]
+        command += ["--ready-file", str(self.ready_file), "--parent-pid", str(os.getpid())]
+        with open(self.log_file, "ab") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        give_up = time.monotonic() + self._startup_timeout
+        while not self.ready_file.exists():
+            if self._process.poll() is not None or time.monotonic() > give_up:
+                self.kill()
+                raise DeadlineExceeded(f"{self.name} did not start; its output:\n{self.log_text()[-4000:]}")
+            time.sleep(0.01)
+        return self.ready_file.read_text()
+
+    def exit_code(self) -> int | None:
+        """The child's exit code, or ``None`` while it runs (or was never started)."""
+        return None if self._process is None else self._process.poll()
+
+    def running(self) -> bool:
+        """Whether the child is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def log_text(self) -> str:
+        """What the child has logged so far."""
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def terminate(self) -> None:
+        """Asks the child to stop (SIGTERM) without waiting, so several children stop in parallel."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stops the child gracefully (SIGTERM), killing it if it does not exit in time."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """Kills the child with SIGKILL, as a crash would."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        self._process = None

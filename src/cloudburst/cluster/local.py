@@ -1,0 +1,253 @@
+"""A whole deployment on one machine: KVS, scheduler and executor processes, supervised.
+
+Every role runs in its own process (executors must: the GIL), bound to one address. Binding a distinct loopback
+address per cluster (127.x.y.z) lets several clusters, or a test's cluster beside a developer's, use the standard
+ports side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloudburst.client.connection import Connection
+from cloudburst.cluster.child import ChildProcess
+from cloudburst.config import DEFAULT_DATA_DIR, MAX_EXECUTORS_PER_NODE
+from cloudburst.errors import ConfigError
+from cloudburst.kvs.server import KvsAddresses
+
+logger = logging.getLogger(__name__)
+
+
+def random_loopback_host() -> str:
+    """A random address in 127.0.0.0/8 (other than 127.0.0.1), where the standard ports are almost surely free."""
+    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """What a local cluster runs.
+
+    Attributes:
+        host: The address every role binds.
+        executors: Executor processes.
+        data_dir: State directory (the KVS data lives under it); ``None`` keeps data in memory.
+        report_period: Executors' and the scheduler's report period, in seconds.
+        max_restarts: Restarts of one executor allowed within ``restart_window`` seconds before the supervisor
+            gives up on it (a crash loop should be seen, not hidden).
+        restart_window: See ``max_restarts``.
+    """
+
+    host: str = "127.0.0.1"
+    executors: int = 3
+    data_dir: Path | None = DEFAULT_DATA_DIR
+    report_period: float = 5.0
+    max_restarts: int = 5
+    restart_window: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.executors <= MAX_EXECUTORS_PER_NODE:
+            raise ConfigError(f"executors must be in 1..{MAX_EXECUTORS_PER_NODE}, not {self.executors}")
+
+
+class RestartBudget:
+    """Allows at most ``limit`` restarts within a sliding ``window`` of seconds (pure: time is passed in)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self._limit = limit
+        self._window = window
+        self._restarts: list[float] = []
+
+    def allow(self, now: float) -> bool:
+        """Whether one more restart is allowed now; records it if so."""
+        self._restarts = [t for t in self._restarts if now - t < self._window]
+        if len(self._restarts) >= self._limit:
+            return False
+        self._restarts.append(now)
+        return True
+
+
+class LocalCluster:
+    """Starts, supervises and stops a deployment's processes.
+
+    Args:
+        config: What to run.
+    """
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self._scratch = tempfile.TemporaryDirectory(prefix="cloudburst-cluster-")
+        self.workdir = Path(self._scratch.name)
+        self.kvs_routing = ""
+        self._kvs: ChildProcess | None = None
+        self._scheduler: ChildProcess | None = None
+        self._executors: list[ChildProcess] = []
+        self._budgets = [RestartBudget(config.max_restarts, config.restart_window) for _ in range(config.executors)]
+        self._given_up: set[int] = set()
+
+    @property
+    def scheduler(self) -> str:
+        """The scheduler's host, what clients connect to."""
+        return self.config.host
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Starts the KVS, the scheduler and the executors, each once it can be reached.
+
+        Raises:
+            DeadlineExceeded: A role did not start (for example its port is taken); its log is in the message.
+        """
+        host = self.config.host
+        try:
+            storage = ["--in-memory"] if self.config.data_dir is None else ["--data-dir", str(self.config.data_dir)]
+            self._kvs = ChildProcess(["kvs", "--host", host, *storage], self.workdir, "kvs")
+            self.kvs_routing = KvsAddresses.from_json(self._kvs.start()).routing
+            self._scheduler = ChildProcess(
+                [
+                    "scheduler",
+                    "--host",
+                    host,
+                    "--kvs",
+                    self.kvs_routing,
+                    "--report-period",
+                    str(self.config.report_period),
+                ],
+                self.workdir,
+                "scheduler",
+            )
+            self._scheduler.start()
+            self._executors = [self._executor(tid) for tid in range(self.config.executors)]
+            for executor in self._executors:
+                executor.start()
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("cluster up on %s: %d executors, KVS %s", host, self.config.executors, self.kvs_routing)
+
+    def _executor(self, tid: int) -> ChildProcess:
+        return ChildProcess(
+            [
+                "executor",
+                "--host",
+                self.config.host,
+                "--tid",
+                str(tid),
+                "--scheduler",
+                self.config.host,
+                "--kvs",
+                self.kvs_routing,
+                "--report-period",
+                str(self.config.report_period),
+            ],
+            self.workdir,
+            f"executor-{tid}",
+        )
+
+    def supervise(self, now: float | None = None) -> list[int]:
+        """Restarts executors that exited; call it periodically.
+
+        Returns:
+            The tids restarted now.
+        """
+        now = time.monotonic() if now is None else now
+        restarted = []
+        for tid, executor in enumerate(self._executors):
+            code = executor.exit_code()
+            # Exit code 0 is a finished departure (a drain), not a crash: it is not undone.
+            if code is None or code == 0 or tid in self._given_up:
+                continue
+            if not self._budgets[tid].allow(now):
+                self._given_up.add(tid)
+                logger.error("executor %d keeps crashing (exit code %s); not restarting it again", tid, code)
+                continue
+            logger.warning("executor %d exited with code %s; restarting it", tid, code)
+            executor.stop()
+            executor.start()
+            restarted.append(tid)
+        return restarted
+
+    def executor_pids(self) -> list[int]:
+        """The executors' process ids, by tid."""
+        return [executor.pid for executor in self._executors]
+
+    def stop(self) -> None:
+        """Stops executors, then the scheduler, then the KVS; nothing is left running."""
+        for executor in self._executors:
+            executor.terminate()
+        for executor in self._executors:
+            executor.stop()
+        for child in (self._scheduler, self._kvs):
+            if child is not None:
+                child.stop()
+        self._scratch.cleanup()
+
+    def connect(self, timeout: float = 30.0) -> Connection:
+        """A client connection to this cluster."""
+        return Connection(self.scheduler, host=self.config.host, timeout=timeout)
+
+    def describe(self) -> dict[str, object]:
+        """What ``cloudburst up`` records for ``down`` and ``status``."""
+        return {
+            "host": self.config.host,
+            "scheduler": self.scheduler,
+            "kvs": self.kvs_routing,
+            "executors": self.config.executors,
+            "data_dir": str(self.config.data_dir) if self.config.data_dir else None,
+        }
+
+
+class LocalSession:
+    """``cloudburst.local()``: a throwaway cluster on its own loopback address, yielding a connection.
+
+    Args:
+        executors: Executor processes.
+        data_dir: Keep state here; by default the data is thrown away with the cluster.
+        host: The address to bind; a random loopback address by default, so it never clashes.
+        report_period: Report period of the roles, in seconds.
+    """
+
+    def __init__(
+        self, executors: int = 3, data_dir: Path | None = None, host: str | None = None, report_period: float = 1.0
+    ) -> None:
+        self.cluster = LocalCluster(
+            ClusterConfig(
+                host=host or random_loopback_host(),
+                executors=executors,
+                data_dir=data_dir,
+                report_period=report_period,
+            )
+        )
+        self._connection: Connection | None = None
+
+    def __enter__(self) -> Connection:
+        self.cluster.start()
+        try:
+            self._connection = self.cluster.connect()
+        except BaseException:
+            self.cluster.stop()
+            raise
+        return self._connection
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        self.cluster.stop()
+
+
+def write_state(path: Path, cluster: LocalCluster, supervisor_pid: int) -> None:
+    """Records a running cluster for ``cloudburst down`` and ``status``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps({**cluster.describe(), "pid": supervisor_pid}))
+    partial.replace(path)

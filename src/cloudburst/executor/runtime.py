@@ -1,0 +1,428 @@
+"""Loading registered functions and running user code, with every outcome turned into a value, never a crash.
+
+A registration is an LWW register under ``funcs/<name>`` holding a serialized ``Value`` of either a callable or a
+``(class, init_args)`` pair. A class is instantiated as ``cls(user_library, *init_args)`` and its bound ``run`` is
+the function, so the instance keeps state between calls.
+
+* Pinned functions are loaded once per pin and kept until unpinned, so a pinned class has one instance.
+* One-shot functions are cached separately (pins and one-shot calls never interfere, B20), keyed by name with the
+  registration's LWW timestamp as version; a call naming another version reloads it, so re-registering takes
+  effect (B18). The cache is a small LRU.
+
+Arguments are decoded, tuples are spliced into the positional list (the original's ``_exec_func_normal``: an
+upstream tuple result reaches the next function as several arguments), and references are replaced by the KVS
+values they name, waiting with back-off for keys that do not exist yet, up to the KVS deadline (B22).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cloudburst.clock import Clock, SystemClock
+from cloudburst.config import ExecutorConfig
+from cloudburst.errors import (
+    CloudburstError,
+    DeadlineExceeded,
+    DecodeError,
+    FunctionNotFound,
+    InvalidRequest,
+    NotPinned,
+    RemoteExecutionError,
+)
+from cloudburst.executor.state import (
+    DagRunItem,
+    EncodedResult,
+    OutputForm,
+    RunDagInstruction,
+    RunFailed,
+    RunOutcome,
+    RunSucceeded,
+)
+from cloudburst.executor.user_library import UserLibrary
+from cloudburst.keys import function_key
+from cloudburst.kvs.client import KvsClient
+from cloudburst.lattices import LwwLattice
+from cloudburst.protocol import values
+from cloudburst.protocol.codec import StorableLattice
+from cloudburst.protocol.runtime_messages import Arguments, FunctionCall
+from cloudburst.retry import RetryPolicy
+from cloudburst.shared.reference import CloudburstReference
+
+logger = logging.getLogger(__name__)
+
+#: One-shot functions kept loaded (least recently used evicted).
+ONE_SHOT_CACHE_SIZE = 64
+
+UserFunction = Callable[..., Any]
+
+
+# -- pure helpers ----------------------------------------------------------------------------------------------
+
+
+def flatten_arguments(arguments: Iterable[object]) -> list[object]:
+    """Splices tuple arguments into the positional list, as the original runtime does.
+
+    An upstream function's tuple result (or a continuation's) arrives as one argument and must reach the function
+    as several. Only exact tuples are spliced; named tuples and other sequences pass through.
+    """
+    flat: list[object] = []
+    for argument in arguments:
+        if type(argument) is tuple:
+            flat.extend(argument)
+        else:
+            flat.append(argument)
+    return flat
+
+
+def collect_references(arguments: Sequence[object]) -> list[CloudburstReference]:
+    """The references to resolve: top-level ones, or those inside the lists when every argument is a list.
+
+    The second case is how batched calls carry references (argument ``i`` is the list of every request's ``i``-th
+    argument); the original applies it to any call whose arguments are all lists, and so do we.
+    """
+    if arguments and all(type(argument) is list for argument in arguments):
+        return [item for argument in arguments for item in argument if isinstance(item, CloudburstReference)]  # type: ignore[attr-defined]
+    return [argument for argument in arguments if isinstance(argument, CloudburstReference)]
+
+
+def substitute_references(arguments: Sequence[object], resolved: Mapping[tuple[str, bool], object]) -> list[object]:
+    """Replaces each reference found by :func:`collect_references` by its value in ``resolved``.
+
+    Args:
+        arguments: The positional arguments.
+        resolved: Values by ``(key, deserialize)``.
+    """
+
+    def value(item: object) -> object:
+        if isinstance(item, CloudburstReference):
+            return resolved[(item.key, item.deserialize)]
+        return item
+
+    if arguments and all(type(argument) is list for argument in arguments):
+        return [[value(item) for item in argument] for argument in arguments]  # type: ignore[attr-defined]
+    return [value(argument) for argument in arguments]
+
+
+def transpose_batch(rows: Sequence[Sequence[object]]) -> list[list[object]]:
+    """Turns one argument list per request into one list per argument position, for a batched call.
+
+    Raises:
+        ValueError: The requests have different numbers of arguments.
+    """
+    counts = {len(row) for row in rows}
+    if len(counts) > 1:
+        raise ValueError(f"the batched requests have different argument counts {sorted(counts)}")
+    width = counts.pop() if counts else 0
+    return [[row[position] for row in rows] for position in range(width)]
+
+
+def batch_result_problem(result: object, count: int) -> str | None:
+    """Why a batching function's return value cannot be split into ``count`` results, or ``None`` if it can."""
+    rule = "it must return a list with one result per request"
+    if type(result) is not list:
+        return f"returned a {type(result).__name__!r}; {rule}"
+    if len(result) != count:
+        return f"returned {len(result)} results for a batch of {count} requests; {rule}"
+    return None
+
+
+# -- the runtime -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _LoadedFunction:
+    call: UserFunction
+    version: int
+
+
+class FunctionRuntime:
+    """Loads functions from the KVS and runs them; every failure becomes a :class:`RunFailed` with full context.
+
+    Args:
+        config: The executor's configuration (identity for error context, KVS deadline).
+        kvs: The executor's KVS client.
+        library: Passed as the first argument of every function.
+        clock: Time source for reference deadlines.
+        retry: Back-off between reads of referenced keys that do not exist yet.
+    """
+
+    def __init__(
+        self,
+        config: ExecutorConfig,
+        kvs: KvsClient,
+        library: UserLibrary,
+        *,
+        clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._config = config
+        self._kvs = kvs
+        self._library = library
+        self._clock = clock or SystemClock()
+        self._retry = retry or RetryPolicy()
+        self._node = f"{config.host}:{config.tid}"
+        self._pinned: dict[str, UserFunction] = {}
+        self._one_shot: OrderedDict[str, _LoadedFunction] = OrderedDict()
+
+    # -- loading -----------------------------------------------------------------------------------------------
+
+    def load_pinned(self, name: str) -> None:
+        """Loads function ``name`` for DAG requests, instantiating a registered class once.
+
+        Raises:
+            FunctionNotFound: Nothing is registered under ``name``.
+            RemoteExecutionError: The class's constructor raised.
+            CloudburstError: The registration cannot be read or is not a function (subclasses say which).
+        """
+        body, _ = self._fetch(name)
+        self._pinned[name] = self._instantiate(name, body)
+
+    def unload_pinned(self, name: str) -> None:
+        """Forgets a pinned function (and its instance)."""
+        self._pinned.pop(name, None)
+
+    def pinned(self) -> tuple[str, ...]:
+        """The pinned functions currently loaded."""
+        return tuple(self._pinned)
+
+    def _fetch(self, name: str) -> tuple[object, int]:
+        key = function_key(name)
+        lattice = self._kvs.get(key, timeout=self._config.kvs_timeout)
+        if lattice is None:
+            raise FunctionNotFound(f"no function is registered as {name!r}", function=name, node=self._node)
+        if not isinstance(lattice, LwwLattice):
+            raise DecodeError(f"registration of {name!r}", f"{key!r} holds a {type(lattice).__name__}, not LWW")
+        return values.from_lattice(lattice, f"registration of {name!r}"), lattice.timestamp
+
+    def _instantiate(self, name: str, body: object) -> UserFunction:
+        if type(body) is tuple and len(body) == 2 and isinstance(body[0], type):
+            cls, init_args = body
+            # A single init argument may be registered bare; the original crashed on it (B23).
+            arguments = init_args if type(init_args) is tuple else (init_args,)
+            try:
+                instance = cls(self._library, *arguments)
+            except (Exception, SystemExit) as error:
+                raise self._user_error(error, traceback.format_exc(), name, None, None) from None
+            run = getattr(instance, "run", None)
+            if not callable(run):
+                raise InvalidRequest(
+                    f"class {cls.__qualname__} registered as {name!r} has no run method", function=name
+                )
+            return run  # type: ignore[no-any-return]
+        if callable(body):
+            return body
+        raise InvalidRequest(
+            f"{name!r} is registered as a {type(body).__name__}, not a function or a (class, init_args) pair",
+            function=name,
+        )
+
+    def _one_shot_function(self, name: str, version: int) -> UserFunction:
+        cached = self._one_shot.get(name)
+        if cached is not None and version in (0, cached.version):
+            self._one_shot.move_to_end(name)
+            return cached.call
+        body, stamp = self._fetch(name)
+        if version and stamp != version:
+            logger.info("call of %r asked for version %d; the KVS has %d", name, version, stamp)
+        loaded = _LoadedFunction(self._instantiate(name, body), stamp)
+        self._one_shot[name] = loaded
+        self._one_shot.move_to_end(name)
+        while len(self._one_shot) > ONE_SHOT_CACHE_SIZE:
+            self._one_shot.popitem(last=False)
+        return loaded.call
+
+    # -- running -----------------------------------------------------------------------------------------------
+
+    def run_one_shot(self, call: FunctionCall) -> RunOutcome:
+        """Runs a one-shot call to completion; the outcome's result is what the caller gets."""
+        request_id = call.response_key or None
+        try:
+            function = self._one_shot_function(call.name, call.function_version)
+            arguments = self._prepare(call.arguments)
+        except CloudburstError as error:
+            return RunFailed(self._with_context(error, call.name, None, request_id))
+        try:
+            result = function(self._library, *arguments)
+        except (Exception, SystemExit) as error:
+            return RunFailed(self._user_error(error, traceback.format_exc(), call.name, None, request_id))
+        return self._encode(result, OutputForm.RESULT, (), call.name, None, request_id)
+
+    def run_dag(self, run: RunDagInstruction) -> tuple[RunOutcome, ...]:
+        """Runs a pinned function for the run's items: once per item, or once for all when batching.
+
+        Returns:
+            One outcome per item, in item order.
+        """
+        function = self._pinned.get(run.function)
+        if function is None:
+            return tuple(
+                RunFailed(
+                    NotPinned(
+                        f"function {run.function!r} is not loaded at this executor",
+                        function=run.function,
+                        dag=item.dag,
+                        node=self._node,
+                        request_id=item.request_id,
+                    )
+                )
+                for item in run.items
+            )
+        outcomes: dict[int, RunOutcome] = {}
+        prepared: list[tuple[int, list[object]]] = []
+        for index, item in enumerate(run.items):
+            try:
+                prepared.append((index, self._prepare(item.arguments)))
+            except CloudburstError as error:
+                outcomes[index] = RunFailed(self._with_context(error, run.function, item.dag, item.request_id))
+        if run.batching:
+            outcomes.update(self._run_batch(function, run, prepared))
+        else:
+            for index, arguments in prepared:
+                outcomes[index] = self._run_item(function, run.function, run.items[index], arguments)
+        return tuple(outcomes[index] for index in range(len(run.items)))
+
+    def _run_item(self, function: UserFunction, name: str, item: DagRunItem, arguments: list[object]) -> RunOutcome:
+        try:
+            result = function(self._library, *arguments)
+        except (Exception, SystemExit) as error:
+            return RunFailed(self._user_error(error, traceback.format_exc(), name, item.dag, item.request_id))
+        return self._encode(result, item.output, item.invalid_results, name, item.dag, item.request_id)
+
+    def _run_batch(
+        self, function: UserFunction, run: RunDagInstruction, prepared: list[tuple[int, list[object]]]
+    ) -> dict[int, RunOutcome]:
+        if not prepared:
+            return {}
+        items = [(index, run.items[index]) for index, _ in prepared]
+
+        def fail_all(message: str) -> dict[int, RunOutcome]:
+            return {
+                index: RunFailed(
+                    RemoteExecutionError(
+                        message, function=run.function, dag=item.dag, node=self._node, request_id=item.request_id
+                    )
+                )
+                for index, item in items
+            }
+
+        try:
+            columns = transpose_batch([arguments for _, arguments in prepared])
+        except ValueError as error:
+            return fail_all(f"cannot batch {run.function!r}: {error}")
+        try:
+            result = function(self._library, *columns)
+        except (Exception, SystemExit) as error:
+            trace = traceback.format_exc()
+            return {
+                index: RunFailed(self._user_error(error, trace, run.function, item.dag, item.request_id))
+                for index, item in items
+            }
+        problem = batch_result_problem(result, len(items))
+        if problem is not None:
+            return fail_all(f"batching function {run.function!r} {problem}")
+        return {
+            index: self._encode(value, item.output, item.invalid_results, run.function, item.dag, item.request_id)
+            for (index, item), value in zip(items, result, strict=True)
+        }
+
+    # -- arguments and results ---------------------------------------------------------------------------------
+
+    def _prepare(self, arguments: Arguments) -> list[object]:
+        decoded = [values.decode(value, f"argument {position}") for position, value in enumerate(arguments)]
+        flat = flatten_arguments(decoded)
+        references = collect_references(flat)
+        if not references:
+            return flat
+        return substitute_references(flat, self._resolve(references))
+
+    def _resolve(self, references: list[CloudburstReference]) -> dict[tuple[str, bool], object]:
+        lattices = self._wait_for_keys(list(dict.fromkeys(reference.key for reference in references)))
+        resolved: dict[tuple[str, bool], object] = {}
+        for reference in references:
+            lattice = lattices[reference.key]
+            if reference.deserialize:
+                resolved[(reference.key, True)] = values.from_lattice(lattice, f"referenced key {reference.key!r}")
+            else:
+                resolved[(reference.key, False)] = lattice.reveal()
+        return resolved
+
+    def _wait_for_keys(self, keys: list[str]) -> dict[str, StorableLattice]:
+        """Reads ``keys``, re-reading the missing ones with back-off until they exist or the deadline passes.
+
+        A reference usually names the result of a call still running elsewhere, so "missing" means "not yet".
+
+        Raises:
+            DeadlineExceeded: Some key still does not exist at the deadline (the message names them).
+        """
+        timeout = self._config.kvs_timeout
+        deadline = self._clock.now() + timeout
+        found: dict[str, StorableLattice] = {}
+        missing = keys
+        attempt = 0
+        while True:
+            # A read near the deadline still gets a full attempt: a slow KVS is not a missing key.
+            read_timeout = max(deadline - self._clock.now(), self._retry.attempt_timeout)
+            answers = self._kvs.get_many(missing, timeout=read_timeout)
+            found.update({key: lattice for key, lattice in answers.items() if lattice is not None})
+            missing = [key for key in missing if key not in found]
+            if not missing:
+                return found
+            remaining = deadline - self._clock.now()
+            if remaining <= 0:
+                raise DeadlineExceeded(
+                    f"referenced key(s) {missing} did not appear in the KVS within {timeout:g} s", node=self._node
+                )
+            attempt += 1
+            # The last pause ends at the deadline, so the last read happens then rather than a back-off earlier.
+            time.sleep(min(self._retry.backoff(attempt), remaining))
+
+    def _encode(
+        self,
+        result: object,
+        output: OutputForm,
+        invalid_results: tuple[bytes, ...],
+        function: str,
+        dag: str | None,
+        request_id: str | None,
+    ) -> RunOutcome:
+        try:
+            if invalid_results and values.serialize(result) in invalid_results:
+                return RunSucceeded(valid=False)
+            if output is OutputForm.TRIGGER_ARGUMENTS:
+                parts = result if type(result) is tuple else (result,)
+                return RunSucceeded(arguments=tuple(values.encode(part) for part in parts))
+            members = None
+            if type(result) in (set, frozenset):
+                members = tuple(sorted(values.serialize(member) for member in result))  # type: ignore[attr-defined]
+            return RunSucceeded(result=EncodedResult(values.encode(result), members))
+        except CloudburstError as error:
+            return RunFailed(self._with_context(error, function, dag, request_id))
+
+    def _with_context(
+        self, error: CloudburstError, function: str, dag: str | None, request_id: str | None
+    ) -> CloudburstError:
+        error.function = error.function or function
+        error.dag = error.dag or dag
+        error.request_id = error.request_id or request_id
+        error.node = error.node or self._node
+        return error
+
+    def _user_error(
+        self, error: BaseException, trace: str, function: str, dag: str | None, request_id: str | None
+    ) -> RemoteExecutionError:
+        kind = type(error)
+        return RemoteExecutionError(
+            f"{kind.__name__}: {error}",
+            f"{kind.__module__}.{kind.__qualname__}",
+            function=function,
+            dag=dag,
+            node=self._node,
+            request_id=request_id,
+            remote_traceback=trace,
+        )

@@ -1,0 +1,263 @@
+"""The executor's network shell: ZeroMQ sockets and user code around :class:`~cloudburst.executor.state.ExecutorState`.
+
+One thread serves everything, as in the original: executors are processes (the GIL), and a node runs several. Each
+turn drains up to :data:`MAX_TURN` control messages, hands them to the state as one event (so ready requests of a
+batching function in that turn form one batch), and executes the returned instructions in order. Loading a function
+and running user code happen inline; their outcomes go straight back to the state, and the instructions that come
+of them run before the rest of the turn's, so a result is sent on as soon as it exists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import uuid
+from collections import deque
+from pathlib import Path
+from types import FrameType
+
+import zmq
+
+from cloudburst.clock import Clock, SystemClock, TimestampGenerator, writer_id_for
+from cloudburst.config import ExecutorConfig
+from cloudburst.errors import CloudburstError, DecodeError
+from cloudburst.executor.runtime import FunctionRuntime
+from cloudburst.executor.state import (
+    DagRunDoneEvent,
+    EncodedResult,
+    ExecutorEvent,
+    ExecutorInstruction,
+    ExecutorState,
+    ExitInstruction,
+    FunctionLoadedEvent,
+    FunctionLoadFailedEvent,
+    LoadFunctionInstruction,
+    OneShotDoneEvent,
+    OutgoingMessage,
+    RequestsReceivedEvent,
+    RunDagInstruction,
+    RunOneShotInstruction,
+    SendInstruction,
+    StartEvent,
+    StoreResultInstruction,
+    TickEvent,
+    UnloadFunctionInstruction,
+)
+from cloudburst.executor.user_library import UserLibrary
+from cloudburst.kvs.client import KvsClient
+from cloudburst.lattices import Lattice, LwwLattice, SetLattice
+from cloudburst.protocol import codec
+from cloudburst.protocol.runtime_messages import CallResult, DagTrigger, EncodedValue, ExecutorRequest
+from cloudburst.transport.endpoints import ReplyPolicy
+from cloudburst.transport.guard import RejectLog, ReplyGate
+from cloudburst.transport.zmq import PushSocketCache, bind
+
+logger = logging.getLogger(__name__)
+
+#: Control messages taken per turn: the original's BATCH_SIZE_MAX, which bounds a batch and keeps turns short.
+MAX_TURN = 20
+#: Largest accepted control message (a schedule carries every function's arguments).
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+_POLL_MS = 50
+#: How often the state hears the time when idle: reports, expiry and the departure grace are decided from it.
+_TICK_SECONDS = 0.05
+
+
+class ExecutorServer:
+    """One executor: its control and inbox sockets, its KVS client, its user code, served by one loop.
+
+    Args:
+        config: Identity, ports, schedulers, KVS and limits.
+        clock: Time source of the state machine and of run durations (tests may inject one).
+
+    Raises:
+        TransportError: A port cannot be bound (another executor with this tid on this host?).
+    """
+
+    def __init__(self, config: ExecutorConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self._clock = clock or SystemClock()
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._rejected = RejectLog()
+        self._reply_gate = ReplyGate(ReplyPolicy.for_bind_host(config.host))
+        self._stopping = False
+        self.exit_code = 0
+        self._control = self._context.socket(zmq.PULL)
+        self._control.setsockopt(zmq.LINGER, 0)
+        self._control.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self._push = PushSocketCache(self._context)
+        self._kvs: KvsClient | None = None
+        self._library: UserLibrary | None = None
+        try:
+            bind(self._control, config.host, config.ports.executor_control + config.tid)
+            self._kvs = KvsClient(config.kvs_routing, host=config.host, timeout=config.kvs_timeout)
+            self._timestamps = TimestampGenerator(writer_id_for(f"{config.host}:{config.tid}"))
+            self._library = UserLibrary(config, self._kvs, self._context, self._push, self._timestamps)
+        except BaseException:
+            self.close()
+            raise
+        self.runtime = FunctionRuntime(config, self._kvs, self._library)
+        self.state = ExecutorState(config, uuid.uuid4().hex)
+
+    @property
+    def control_endpoint(self) -> str:
+        """Where schedulers and other executors reach this executor."""
+        return self.config.ports.executor_control_endpoint(self.config.host, self.config.tid)
+
+    @property
+    def rejected_messages(self) -> int:
+        """How many malformed control messages or undeliverable sends the executor has dropped."""
+        return self._rejected.total
+
+    def write_ready_file(self, path: Path) -> None:
+        """Atomically writes where the executor listens, so a parent process knows it is up."""
+        partial = path.with_suffix(".partial")
+        partial.write_text(
+            json.dumps({"host": self.config.host, "tid": self.config.tid, "control": self.control_endpoint})
+        )
+        os.replace(partial, path)
+
+    def stop(self) -> None:
+        """Asks :meth:`serve_forever` to return after the current turn; safe from a signal handler or another thread."""
+        self._stopping = True
+
+    def serve_forever(self) -> int:
+        """Serves until :meth:`stop` or until a self-depart has drained.
+
+        Returns:
+            The exit code: 0.
+        """
+        poller = zmq.Poller()
+        poller.register(self._control, zmq.POLLIN)
+        logger.info("executor %s:%d serving on %s", self.config.host, self.config.tid, self.control_endpoint)
+        self._feed(StartEvent())
+        next_tick = self._clock.now() + _TICK_SECONDS
+        while not self._stopping:
+            if poller.poll(_POLL_MS):
+                requests = self._drain()
+                if requests:
+                    self._feed(RequestsReceivedEvent(tuple(requests)))
+            if not self._stopping and self._clock.now() >= next_tick:
+                self._feed(TickEvent())
+                next_tick = self._clock.now() + _TICK_SECONDS
+        return self.exit_code
+
+    def close(self) -> None:
+        """Closes sockets and the KVS client."""
+        if self._library is not None:
+            self._library.close()
+        self._push.close()
+        self._control.close()
+        if self._kvs is not None:
+            self._kvs.close()
+        self._context.term()
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+
+    def _drain(self) -> list[ExecutorRequest]:
+        requests: list[ExecutorRequest] = []
+        for _ in range(MAX_TURN):
+            try:
+                data = self._control.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                requests.append(codec.decode_executor_request(data))
+            except DecodeError as error:
+                self._rejected("a control message", str(error))
+        return requests
+
+    def _feed(self, event: ExecutorEvent) -> None:
+        """Hands ``event`` to the state and executes what it asks, including what follows from runs and loads."""
+        pending = deque(self.state.handle(event, self._clock.now()))
+        while pending:
+            follow_up = self._execute(pending.popleft())
+            if follow_up is not None:
+                # What a finished run asks for (its results) goes before the rest of the turn's work.
+                pending.extendleft(reversed(self.state.handle(follow_up, self._clock.now())))
+
+    def _execute(self, instruction: ExecutorInstruction) -> ExecutorEvent | None:
+        if isinstance(instruction, SendInstruction):
+            self._send(instruction.address, instruction.message)
+        elif isinstance(instruction, RunDagInstruction):
+            started = self._clock.now()
+            outcomes = self.runtime.run_dag(instruction)
+            duration = self._clock.now() - started
+            return DagRunDoneEvent(instruction.run_id, outcomes, duration, self._clock.wall_ns() / 1e9)
+        elif isinstance(instruction, RunOneShotInstruction):
+            started = self._clock.now()
+            outcome = self.runtime.run_one_shot(instruction.call)
+            return OneShotDoneEvent(instruction.run_id, outcome, self._clock.now() - started)
+        elif isinstance(instruction, StoreResultInstruction):
+            self._store(instruction.key, instruction.result)
+        elif isinstance(instruction, LoadFunctionInstruction):
+            started = self._clock.now()
+            try:
+                self.runtime.load_pinned(instruction.name)
+            except CloudburstError as error:
+                return FunctionLoadFailedEvent(instruction.name, error, self._clock.now() - started)
+            return FunctionLoadedEvent(instruction.name, self._clock.now() - started)
+        elif isinstance(instruction, UnloadFunctionInstruction):
+            self.runtime.unload_pinned(instruction.name)
+        elif isinstance(instruction, ExitInstruction):
+            self.exit_code = instruction.code
+            self._stopping = True
+        return None
+
+    def _send(self, address: str, message: OutgoingMessage) -> None:
+        try:
+            if isinstance(message, DagTrigger):
+                data = codec.encode_executor_request(message)
+            elif isinstance(message, CallResult):
+                data = codec.encode_call_result(message)
+            elif isinstance(message, EncodedValue):
+                data = codec.encode_encoded_value(message)
+            else:
+                data = codec.encode_scheduler_message(message)
+            self._push.send(self._reply_gate.check(address), data)
+        except CloudburstError as error:
+            self._rejected(f"a {type(message).__name__} for {address!r}", str(error))
+
+    def _store(self, key: str, result: EncodedResult) -> None:
+        lattice: Lattice
+        if result.set_members is not None:
+            lattice = SetLattice(frozenset(result.set_members))
+        else:
+            lattice = LwwLattice(self._timestamps(), codec.encode_encoded_value(result.value))
+        assert self._kvs is not None
+        try:
+            self._kvs.put(key, lattice)
+        except CloudburstError as error:
+            # Nothing to retry into: the caller's deadline will tell it. Keep serving everyone else.
+            logger.error("could not store the result under %r: %s", key, error)
+
+
+def run_executor(config: ExecutorConfig, ready_file: Path | None = None) -> int:
+    """Runs an executor in the foreground until SIGTERM/SIGINT or a completed self-depart.
+
+    Args:
+        config: The executor's configuration.
+        ready_file: Written (atomically) once the executor's sockets are bound.
+
+    Returns:
+        The process exit code: 0.
+
+    Raises:
+        TransportError: A port cannot be bound.
+    """
+    server = ExecutorServer(config)
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        server.stop()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if ready_file is not None:
+            server.write_ready_file(ready_file)
+        return server.serve_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.close()

@@ -1,0 +1,232 @@
+"""The user library: the first argument of every user function, its handle on the KVS and on other executors.
+
+The method names and return shapes are the original ``CloudburstUserLibrary``'s, so existing functions run
+unchanged. What differs: KVS calls have deadlines and raise typed errors instead of returning ``False``/``None``
+on failure; ``put`` takes several keys properly; and messages in the inbox are kept until a ``recv`` takes them.
+The original drained and discarded the inbox after every invocation (B51), so a message sent to a thread between
+two invocations was lost.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+from collections.abc import Mapping, Sequence
+from typing import Any, overload
+
+import zmq
+
+from cloudburst.clock import TimestampGenerator, writer_id_for
+from cloudburst.config import ExecutorConfig
+from cloudburst.errors import CloudburstError, TransportError
+from cloudburst.kvs.client import KvsClient
+from cloudburst.lattices import Lattice
+from cloudburst.protocol import values
+from cloudburst.transport.zmq import PushSocketCache, bind
+
+logger = logging.getLogger(__name__)
+
+#: Messages the inbox holds for this executor before senders' messages are dropped (ZeroMQ's receive high-water
+#: mark), so a chatty peer cannot exhaust the executor's memory.
+INBOX_CAPACITY = 10_000
+#: Largest accepted inbox message.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+ExecutorId = tuple[str, int]
+
+
+class CausalModeUnavailable(CloudburstError, NotImplementedError):
+    """The causal consistency modes (SINGLE, MULTI) are not implemented yet."""
+
+
+class UserLibrary:
+    """What a user function gets as its first argument: KVS access and messaging between running functions.
+
+    One instance serves every invocation on its executor; it is not meant to be shared between threads.
+
+    Args:
+        config: The executor's configuration (identity, ports, KVS deadline).
+        kvs: The executor's KVS client.
+        context: The ZeroMQ context to create the inbox socket in.
+        push: Outgoing PUSH sockets, shared with the executor.
+        timestamps: Stamps LWW writes; defaults to one keyed by this executor's ``ip:tid``.
+
+    Raises:
+        TransportError: The inbox port cannot be bound.
+    """
+
+    def __init__(
+        self,
+        config: ExecutorConfig,
+        kvs: KvsClient,
+        context: zmq.Context[zmq.Socket[bytes]],
+        push: PushSocketCache,
+        timestamps: TimestampGenerator | None = None,
+    ) -> None:
+        self._config = config
+        self._kvs = kvs
+        self._push = push
+        self._id: ExecutorId = (config.host, config.tid)
+        self._timestamps = timestamps or TimestampGenerator(writer_id_for(f"{config.host}:{config.tid}"))
+        self._inbox = context.socket(zmq.PULL)
+        self._inbox.setsockopt(zmq.LINGER, 0)
+        self._inbox.setsockopt(zmq.RCVHWM, INBOX_CAPACITY)
+        self._inbox.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        try:
+            bind(self._inbox, config.host, config.ports.executor_inbox + config.tid)
+        except TransportError:
+            self._inbox.close()
+            raise
+
+    def close(self) -> None:
+        """Closes the inbox. Only the executor calls this, when it shuts down."""
+        self._inbox.close()
+
+    # -- KVS ---------------------------------------------------------------------------------------------------
+
+    @overload
+    def get(self, key: str, deserialize: bool = True) -> Any: ...  # noqa: ANN401 - user data
+
+    @overload
+    def get(self, key: list[str] | tuple[str, ...], deserialize: bool = True) -> dict[str, Any]: ...
+
+    def get(self, key: str | Sequence[str], deserialize: bool = True) -> Any:
+        """Reads one key or several, in one round trip.
+
+        Args:
+            key: A key, or a list of keys.
+            deserialize: Return Python values; with False, the stored lattice's raw content (for an LWW value the
+                serialized ``Value`` bytes, for a set a set of them).
+
+        Returns:
+            For one key its value, or ``None`` if it does not exist; for a list, a dict from each key to that.
+
+        Raises:
+            DeadlineExceeded: The KVS did not answer within the executor's KVS timeout.
+            KvsError: The KVS refused the read.
+            DecodeError: A stored value cannot be loaded.
+        """
+        keys = [key] if isinstance(key, str) else list(key)
+        lattices = self._kvs.get_many(keys, timeout=self._config.kvs_timeout)
+        found: dict[str, Any] = {}
+        for name in keys:
+            lattice = lattices[name]
+            if lattice is None:
+                found[name] = None
+            elif deserialize:
+                found[name] = values.from_lattice(lattice, f"value of {name!r}")
+            else:
+                found[name] = lattice.reveal()
+        return found[key] if isinstance(key, str) else found
+
+    @overload
+    def put(self, key: str, value: object) -> bool: ...
+
+    @overload
+    def put(self, key: list[str] | tuple[str, ...], value: Sequence[object]) -> dict[str, bool]: ...
+
+    def put(self, key: str | Sequence[str], value: object) -> bool | dict[str, bool]:
+        """Writes one key, or several keys with one value each (``put([k1, k2], [v1, v2])``).
+
+        A Python ``set`` is stored as a SET lattice, so concurrent writers' sets union; anything else is a
+        last-writer-wins value.
+
+        Returns:
+            True for one key, a dict of True per key for several (the original's shapes). Failures raise.
+
+        Raises:
+            ValueError: Several keys with a value that is not a list of the same length.
+            EncodeError: A value cannot be serialized.
+            LatticeTypeMismatch: A key holds a set and the value is not one, or the other way round.
+            DeadlineExceeded: The KVS did not acknowledge within the executor's KVS timeout.
+        """
+        if isinstance(key, str):
+            self._kvs.put(key, values.to_lattice(value, self._timestamps), timeout=self._config.kvs_timeout)
+            return True
+        keys = list(key)
+        if not isinstance(value, Sequence) or isinstance(value, str | bytes) or len(value) != len(keys):
+            raise ValueError(f"put of {len(keys)} keys needs a list of {len(keys)} values")
+        items: Mapping[str, Lattice] = {
+            name: values.to_lattice(item, self._timestamps) for name, item in zip(keys, value, strict=True)
+        }
+        self._kvs.put_many(items, timeout=self._config.kvs_timeout)
+        return dict.fromkeys(keys, True)
+
+    def causal_get(self, key: str | Sequence[str], deserialize: bool = True) -> Any:  # noqa: ANN401
+        """Not available yet: causal consistency arrives with the consistency issue.
+
+        Raises:
+            CausalModeUnavailable: Always.
+        """
+        raise CausalModeUnavailable("causal_get: causal consistency arrives with the consistency issue")
+
+    def causal_put(self, key: str, value: object) -> bool:
+        """Not available yet: causal consistency arrives with the consistency issue.
+
+        Raises:
+            CausalModeUnavailable: Always.
+        """
+        raise CausalModeUnavailable("causal_put: causal consistency arrives with the consistency issue")
+
+    # -- messaging ---------------------------------------------------------------------------------------------
+
+    def getid(self) -> ExecutorId:
+        """This executor's id, ``(ip, tid)``: what other functions pass to :meth:`send` to reach this one."""
+        return self._id
+
+    def send(self, dest: ExecutorId, payload: bytes) -> None:
+        """Sends ``payload`` to the function running on executor ``dest``, fire-and-forget.
+
+        The message waits in the destination's inbox until a function there calls :meth:`recv`.
+
+        Raises:
+            TypeError: ``dest`` is not an ``(ip, tid)`` pair or ``payload`` is not bytes.
+            TransportError: ``dest`` names no valid endpoint.
+        """
+        if not (isinstance(dest, tuple | list) and len(dest) == 2 and isinstance(dest[1], int)):
+            raise TypeError(f"send needs an (ip, tid) pair from getid(), not {dest!r}")
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise TypeError(f"send takes bytes, not {type(payload).__name__}")
+        # The original's wire format (a pickled pair), so original executors and ours can talk.
+        message = pickle.dumps((self._id, bytes(payload)))
+        self._push.send(self._config.ports.executor_inbox_endpoint(str(dest[0]), dest[1]), message)
+
+    def recv(self) -> list[tuple[ExecutorId, bytes]]:
+        """Takes every message waiting in this executor's inbox, without blocking.
+
+        Returns:
+            ``(sender id, payload)`` pairs in arrival order; empty when nothing waits.
+        """
+        received: list[tuple[ExecutorId, bytes]] = []
+        while True:
+            try:
+                data = self._inbox.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return received
+            message = _load_message(data)
+            if message is None:
+                logger.warning("dropped a malformed message in the inbox of %s:%d", *self._id)
+            else:
+                received.append(message)
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Loads only plain data: a message is ``((str, int), bytes)``, whose pickle names no class or function.
+
+    Anyone who can reach the inbox port can send to it; refusing globals keeps a crafted message from running code.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:  # noqa: ANN401 - the pickle API
+        raise pickle.UnpicklingError(f"inbox messages may not reference {module}.{name}")
+
+
+def _load_message(data: bytes) -> tuple[ExecutorId, bytes] | None:
+    try:
+        sender, payload = _PlainUnpickler(io.BytesIO(data)).load()
+        ip, tid = sender
+    except Exception:  # a peer's garbage must not fail the function reading its inbox
+        return None
+    if not isinstance(ip, str) or not isinstance(tid, int) or not isinstance(payload, bytes):
+        return None
+    return (ip, tid), payload

@@ -1,0 +1,377 @@
+"""The scheduler's network shell: ZeroMQ sockets and a KVS client around :class:`~.state.SchedulerState`.
+
+Public requests arrive on ROUTER sockets, one per port of the original protocol. A ROUTER talks to the original
+clients' REQ sockets unchanged (a REQ request arrives as ``[identity, b"", payload]`` and is answered as
+``[identity, b"", reply]``), and unlike a REP socket it can answer requests out of order: a DAG creation waits for
+its pins without holding up anyone else (B9). Executors, peers and sink executors reach the scheduler on one PULL
+socket, each message in a typed envelope. KVS reads and writes block the loop briefly; they occur on
+registrations, lookups of names this scheduler has not seen, and recovery, never on the call path of known work.
+
+All logic lives in the state; this loop only moves bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import random
+import signal
+import uuid
+from collections import deque
+from pathlib import Path
+from types import FrameType
+
+import zmq
+
+from cloudburst.clock import Clock, SystemClock
+from cloudburst.config import SchedulerConfig
+from cloudburst.errors import CloudburstError, DecodeError, InvalidRequest
+from cloudburst.kvs.client import KvsClient
+from cloudburst.protocol import codec
+from cloudburst.protocol.errors import failure_response
+from cloudburst.protocol.runtime_messages import CallResult, EncodedValue, GenericResponse, SchedulerStatus
+from cloudburst.scheduler.state import (
+    ConnectEvent,
+    ConnectReply,
+    DagCallEvent,
+    DagCreateEvent,
+    DagDeleteEvent,
+    FunctionCallEvent,
+    FunctionCreateEvent,
+    FunctionListEvent,
+    FunctionListReply,
+    InternalMessageEvent,
+    KvsReadDoneEvent,
+    KvsReadInstruction,
+    KvsWriteDoneEvent,
+    KvsWriteInstruction,
+    PushedMessage,
+    PushInstruction,
+    RecoverEvent,
+    Reply,
+    ReplyInstruction,
+    SchedulerEvent,
+    SchedulerInstruction,
+    SchedulerState,
+    SchedulerTickEvent,
+    StatusQueryEvent,
+)
+from cloudburst.transport.endpoints import ReplyPolicy
+from cloudburst.transport.guard import RejectLog, ReplyGate
+from cloudburst.transport.zmq import PushSocketCache, bind
+
+logger = logging.getLogger(__name__)
+
+#: Messages taken from one socket per turn: enough to amortize polling, few enough to stay fair between sockets.
+MAX_BATCH = 256
+#: Largest accepted message (a DAG call carries every function's arguments).
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+#: Deadline of each KVS operation; the loop is blocked meanwhile, so it is kept short.
+KVS_TIMEOUT = 5.0
+_POLL_MS = 50
+#: How often the state hears the time: pin timeouts are as precise as this, periodic work uses the report period.
+_TICK_SECONDS = 0.05
+#: How long closing a ROUTER may wait to flush replies already queued.
+_REPLY_LINGER_MS = 200
+
+
+class _PublicPort(enum.Enum):
+    """The public request ports, named after their ``RuntimePorts`` attribute."""
+
+    CONNECT = "connect"
+    FUNCTION_CREATE = "function_create"
+    FUNCTION_CALL = "function_call"
+    LIST = "list"
+    DAG_CREATE = "dag_create"
+    DAG_CALL = "dag_call"
+    DAG_DELETE = "dag_delete"
+    STATUS_QUERY = "status_query"
+
+
+def _text(payload: bytes, what: str) -> str:
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError(what, "not UTF-8 text") from None
+
+
+def decode_request(port: _PublicPort, request_id: int, payload: bytes) -> SchedulerEvent:
+    """The event a request on ``port`` stands for.
+
+    Raises:
+        DecodeError: The payload is not what the port expects.
+    """
+    if port is _PublicPort.CONNECT:
+        return ConnectEvent(request_id)
+    if port is _PublicPort.FUNCTION_CREATE:
+        return FunctionCreateEvent(request_id, codec.decode_function(payload))
+    if port is _PublicPort.FUNCTION_CALL:
+        return FunctionCallEvent(request_id, codec.decode_function_call(payload))
+    if port is _PublicPort.LIST:
+        return FunctionListEvent(request_id, _text(payload, "list prefix"))
+    if port is _PublicPort.DAG_CREATE:
+        return DagCreateEvent(request_id, codec.decode_dag(payload))
+    if port is _PublicPort.DAG_CALL:
+        return DagCallEvent(request_id, codec.decode_dag_call(payload))
+    if port is _PublicPort.DAG_DELETE:
+        return DagDeleteEvent(request_id, _text(payload, "DAG name"))
+    return StatusQueryEvent(request_id)
+
+
+def encode_reply(reply: Reply) -> bytes:
+    """The bytes of a reply, in the form the original clients read on each port."""
+    if isinstance(reply, GenericResponse):
+        return codec.encode_generic_response(reply)
+    if isinstance(reply, ConnectReply):
+        return reply.kvs_address.encode()
+    if isinstance(reply, FunctionListReply):
+        return codec.encode_string_set(reply.names)
+    return codec.encode_cluster_status(reply)
+
+
+def encode_pushed(message: PushedMessage) -> bytes:
+    """The bytes of a pushed message: envelopes for executors and peers, bare results for callers."""
+    if isinstance(message, SchedulerStatus):
+        return codec.encode_scheduler_message(message)
+    if isinstance(message, CallResult):
+        return codec.encode_call_result(message)
+    if isinstance(message, EncodedValue):
+        return codec.encode_encoded_value(message)
+    return codec.encode_executor_request(message)
+
+
+def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """Splits a ROUTER message into its routing envelope (identities and the empty delimiter) and its body.
+
+    A REQ peer sends ``[identity, b"", payload]``; a DEALER may omit the delimiter, in which case the first frame
+    alone is the envelope, so that even a malformed message can be answered.
+    """
+    try:
+        delimiter = frames.index(b"", 1)
+    except ValueError:
+        return frames[:1], frames[1:]
+    return frames[: delimiter + 1], frames[delimiter + 1 :]
+
+
+class SchedulerServer:
+    """One scheduler: its public ROUTER sockets, its internal PULL socket, its KVS client, served by one loop.
+
+    Args:
+        config: Address, ports, KVS, peers, periods and the policy seed.
+        clock: Time source of the state machine (tests may inject one).
+
+    Raises:
+        TransportError: A port cannot be bound (another scheduler on this host?).
+    """
+
+    def __init__(self, config: SchedulerConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self._clock = clock or SystemClock()
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._rejected = RejectLog()
+        self._reply_gate = ReplyGate(ReplyPolicy.for_bind_host(config.host))
+        self._push = PushSocketCache(self._context)
+        self._stopping = False
+        self._routers: dict[zmq.Socket[bytes], _PublicPort] = {}
+        self._internal = self._socket(zmq.PULL, 0)
+        self._kvs: KvsClient | None = None
+        #: Requests the state has not answered yet: request id -> (socket, routing envelope).
+        self._waiting: dict[int, tuple[zmq.Socket[bytes], list[bytes]]] = {}
+        self._next_request = 0
+        try:
+            for port in _PublicPort:
+                socket = self._socket(zmq.ROUTER, _REPLY_LINGER_MS)
+                self._routers[socket] = port
+                bind(socket, config.host, getattr(config.ports, port.value))
+            bind(self._internal, config.host, config.ports.scheduler_internal)
+            self._kvs = KvsClient(config.kvs_routing, host=config.host, timeout=KVS_TIMEOUT)
+        except BaseException:
+            self.close()
+            raise
+        self.state = SchedulerState(config, random.Random(config.seed), new_id=lambda: str(uuid.uuid4()))
+
+    def _socket(self, kind: int, linger_ms: int) -> zmq.Socket[bytes]:
+        socket = self._context.socket(kind)
+        socket.setsockopt(zmq.LINGER, linger_ms)
+        socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        return socket
+
+    @property
+    def internal_endpoint(self) -> str:
+        """Where executors and peers reach this scheduler."""
+        return self.config.ports.scheduler_internal_endpoint(self.config.host)
+
+    @property
+    def rejected_messages(self) -> int:
+        """How many malformed messages or undeliverable sends the scheduler has dropped or refused."""
+        return self._rejected.total
+
+    def write_ready_file(self, path: Path) -> None:
+        """Atomically writes where the scheduler listens, so a parent process knows it is up."""
+        partial = path.with_suffix(".partial")
+        ports = {port.value: getattr(self.config.ports, port.value) for port in _PublicPort}
+        partial.write_text(json.dumps({"host": self.config.host, "ports": ports, "internal": self.internal_endpoint}))
+        os.replace(partial, path)
+
+    def stop(self) -> None:
+        """Asks :meth:`serve_forever` to return after the current turn; safe from a signal handler or a thread."""
+        self._stopping = True
+
+    def serve_forever(self) -> None:
+        """Recovers the registry from the KVS, then serves until :meth:`stop`."""
+        poller = zmq.Poller()
+        for socket in self._routers:
+            poller.register(socket, zmq.POLLIN)
+        poller.register(self._internal, zmq.POLLIN)
+        logger.info("scheduler serving on %s (internal %s)", self.config.host, self.internal_endpoint)
+        self._feed(RecoverEvent())
+        next_tick = self._clock.now() + _TICK_SECONDS
+        while not self._stopping:
+            ready = dict(poller.poll(_POLL_MS))
+            if self._internal in ready:
+                self._serve_internal()
+            for socket, port in self._routers.items():
+                if socket in ready:
+                    self._serve_router(socket, port)
+            if self._clock.now() >= next_tick:
+                self._feed(SchedulerTickEvent())
+                next_tick = self._clock.now() + _TICK_SECONDS
+
+    def close(self) -> None:
+        """Closes sockets and the KVS client; unanswered requests are dropped (their clients time out)."""
+        self._waiting.clear()
+        self._push.close()
+        for socket in self._routers:
+            socket.close()
+        self._internal.close()
+        if self._kvs is not None:
+            self._kvs.close()
+        self._context.term()
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+
+    def _serve_router(self, socket: zmq.Socket[bytes], port: _PublicPort) -> None:
+        for _ in range(MAX_BATCH):
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            envelope, body = split_envelope(frames)
+            self._next_request += 1
+            request_id = self._next_request
+            try:
+                if len(body) != 1:
+                    raise DecodeError(f"{port.value} request", f"expected one payload frame, got {len(body)}")
+                event = decode_request(port, request_id, body[0])
+            except DecodeError as error:
+                # A ROUTER must still answer, or the client's REQ socket stays stuck waiting.
+                self._rejected(f"{port.value} port", str(error))
+                self._send_reply(socket, envelope, encode_reply(failure_response(InvalidRequest(error.message))))
+                continue
+            self._waiting[request_id] = (socket, envelope)
+            self._feed(event)
+
+    def _serve_internal(self) -> None:
+        for _ in range(MAX_BATCH):
+            try:
+                data = self._internal.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                message = codec.decode_scheduler_message(data)
+            except DecodeError as error:
+                self._rejected("internal port", str(error))
+                continue
+            self._feed(InternalMessageEvent(message))
+
+    def _feed(self, event: SchedulerEvent) -> None:
+        """Hands ``event`` to the state and executes what it asks, including what follows from KVS operations."""
+        pending = deque(self._handle(event))
+        while pending:
+            follow_up = self._execute(pending.popleft())
+            if follow_up is not None:
+                # What a KVS outcome asks for belongs to the operation that asked for it: do it before the rest.
+                pending.extendleft(reversed(self._handle(follow_up)))
+
+    def _handle(self, event: SchedulerEvent) -> list[SchedulerInstruction]:
+        try:
+            return self.state.handle(event, self._clock.now(), self._clock.wall_ns())
+        except Exception:
+            # A bug must not take every client down with it (the original died on a KeyError); it is logged loudly
+            # and the request it hit, if any, gets an answer.
+            logger.exception("the scheduler failed to handle %s", type(event).__name__)
+            request_id = getattr(event, "request_id", None)
+            if isinstance(request_id, int):
+                error = InvalidRequest(f"the scheduler failed on this {type(event).__name__}; see its log")
+                return [ReplyInstruction(request_id, failure_response(error))]
+            return []
+
+    def _execute(self, instruction: SchedulerInstruction) -> SchedulerEvent | None:
+        if isinstance(instruction, PushInstruction):
+            self._send(instruction.address, instruction.message)
+        elif isinstance(instruction, ReplyInstruction):
+            waiting = self._waiting.pop(instruction.request_id, None)
+            if waiting is None:
+                logger.error("no client waits for the reply to request %d", instruction.request_id)
+            else:
+                self._send_reply(*waiting, encode_reply(instruction.reply))
+        elif isinstance(instruction, KvsReadInstruction):
+            assert self._kvs is not None
+            try:
+                found = self._kvs.get_many(instruction.keys)
+            except CloudburstError as error:
+                return KvsReadDoneEvent(instruction.token, error=error)
+            return KvsReadDoneEvent(instruction.token, lattices=found)
+        elif isinstance(instruction, KvsWriteInstruction):
+            assert self._kvs is not None
+            try:
+                self._kvs.put_many(instruction.items)
+            except CloudburstError as error:
+                return KvsWriteDoneEvent(instruction.token, error=error)
+            return KvsWriteDoneEvent(instruction.token)
+        return None
+
+    def _send_reply(self, socket: zmq.Socket[bytes], envelope: list[bytes], payload: bytes) -> None:
+        try:
+            socket.send_multipart([*envelope, payload], zmq.NOBLOCK)
+        except zmq.ZMQError as error:
+            # The client is gone or its queue is full; it will time out, which is all it could learn anyway.
+            self._rejected("a reply", f"could not send: {error}")
+
+    def _send(self, address: str, message: PushedMessage) -> None:
+        try:
+            self._push.send(self._reply_gate.check(address), encode_pushed(message))
+        except CloudburstError as error:
+            self._rejected(f"a {type(message).__name__} for {address!r}", str(error))
+
+
+def run_scheduler(config: SchedulerConfig, ready_file: Path | None = None) -> int:
+    """Runs a scheduler in the foreground until SIGTERM or SIGINT.
+
+    Args:
+        config: The scheduler's configuration.
+        ready_file: Written (atomically) once the scheduler's sockets are bound.
+
+    Returns:
+        The process exit code: 0.
+
+    Raises:
+        TransportError: A port cannot be bound.
+    """
+    server = SchedulerServer(config)
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        server.stop()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if ready_file is not None:
+            server.write_ready_file(ready_file)
+        server.serve_forever()
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.close()
