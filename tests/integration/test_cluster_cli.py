@@ -66,8 +66,10 @@ def test_second_up_on_the_same_data_dir_is_refused(detached_cluster):
 def test_down_leaves_no_processes(tmp_path):
     host = random_loopback_host()
     assert cloudburst_cli("up", "--detach", "--host", host, "--data-dir", str(tmp_path)).returncode == 0
-    pids = subprocess.run(["pgrep", "-f", f"host {host}"], capture_output=True, text=True, check=False).stdout.split()
-    assert len(pids) >= 6  # supervisor, KVS, scheduler, 3 executors
-    assert cloudburst_cli("down", "--data-dir", str(tmp_path)).returncode == 0
+    try:
+        pids = subprocess.run(["pgrep", "-f", f"host {host}"], capture_output=True, text=True, check=False)
+        assert len(pids.stdout.split()) >= 6  # supervisor, KVS, scheduler, 3 executors
+    finally:
+        assert cloudburst_cli("down", "--data-dir", str(tmp_path)).returncode == 0
     left = subprocess.run(["pgrep", "-f", f"host {host}"], capture_output=True, text=True, check=False).stdout.split()
     assert [pid for pid in left if int(pid) != os.getpid()] == []

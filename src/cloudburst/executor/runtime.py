@@ -224,7 +224,9 @@ class FunctionRuntime:
 
     def _one_shot_function(self, name: str, version: int) -> UserFunction:
         cached = self._one_shot.get(name)
-        if cached is not None and version in (0, cached.version):
+        # The version is a minimum: a scheduler that has not yet heard of a newer registration must not make
+        # executors that already loaded it reload the old one on every call.
+        if cached is not None and cached.version >= version:
             self._one_shot.move_to_end(name)
             return cached.call
         body, stamp = self._fetch(name)

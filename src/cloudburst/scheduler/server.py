@@ -97,7 +97,7 @@ def _text(payload: bytes, what: str) -> str:
         raise DecodeError(what, "not UTF-8 text") from None
 
 
-def decode_request(port: _PublicPort, request_id: int, payload: bytes) -> SchedulerEvent:
+def _decode_request(port: _PublicPort, request_id: int, payload: bytes) -> SchedulerEvent:
     """The event a request on ``port`` stands for.
 
     Raises:
@@ -120,7 +120,7 @@ def decode_request(port: _PublicPort, request_id: int, payload: bytes) -> Schedu
     return StatusQueryEvent(request_id)
 
 
-def encode_reply(reply: Reply) -> bytes:
+def _encode_reply(reply: Reply) -> bytes:
     """The bytes of a reply, in the form the original clients read on each port."""
     if isinstance(reply, GenericResponse):
         return codec.encode_generic_response(reply)
@@ -131,7 +131,7 @@ def encode_reply(reply: Reply) -> bytes:
     return codec.encode_cluster_status(reply)
 
 
-def encode_pushed(message: PushedMessage) -> bytes:
+def _encode_pushed(message: PushedMessage) -> bytes:
     """The bytes of a pushed message: envelopes for executors and peers, bare results for callers."""
     if isinstance(message, SchedulerStatus):
         return codec.encode_scheduler_message(message)
@@ -142,7 +142,7 @@ def encode_pushed(message: PushedMessage) -> bytes:
     return codec.encode_executor_request(message)
 
 
-def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     """Splits a ROUTER message into its routing envelope (identities and the empty delimiter) and its body.
 
     A REQ peer sends ``[identity, b"", payload]``; a DEALER may omit the delimiter, in which case the first frame
@@ -258,17 +258,17 @@ class SchedulerServer:
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            envelope, body = split_envelope(frames)
+            envelope, body = _split_envelope(frames)
             self._next_request += 1
             request_id = self._next_request
             try:
                 if len(body) != 1:
                     raise DecodeError(f"{port.value} request", f"expected one payload frame, got {len(body)}")
-                event = decode_request(port, request_id, body[0])
+                event = _decode_request(port, request_id, body[0])
             except DecodeError as error:
                 # A ROUTER must still answer, or the client's REQ socket stays stuck waiting.
                 self._rejected(f"{port.value} port", str(error))
-                self._send_reply(socket, envelope, encode_reply(failure_response(InvalidRequest(error.message))))
+                self._send_reply(socket, envelope, _encode_reply(failure_response(InvalidRequest(error.message))))
                 continue
             self._waiting[request_id] = (socket, envelope)
             self._feed(event)
@@ -316,7 +316,7 @@ class SchedulerServer:
             if waiting is None:
                 logger.error("no client waits for the reply to request %d", instruction.request_id)
             else:
-                self._send_reply(*waiting, encode_reply(instruction.reply))
+                self._send_reply(*waiting, _encode_reply(instruction.reply))
         elif isinstance(instruction, KvsReadInstruction):
             assert self._kvs is not None
             try:
@@ -342,7 +342,7 @@ class SchedulerServer:
 
     def _send(self, address: str, message: PushedMessage) -> None:
         try:
-            self._push.send(self._reply_gate.check(address), encode_pushed(message))
+            self._push.send(self._reply_gate.check(address), _encode_pushed(message))
         except CloudburstError as error:
             self._rejected(f"a {type(message).__name__} for {address!r}", str(error))
 
