@@ -10,8 +10,8 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 
+from cloudburst.cluster.serve import serve_until_signalled
 from cloudburst.config import DEFAULT_DATA_DIR, ExecutorConfig, KvsConfig, SchedulerConfig
 from cloudburst.errors import CloudburstError
 
@@ -123,20 +123,7 @@ def _run_kvs(args: argparse.Namespace) -> int:
         data_dir=None if args.in_memory else args.data_dir / "kvs",
         durability=args.durability,
     )
-    server = KvsServer(config)
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        server.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    try:
-        if args.ready_file:
-            server.write_ready_file(args.ready_file)
-        server.serve_forever()
-    finally:
-        server.close()
-    return 0
+    return serve_until_signalled(KvsServer(config), args.ready_file)
 
 
 def _run_scheduler(args: argparse.Namespace) -> int:

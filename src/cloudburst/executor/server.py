@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import uuid
 from collections import deque
 from pathlib import Path
-from types import FrameType
 
 import zmq
 
 from cloudburst.clock import Clock, SystemClock, TimestampGenerator, writer_id_for
+from cloudburst.cluster.serve import serve_until_signalled
 from cloudburst.config import ExecutorConfig
 from cloudburst.errors import CloudburstError, DecodeError
 from cloudburst.executor.runtime import FunctionRuntime
@@ -111,13 +109,9 @@ class ExecutorServer:
         """How many malformed control messages or undeliverable sends the executor has dropped."""
         return self._rejected.total
 
-    def write_ready_file(self, path: Path) -> None:
-        """Atomically writes where the executor listens, so a parent process knows it is up."""
-        partial = path.with_suffix(".partial")
-        partial.write_text(
-            json.dumps({"host": self.config.host, "tid": self.config.tid, "control": self.control_endpoint})
-        )
-        os.replace(partial, path)
+    def ready_info(self) -> str:
+        """Where the executor listens, for the ready file its supervisor waits for."""
+        return json.dumps({"host": self.config.host, "tid": self.config.tid, "control": self.control_endpoint})
 
     def stop(self) -> None:
         """Asks :meth:`serve_forever` to return after the current turn; safe from a signal handler or another thread."""
@@ -247,17 +241,4 @@ def run_executor(config: ExecutorConfig, ready_file: Path | None = None) -> int:
     Raises:
         TransportError: A port cannot be bound.
     """
-    server = ExecutorServer(config)
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        server.stop()
-
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        if ready_file is not None:
-            server.write_ready_file(ready_file)
-        return server.serve_forever()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        server.close()
+    return serve_until_signalled(ExecutorServer(config), ready_file)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import zmq
 
@@ -100,11 +98,9 @@ class KvsServer:
         """How many malformed or refused messages the node has dropped."""
         return self._rejected.total
 
-    def write_ready_file(self, path: Path) -> None:
-        """Atomically writes the bound addresses, so a parent process knows when and where the node listens."""
-        partial = path.with_suffix(".partial")
-        partial.write_text(self.addresses.to_json())
-        os.replace(partial, path)
+    def ready_info(self) -> str:
+        """The bound addresses, for the ready file a supervisor waits for."""
+        return self.addresses.to_json()
 
     def stop(self) -> None:
         """Asks :meth:`serve_forever` to return; safe from a signal handler or another thread."""

@@ -15,17 +15,15 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import os
 import random
-import signal
 import uuid
 from collections import deque
 from pathlib import Path
-from types import FrameType
 
 import zmq
 
 from cloudburst.clock import Clock, SystemClock
+from cloudburst.cluster.serve import serve_until_signalled
 from cloudburst.config import SchedulerConfig
 from cloudburst.errors import CloudburstError, DecodeError, InvalidRequest
 from cloudburst.kvs.client import KvsClient
@@ -208,12 +206,10 @@ class SchedulerServer:
         """How many malformed messages or undeliverable sends the scheduler has dropped or refused."""
         return self._rejected.total
 
-    def write_ready_file(self, path: Path) -> None:
-        """Atomically writes where the scheduler listens, so a parent process knows it is up."""
-        partial = path.with_suffix(".partial")
+    def ready_info(self) -> str:
+        """Where the scheduler listens, for the ready file its supervisor waits for."""
         ports = {port.value: getattr(self.config.ports, port.value) for port in _PublicPort}
-        partial.write_text(json.dumps({"host": self.config.host, "ports": ports, "internal": self.internal_endpoint}))
-        os.replace(partial, path)
+        return json.dumps({"host": self.config.host, "ports": ports, "internal": self.internal_endpoint})
 
     def stop(self) -> None:
         """Asks :meth:`serve_forever` to return after the current turn; safe from a signal handler or a thread."""
@@ -360,18 +356,4 @@ def run_scheduler(config: SchedulerConfig, ready_file: Path | None = None) -> in
     Raises:
         TransportError: A port cannot be bound.
     """
-    server = SchedulerServer(config)
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        server.stop()
-
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        if ready_file is not None:
-            server.write_ready_file(ready_file)
-        server.serve_forever()
-        return 0
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        server.close()
+    return serve_until_signalled(SchedulerServer(config), ready_file)
