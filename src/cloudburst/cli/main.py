@@ -88,7 +88,11 @@ def _add_demo_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line grammar."""
     parser = argparse.ArgumentParser(prog="cloudburst", description="Low-latency stateful functions on a lattice KVS.")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default: INFO for servers, WARNING for commands that print their own report",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_kvs_parser(commands)
     _add_scheduler_parser(commands)
@@ -156,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         The process exit code.
     """
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet = args.command in ("demo", "status", "down")
+    level = args.log_level or ("WARNING" if quiet else "INFO")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _exit_with_parent(getattr(args, "parent_pid", None))
     try:
         if args.command == "kvs":
