@@ -52,6 +52,7 @@ CALL = DagCall(
     "client",
     Continuation("after", "id0", b"r", None),
     ResultDelivery.NOTIFY_ONLY,
+    {"a": ("ref/1", "ref/2")},
 )
 SCHEDULE = DagSchedule(
     id="id1",

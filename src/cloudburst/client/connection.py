@@ -200,9 +200,11 @@ class Connection:
         """
         response_key = str(uuid.uuid4())
         slot = self._expect(response_key)
+        arguments, references = self._arguments(args)
         call = FunctionCall(
             name=name,
-            arguments=self._arguments(args),
+            arguments=arguments,
+            references=references,
             response_key=response_key,
             consistency=consistency,
             response_address=self.result_address,
@@ -300,9 +302,12 @@ class Connection:
             continuation: A call built by this method to run on this DAG's result.
         """
         function_args: dict[str, Arguments] = {}
+        references: dict[str, tuple[str, ...]] = {}
         for fname, values in arguments.items():
             items = values if isinstance(values, list) else [values]
-            function_args[fname] = self._arguments(items)
+            function_args[fname], keys = self._arguments(items)
+            if keys:
+                references[fname] = keys
         return DagCall(
             name=name,
             function_args=function_args,
@@ -312,6 +317,7 @@ class Connection:
             client_id=client_id or "",
             continuation=Continuation(continuation.name, call=continuation) if continuation is not None else None,
             delivery=ResultDelivery.NOTIFY_ONLY if direct_response else ResultDelivery.NOTIFY_AND_STORE,
+            references=references,
         )
 
     def call_dag(self, call: DagCall) -> Future:
@@ -388,10 +394,16 @@ class Connection:
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
-    def _arguments(self, args: Iterable[object]) -> Arguments:
-        return tuple(
-            encode(CloudburstReference(arg.obj_id, True)) if isinstance(arg, Future) else encode(arg) for arg in args
-        )
+    def _arguments(self, args: Iterable[object]) -> tuple[Arguments, tuple[str, ...]]:
+        """Encodes arguments (futures become references) and lists the keys they reference, for placement."""
+        encoded, references = [], []
+        for arg in args:
+            if isinstance(arg, Future):
+                arg = CloudburstReference(arg.obj_id, True)
+            if isinstance(arg, CloudburstReference):
+                references.append(arg.key)
+            encoded.append(encode(arg))
+        return tuple(encoded), tuple(references)
 
     def _socket(self, port: int) -> zmq.Socket[bytes]:
         sockets: dict[int, zmq.Socket[bytes]] = self._local.__dict__.setdefault("sockets", {})

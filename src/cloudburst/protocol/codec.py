@@ -509,6 +509,8 @@ def _dag_call_to_pb(call: DagCall, out: cloudburst_pb2.DagCall) -> None:
     if call.continuation is not None:
         _continuation_to_pb(call.continuation, out.continuation)
     out.delivery = call.delivery  # type: ignore[assignment]
+    for name, keys in call.references.items():
+        out.references[name].keys.extend(keys)
 
 
 def _dag_call_from_pb(pb: cloudburst_pb2.DagCall, what: str) -> DagCall:
@@ -523,6 +525,7 @@ def _dag_call_from_pb(pb: cloudburst_pb2.DagCall, what: str) -> DagCall:
         if pb.HasField("continuation")
         else None,
         delivery=_enum(ResultDelivery, pb.delivery, f"{what}.delivery"),
+        references={name: tuple(keys.keys) for name, keys in pb.references.items()},
     )
 
 
@@ -553,6 +556,7 @@ def _function_call_to_pb(call: FunctionCall, out: cloudburst_pb2.FunctionCall) -
     out.response_address = call.response_address
     out.delivery = call.delivery  # type: ignore[assignment]
     out.function_version = call.function_version
+    out.references.extend(call.references)
 
 
 def _function_call_from_pb(pb: cloudburst_pb2.FunctionCall, what: str) -> FunctionCall:
@@ -566,6 +570,7 @@ def _function_call_from_pb(pb: cloudburst_pb2.FunctionCall, what: str) -> Functi
         response_address=pb.response_address,
         delivery=_enum(ResultDelivery, pb.delivery, f"{what}.delivery"),
         function_version=pb.function_version,
+        references=tuple(pb.references),
     )
 
 

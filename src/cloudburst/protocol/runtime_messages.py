@@ -98,6 +98,7 @@ class FunctionCall:
     response_address: str = ""
     delivery: ResultDelivery = ResultDelivery.LEGACY
     function_version: int = 0
+    references: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +169,11 @@ class DagCall:
     client_id: str = ""
     continuation: Continuation | None = None
     delivery: ResultDelivery = ResultDelivery.LEGACY
+    references: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "function_args", _frozen_map(self.function_args))
+        object.__setattr__(self, "references", _frozen_map(self.references))
 
 
 @dataclass(frozen=True, slots=True)

@@ -250,6 +250,7 @@ class FunctionCall(_message.Message):
     RESPONSE_ADDRESS_FIELD_NUMBER: _builtins.int
     DELIVERY_FIELD_NUMBER: _builtins.int
     FUNCTION_VERSION_FIELD_NUMBER: _builtins.int
+    REFERENCES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     request_id: _builtins.int
     response_key: _builtins.str
@@ -266,6 +267,12 @@ class FunctionCall(_message.Message):
     def arguments(self) -> Global___Arguments: ...
     @_builtins.property
     def locations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def references(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Keys the arguments reference, declared by the client so the scheduler can
+        place the call near cached data without unpickling arguments.
+        """
+
     def __init__(
         self,
         *,
@@ -279,10 +286,11 @@ class FunctionCall(_message.Message):
         response_address: _builtins.str = ...,
         delivery: Global___ResultDelivery.ValueType = ...,
         function_version: _builtins.int = ...,
+        references: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "consistency", b"consistency", "delivery", b"delivery", "function_version", b"function_version", "locations", b"locations", "name", b"name", "request_id", b"request_id", "response_address", b"response_address", "response_key", b"response_key", "source_hint", b"source_hint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "consistency", b"consistency", "delivery", b"delivery", "function_version", b"function_version", "locations", b"locations", "name", b"name", "references", b"references", "request_id", b"request_id", "response_address", b"response_address", "response_key", b"response_key", "source_hint", b"source_hint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -396,6 +404,27 @@ class DagCall(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class ReferencesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _shared_pb2.StringSet: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _shared_pb2.StringSet | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     FUNCTION_ARGS_FIELD_NUMBER: _builtins.int
     RESPONSE_ADDRESS_FIELD_NUMBER: _builtins.int
@@ -404,17 +433,22 @@ class DagCall(_message.Message):
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     CONTINUATION_FIELD_NUMBER: _builtins.int
     DELIVERY_FIELD_NUMBER: _builtins.int
+    REFERENCES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     response_address: _builtins.str
     consistency: Global___ConsistencyType.ValueType
     output_key: _builtins.str
     client_id: _builtins.str
     delivery: Global___ResultDelivery.ValueType
-    """Extension."""
+    """Extensions."""
     @_builtins.property
     def function_args(self) -> _containers.MessageMap[_builtins.str, Global___Arguments]: ...
     @_builtins.property
     def continuation(self) -> Global___Continuation: ...
+    @_builtins.property
+    def references(self) -> _containers.MessageMap[_builtins.str, _shared_pb2.StringSet]:
+        """Per function, the keys its arguments reference (see FunctionCall.references)."""
+
     def __init__(
         self,
         *,
@@ -426,10 +460,11 @@ class DagCall(_message.Message):
         client_id: _builtins.str = ...,
         continuation: Global___Continuation | None = ...,
         delivery: Global___ResultDelivery.ValueType = ...,
+        references: _abc.Mapping[_builtins.str, _shared_pb2.StringSet] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["continuation", b"continuation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "consistency", b"consistency", "continuation", b"continuation", "delivery", b"delivery", "function_args", b"function_args", "name", b"name", "output_key", b"output_key", "response_address", b"response_address"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "consistency", b"consistency", "continuation", b"continuation", "delivery", b"delivery", "function_args", b"function_args", "name", b"name", "output_key", b"output_key", "references", b"references", "response_address", b"response_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
