@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cloudburst.errors import ConfigError
 from cloudburst.kvs.sqlite import Durability
@@ -92,6 +93,8 @@ class SchedulerConfig:
         report_period: Seconds between gossip, statistics and policy updates.
         pin_timeout: Seconds an executor has to answer a pin before another executor is tried.
         seed: Seeds the placement policy's randomness (``None``: from the OS).
+        policy: How calls are placed among eligible executors: ``locality`` (near the cached data the call
+            references, exploring 20 % of the time), ``random`` or ``round-robin``.
     """
 
     host: str = "127.0.0.1"
@@ -101,6 +104,11 @@ class SchedulerConfig:
     report_period: float = 5.0
     pin_timeout: float = 10.0
     seed: int | None = None
+    policy: Literal["locality", "random", "round-robin"] = "locality"
+
+    def __post_init__(self) -> None:
+        if self.policy not in ("locality", "random", "round-robin"):
+            raise ConfigError(f"policy must be locality, random or round-robin, not {self.policy!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,9 @@ def _add_scheduler_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     scheduler.add_argument("--kvs", default="tcp://127.0.0.1:6450", help="KVS routing endpoint")
     scheduler.add_argument("--peer", action="append", default=[], help="another scheduler's host (repeatable)")
     scheduler.add_argument("--report-period", type=float, default=5.0, help="seconds between reports")
+    scheduler.add_argument(
+        "--policy", choices=["locality", "random", "round-robin"], default="locality", help="placement policy"
+    )
     _add_child_options(scheduler)
 
 
@@ -134,7 +137,11 @@ def _run_scheduler(args: argparse.Namespace) -> int:
     from cloudburst.scheduler.server import run_scheduler
 
     config = SchedulerConfig(
-        host=args.host, kvs_routing=args.kvs, peers=tuple(args.peer), report_period=args.report_period
+        host=args.host,
+        kvs_routing=args.kvs,
+        peers=tuple(args.peer),
+        report_period=args.report_period,
+        policy=args.policy,
     )
     return run_scheduler(config, args.ready_file)
 

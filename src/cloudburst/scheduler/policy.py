@@ -2,19 +2,34 @@
 
 The original policy object owned sockets, the KVS client and a global random generator, which made it untestable
 without a cluster, and its ``random``/``round-robin`` options skipped back-off and load shedding (B7) while sampling
-from sets (B3). Here the caller describes each candidate (:class:`ExecutorCandidate`), the policy filters and picks
-with an injected random source, and every option goes through the same filters.
+from sets (B3) and rotating the shared location lists in place. Here the caller describes each candidate
+(:class:`ExecutorCandidate`) and what the caches hold, the policy filters and picks with an injected random source,
+and every option goes through the same filters.
+
+The default option is the original's *locality* policy: a call goes to the node whose cache already holds most of
+the keys its arguments reference, so the executor reads them from its local cache instead of the KVS; a fixed share
+of calls (``random_threshold``) ignores locality, which keeps load spread and lets caches of other nodes warm up.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 #: An executor thread: ``(node ip, tid)``.
 ExecutorId = tuple[str, int]
+#: How a call's executor is chosen once the filters have run.
+PolicyMode = Literal["locality", "random", "round-robin"]
+#: Where each KVS key is cached: key -> node ips whose cache reported holding it.
+KeyLocations = Mapping[str, Collection[str]]
+
+#: Prefix of the KVS keys under which each node's cache publishes the set of keys it holds.
+CACHE_KEY_SET_PREFIX = "ANNA_METADATA|cache_ip|"
+#: Round-robin positions remembered at once (one per function); beyond that they start over.
+MAX_ROTATIONS = 65_536
 
 _T = TypeVar("_T")
 
@@ -36,20 +51,50 @@ def location_string(executor: ExecutorId) -> str:
     return f"{executor[0]}:{executor[1]}"
 
 
+def cache_key_set_key(ip: str) -> str:
+    """The KVS key of the key set that the cache on node ``ip`` publishes (an LWW of an encoded ``StringSet``)."""
+    return CACHE_KEY_SET_PREFIX + ip
+
+
+def key_locations_from_key_sets(key_sets: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, ...]]:
+    """Inverts per-node key sets into key -> caching node ips (sorted, so later choices do not depend on order).
+
+    Args:
+        key_sets: For each node ip, the keys its cache reported.
+    """
+    located: dict[str, set[str]] = {}
+    for ip, cached in key_sets.items():
+        for key in cached:
+            located.setdefault(key, set()).add(ip)
+    return {key: tuple(sorted(ips)) for key, ips in located.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyOptions:
     """Tunables of :class:`PlacementPolicy`; the defaults are the original system's constants.
 
     Attributes:
-        random_threshold: The probability that an overloaded candidate survives load shedding.
-        shed_limit: Assignments within one report period above which a candidate counts as overloaded.
+        mode: ``"locality"`` (the original's default) prefers the node caching most referenced keys; ``"random"``
+            picks uniformly; ``"round-robin"`` rotates through the candidates. All three apply back-off and load
+            shedding first (the original's ``random`` and ``round-robin`` did not, B7).
+        random_threshold: The probability that a locality pick ignores locality (exploration), and that an
+            overloaded candidate survives load shedding (the original tied both to one constant).
+        shed_limit: Assignments within ``load_window`` above which a candidate counts as overloaded.
+        load_window: Seconds an assignment counts towards an executor's load.
         backoff_utilization: Reported utilization above which an executor is backed off (if it is not the only
             replica of anything it hosts).
+        backoff_period: Seconds a back-off lasts.
+        back_off: Whether high utilization backs executors off at all; the original did so in cluster mode only,
+            since a local deployment has nowhere else to send the work.
     """
 
+    mode: PolicyMode = "locality"
     random_threshold: float = 0.2
     shed_limit: int = 1000
+    load_window: float = 5.0
     backoff_utilization: float = 0.7
+    backoff_period: float = 5.0
+    back_off: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +123,19 @@ class PlacementPolicy:
     """Picks executors; every random choice comes from ``rng``.
 
     Candidates are sorted before any random choice, so a seeded ``rng`` gives the same decisions regardless of the
-    iteration order of the caller's sets (string hashing is salted per process).
+    iteration order of the caller's sets (string hashing is salted per process). The only state kept is the
+    round-robin position of each function, which is the policy's own (the original rotated the shared location
+    lists, racing with the code that maintained them).
 
     Args:
         rng: The random source (a seeded :class:`random.Random` in tests).
-        options: Thresholds.
+        options: Mode and thresholds.
     """
 
     def __init__(self, rng: RandomSource, options: PolicyOptions | None = None) -> None:
         self.rng = rng
         self.options = options or PolicyOptions()
+        self._last_pick: dict[str, ExecutorId] = {}
 
     def choose(self, items: Sequence[_T]) -> _T:
         """A uniformly random element of ``items``.
@@ -104,14 +152,26 @@ class PlacementPolicy:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
     def pick_for_call(
-        self, candidates: Iterable[ExecutorCandidate], preferred_nodes: Collection[str] = ()
+        self,
+        candidates: Iterable[ExecutorCandidate],
+        preferred_nodes: Collection[str] = (),
+        references: Iterable[str] = (),
+        key_locations: KeyLocations | None = None,
+        rotation: str = "",
     ) -> ExecutorId | None:
         """Where to run one call (a one-shot call or one function of a DAG call).
 
         Colocation comes first: if any candidate is on a preferred node, only those are considered (data passed
         between colocated functions stays on the node). Then backed-off executors are dropped, and each overloaded
-        one survives only with probability ``random_threshold``; neither filter ever empties the pool. The pick is
-        uniform among what remains.
+        one is shed with probability ``1 - random_threshold``; neither filter ever empties the pool. The mode
+        picks among what remains (see :class:`PolicyOptions`).
+
+        Args:
+            candidates: The executors that could run the call.
+            preferred_nodes: Node ips of colocated functions already placed.
+            references: The KVS keys the call's arguments reference (locality mode).
+            key_locations: Which node caches hold which keys (locality mode).
+            rotation: What the round-robin position belongs to (the function name).
 
         Returns:
             The chosen executor, or ``None`` when there are no candidates.
@@ -125,11 +185,62 @@ class PlacementPolicy:
         rested = [c for c in pool if not c.backed_off]
         if rested:
             pool = rested
+        pool = self._shed(pool)
+        mode = self.options.mode
+        if mode == "random":
+            return self.choose(pool).executor
+        if mode == "round-robin":
+            return self._rotate(pool, rotation)
+        return self._by_locality(pool, references, key_locations or {})
+
+    def _shed(self, pool: list[ExecutorCandidate]) -> list[ExecutorCandidate]:
+        """Drops overloaded candidates, most loaded first, each with probability ``1 - random_threshold``.
+
+        The least loaded candidate is considered last and never dropped when it is all that is left, so overload
+        never turns into an outage.
+        """
         limit = self.options.shed_limit
-        kept = [c for c in pool if c.recent_assignments <= limit or self.rng.random() < self.options.random_threshold]
-        # Shedding everyone would turn overload into an outage: keep the least loaded one instead.
-        pool = kept or [min(pool, key=lambda c: c.recent_assignments)]
-        return self.choose(pool).executor
+        overloaded = sorted((c for c in pool if c.recent_assignments > limit), key=lambda c: -c.recent_assignments)
+        kept = list(pool)
+        for candidate in overloaded:
+            if len(kept) == 1:
+                break
+            if self.rng.random() >= self.options.random_threshold:
+                kept.remove(candidate)
+        return kept
+
+    def _rotate(self, pool: list[ExecutorCandidate], rotation: str) -> ExecutorId:
+        """The candidate after the one picked last for ``rotation``, in executor order, wrapping around.
+
+        Remembering the last pick rather than an index keeps the rotation fair when candidates come and go.
+        """
+        last = self._last_pick.get(rotation)
+        chosen = pool[0].executor
+        if last is not None:
+            chosen = next((c.executor for c in pool if c.executor > last), chosen)
+        if len(self._last_pick) >= MAX_ROTATIONS and rotation not in self._last_pick:
+            self._last_pick.clear()
+        self._last_pick[rotation] = chosen
+        return chosen
+
+    def _by_locality(
+        self, pool: list[ExecutorCandidate], references: Iterable[str], key_locations: KeyLocations
+    ) -> ExecutorId:
+        """A candidate on the node whose cache holds most referenced keys, or (exploring) any candidate.
+
+        Each distinct referenced key scores one point for every caching node that hosts a candidate. Ties between
+        the best nodes are broken at random so that equally good nodes share the load.
+        """
+        nodes = {c.node for c in pool}
+        scores: Counter[str] = Counter()
+        for key in dict.fromkeys(references):
+            scores.update(ip for ip in set(key_locations.get(key, ())) if ip in nodes)
+        explore = self.rng.random() < self.options.random_threshold
+        if not scores or explore:
+            return self.choose(pool).executor
+        best = max(scores.values())
+        node = self.choose(sorted(ip for ip, score in scores.items() if score == best))
+        return self.choose([c for c in pool if c.node == node]).executor
 
     def pick_for_pin(
         self, candidates: Iterable[ExecutorCandidate], preferred_nodes: Collection[str] = ()
@@ -160,4 +271,6 @@ class PlacementPolicy:
                 only replica of some function is never backed off, or that function's calls would have nowhere
                 else to go.
         """
+        if not self.options.back_off:
+            return False
         return utilization > self.options.backoff_utilization and all(count > 1 for count in replica_counts)

@@ -5,7 +5,8 @@ clients' REQ sockets unchanged (a REQ request arrives as ``[identity, b"", paylo
 ``[identity, b"", reply]``), and unlike a REP socket it can answer requests out of order: a DAG creation waits for
 its pins without holding up anyone else (B9). Executors, peers and sink executors reach the scheduler on one PULL
 socket, each message in a typed envelope. KVS reads and writes block the loop briefly; they occur on
-registrations, lookups of names this scheduler has not seen, and recovery, never on the call path of known work.
+registrations, lookups of names this scheduler has not seen, recovery and the once-per-report-period read of the
+caches' key sets (for locality), never on the call path of known work.
 
 All logic lives in the state; this loop only moves bytes.
 """
@@ -30,6 +31,7 @@ from cloudburst.kvs.client import KvsClient
 from cloudburst.protocol import codec
 from cloudburst.protocol.errors import failure_response
 from cloudburst.protocol.runtime_messages import CallResult, EncodedValue, GenericResponse, SchedulerStatus
+from cloudburst.scheduler.policy import PolicyOptions
 from cloudburst.scheduler.state import (
     ConnectEvent,
     ConnectReply,
@@ -188,7 +190,12 @@ class SchedulerServer:
         except BaseException:
             self.close()
             raise
-        self.state = SchedulerState(config, random.Random(config.seed), new_id=lambda: str(uuid.uuid4()))
+        self.state = SchedulerState(
+            config,
+            random.Random(config.seed),
+            new_id=lambda: str(uuid.uuid4()),
+            options=PolicyOptions(mode=config.policy),
+        )
 
     def _socket(self, kind: int, linger_ms: int) -> zmq.Socket[bytes]:
         socket = self._context.socket(kind)

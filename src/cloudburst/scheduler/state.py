@@ -19,6 +19,10 @@ Lifecycles.
 * *Executors* are known from their own ``ThreadStatus`` reports (first-hand) or from peers' gossip (second-hand,
   for executors that never reported here). Either kind is forgotten when not refreshed for three report periods,
   and only first-hand knowledge is gossiped on, so stale locations cannot circulate forever.
+* *Locality*: once per report period the state asks the KVS (an instruction, like every other read) for each
+  executor node's cache key set and rebuilds which nodes cache which keys; calls are then placed near the keys they
+  declare in ``references`` (arguments are never unpickled here). Back-off and load-window entries older than the
+  policy's periods are pruned at the same time.
 
 Unknown functions and DAGs are looked up in the KVS before a request is refused, so a restarted scheduler, or one
 that has not yet heard a peer's gossip, still serves everything registered anywhere.
@@ -75,7 +79,16 @@ from cloudburst.protocol.runtime_messages import (
     ThreadStatus,
     UnpinFunction,
 )
-from cloudburst.scheduler.policy import ExecutorCandidate, ExecutorId, PlacementPolicy, RandomSource, location_string
+from cloudburst.scheduler.policy import (
+    ExecutorCandidate,
+    ExecutorId,
+    PlacementPolicy,
+    PolicyOptions,
+    RandomSource,
+    cache_key_set_key,
+    key_locations_from_key_sets,
+    location_string,
+)
 from cloudburst.scheduler.validation import validate_dag
 from cloudburst.transport.endpoints import parse_endpoint
 
@@ -443,6 +456,13 @@ class _ErrorStoreOp:
     key: str
 
 
+@dataclass(frozen=True, slots=True)
+class _KeySetsReadOp:
+    """The periodic read of the caches' key sets, one per node ip, for locality."""
+
+    ips: tuple[str, ...]
+
+
 _KvsOp = (
     _ListOp
     | _FunctionCreateOp
@@ -455,6 +475,7 @@ _KvsOp = (
     | _RecoveryLoadOp
     | _GossipFetchOp
     | _ErrorStoreOp
+    | _KeySetsReadOp
 )
 
 
@@ -494,11 +515,18 @@ class SchedulerState:
         rng: The random source of every placement decision (seed it in tests).
         new_id: Source of request, schedule and pin ids; defaults to UUIDs drawn from ``rng``. The server passes
             real ``uuid4`` so that two schedulers seeded alike never issue the same ids.
+        options: The placement mode and its thresholds (the original's locality policy by default).
     """
 
-    def __init__(self, config: SchedulerConfig, rng: RandomSource, new_id: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        rng: RandomSource,
+        new_id: Callable[[], str] | None = None,
+        options: PolicyOptions | None = None,
+    ) -> None:
         self.config = config
-        self.policy = PlacementPolicy(rng)
+        self.policy = PlacementPolicy(rng, options)
         self._new_id = new_id or self.policy.new_uuid
         self._clock = _HandedClock()
         self._timestamps = TimestampGenerator(writer_id_for(f"scheduler:{config.host}"), self._clock)
@@ -529,6 +557,8 @@ class SchedulerState:
         self._assignments: dict[ExecutorId, deque[float]] = {}
         #: When each executor was last backed off.
         self._backoff: dict[ExecutorId, float] = {}
+        #: Which node caches hold which KVS keys, from the caches' key-set reports (rebuilt every report period).
+        self._key_locations: dict[str, tuple[str, ...]] = {}
         self._unresolved: OrderedDict[str, _Unresolved] = OrderedDict()
         self._ops: dict[int, _KvsOp] = {}
         self._next_token = 0
@@ -634,6 +664,24 @@ class SchedulerState:
     def pins_in_flight(self) -> Mapping[str, tuple[str, ExecutorId]]:
         """Pins awaiting an answer: pin id -> (function, executor)."""
         return {pin_id: (a.function, a.executor) for pin_id, a in self._pins.items()}
+
+    def unpinned_executors(self, kind: ExecutorType = ExecutorType.CPU) -> tuple[ExecutorId, ...]:
+        """The executors of type ``kind`` that report here and host no function, sorted: the pool that one-shot
+        calls and new pins prefer."""
+        pool = [eid for eid, record in self._executors.items() if record.status.type == kind and not record.functions]
+        return tuple(sorted(pool))
+
+    def backed_off(self) -> Mapping[ExecutorId, float]:
+        """Executors in back-off and when it started (entries are pruned every report period)."""
+        return dict(self._backoff)
+
+    def recent_assignments(self, executor: ExecutorId) -> int:
+        """How much work this scheduler sent to ``executor`` within the policy's load window, as of the last event."""
+        return self._recent_assignments(executor)
+
+    def key_locations(self) -> Mapping[str, tuple[str, ...]]:
+        """Which node ips' caches hold each KVS key, as of the last key-set read."""
+        return dict(self._key_locations)
 
     def statistics(self) -> ExecutorStatistics:
         """The call counts and inter-arrival times of the last complete report period."""
@@ -760,7 +808,10 @@ class SchedulerState:
         # call, so a cluster whose executors all host DAG functions still takes calls.
         unpinned = [eid for eid, record in cpu if not record.functions]
         pool = unpinned or [eid for eid, _ in cpu]
-        target = self.policy.pick_for_call(self._candidate(eid) for eid in pool)
+        candidates = (self._candidate(eid) for eid in pool)
+        target = self.policy.pick_for_call(
+            candidates, references=call.references, key_locations=self._key_locations, rotation=call.name
+        )
         if target is None:
             self._fail(request_id, NoResources(f"no CPU executor is available to run {call.name!r}"), out)
             return
@@ -1075,6 +1126,8 @@ class SchedulerState:
             self._finish_recovery(op, found, error)
         elif isinstance(op, _GossipFetchOp):
             self._finish_gossip_fetch(op, found, error, out)
+        elif isinstance(op, _KeySetsReadOp):
+            self._finish_key_sets(op, found, error)
         else:
             logger.error("a KVS read finished for a write operation %s", op)
 
@@ -1130,6 +1183,26 @@ class SchedulerState:
             names = set(_function_names(index))
         listed = sorted(name for name in names if name.startswith(op.prefix))
         self._reply(op.request_id, FunctionListReply(tuple(listed)), out)
+
+    def _finish_key_sets(
+        self, op: _KeySetsReadOp, found: Mapping[str, Lattice | None], error: CloudburstError | None
+    ) -> None:
+        """Rebuilds the key locations from the caches' key sets; a node without a readable set has no keys."""
+        if error is not None:
+            # Locality is only a hint: keep the last known locations rather than fall back to none.
+            logger.warning("cannot read the caches' key sets (keeping the last ones): %s", error)
+            return
+        key_sets: dict[str, tuple[str, ...]] = {}
+        for ip in op.ips:
+            # Missing for a node still joining (or a local deployment without caches).
+            stored = _live_lww(found.get(cache_key_set_key(ip)))
+            if stored is None:
+                continue
+            try:
+                key_sets[ip] = codec.decode_string_set(stored.value, f"the key set of the cache at {ip}")
+            except DecodeError as error:
+                logger.warning("ignoring the key set of the cache at %s: %s", ip, error)
+        self._key_locations = key_locations_from_key_sets(key_sets)
 
     # -- recovery and gossip -----------------------------------------------------------------------------------
 
@@ -1259,10 +1332,12 @@ class SchedulerState:
                 del self._gossiped[eid]
         while self._deleted and next(iter(self._deleted.values())) < now - TOMBSTONE_PERIODS * period:
             self._deleted.popitem(last=False)
-        self._backoff = {eid: t for eid, t in self._backoff.items() if now - t < period}
+        options = self.policy.options
+        self._backoff = {eid: t for eid, t in self._backoff.items() if now - t < options.backoff_period}
         for eid in list(self._assignments):
             if not self._recent_assignments(eid):
                 del self._assignments[eid]
+        self._read_key_sets(out)
         self._roll_statistics()
         gossip = SchedulerStatus(
             dags=tuple(sorted(self._dags)),
@@ -1279,6 +1354,17 @@ class SchedulerState:
             for peer in self.config.peers
             if peer != self.config.host
         )
+
+    def _read_key_sets(self, out: list[SchedulerInstruction]) -> None:
+        """Asks the KVS for every executor node's cache key set, so locality follows what the caches hold now.
+
+        Nodes known second-hand count too: DAG calls are placed on them as well.
+        """
+        ips = tuple(sorted({eid[0] for eid in self._executors} | {eid[0] for eid in self._gossiped}))
+        if not ips:
+            self._key_locations = {}
+            return
+        self._read(_KeySetsReadOp(ips), tuple(cache_key_set_key(ip) for ip in ips), out)
 
     def _roll_statistics(self) -> None:
         self._statistics = ExecutorStatistics(
@@ -1311,12 +1397,16 @@ class SchedulerState:
             if record.status.type == wanted and eid not in refused and eid not in creation.timed_out
         ]
         preferred: set[str] = set()
-        if function in creation.dag.colocated:
+        if function in creation.dag.colocated and not reference.gpu:
+            # As the original: GPU functions ignore colocation (they go wherever a GPU executor is).
             for partner in creation.dag.colocated:
                 if partner in creation.placed:
                     preferred.add(creation.placed[partner][0])
                 elif partner in creation.attempts:
                     preferred.add(self._pins[creation.attempts[partner]].executor[0])
+            if not preferred:
+                # The first of a colocated group goes to an empty node if there is one, so the rest can follow.
+                preferred = self._empty_nodes(wanted, in_flight)
         target = self.policy.pick_for_pin(candidates, preferred)
         if target is None:
             return False
@@ -1329,6 +1419,11 @@ class SchedulerState:
         pin = PinFunction(function, self._internal_endpoint, pin_id, reference.batching)
         out.append(PushInstruction(self._executor_endpoint(target), pin))
         return True
+
+    def _empty_nodes(self, kind: ExecutorType, in_flight: Counter[ExecutorId]) -> set[str]:
+        """Node ips whose executors of type ``kind`` host nothing and have no pin on the way."""
+        busy = {eid[0] for eid, record in self._executors.items() if record.functions or in_flight[eid]}
+        return {eid[0] for eid, record in self._executors.items() if record.status.type == kind} - busy
 
     def _no_pin_candidate(self, creation: _DagCreation, function: str) -> NoResources:
         reference = creation.dag.reference(function)
@@ -1442,10 +1537,17 @@ class SchedulerState:
         for reference in dag.functions:
             function = reference.name
             preferred: set[str] = set()
-            if function in dag.colocated:
+            if function in dag.colocated and not reference.gpu:
+                # GPU functions live on GPU executors, wherever those are; colocation cannot apply to them.
                 preferred = {chosen[p][0] for p in dag.colocated if p in chosen}
             candidates = (self._candidate(eid) for eid in self._locations.get(function, ()))
-            target = self.policy.pick_for_call(candidates, preferred)
+            target = self.policy.pick_for_call(
+                candidates,
+                preferred,
+                references=call.references.get(function, ()),
+                key_locations=self._key_locations,
+                rotation=function,
+            )
             if target is None:
                 reason = f"function {function!r} of DAG {dag.name!r} is not pinned at any live executor"
                 return NoResources(reason, dag=dag.name, function=function)
@@ -1652,7 +1754,7 @@ class SchedulerState:
 
     def _candidate(self, eid: ExecutorId) -> ExecutorCandidate:
         record = self._executors.get(eid)
-        backed_off = eid in self._backoff and self._now - self._backoff[eid] < self.config.report_period
+        backed_off = eid in self._backoff and self._now - self._backoff[eid] < self.policy.options.backoff_period
         return ExecutorCandidate(
             eid,
             pinned=len(record.functions) if record is not None else 0,
@@ -1664,7 +1766,7 @@ class SchedulerState:
         window = self._assignments.get(eid)
         if window is None:
             return 0
-        while window and window[0] <= self._now - self.config.report_period:
+        while window and window[0] <= self._now - self.policy.options.load_window:
             window.popleft()
         return len(window)
 
