@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 #: Results that arrive before their future exists (the executor can be faster than the scheduler's reply).
 _EARLY_RESULTS = 10_000
 _KVS_DEFAULT_PORT = 6450
+#: How long connecting waits for the scheduler: a running scheduler answers in microseconds, so waiting long only
+#: delays telling the user that no cluster is there.
+CONNECT_TIMEOUT = 5.0
 
 
 def _kvs_endpoint(answer: str) -> str:
@@ -139,7 +142,14 @@ class Connection:
         self._receiver.start()
         self._stamp = TimestampGenerator(writer_id_for(self.result_address))
         try:
-            self.kvs_routing = _kvs_endpoint(self._request(self.ports.connect, b"", "connect").decode())
+            answer = self._request(
+                self.ports.connect,
+                b"",
+                "connect",
+                min(timeout, CONNECT_TIMEOUT),
+                "; is a cluster running there? (start one with `cloudburst up`)",
+            )
+            self.kvs_routing = _kvs_endpoint(answer.decode())
             self.kvs = KvsClient(self.kvs_routing, host=host, timeout=timeout)
         except BaseException:
             self.close()
@@ -417,17 +427,18 @@ class Connection:
                 self._all_sockets.append(socket)
         return socket
 
-    def _request(self, port: int, payload: bytes, what: str) -> bytes:
+    def _request(self, port: int, payload: bytes, what: str, timeout: float | None = None, hint: str = "") -> bytes:
         if self._closed.is_set():
             raise CloudburstError(f"{what}: the connection is closed")
+        wait = self.timeout if timeout is None else timeout
         socket = self._socket(port)
         socket.send(payload)
-        if socket.poll(int(self.timeout * 1000)):
+        if socket.poll(int(wait * 1000)):
             return socket.recv()
         # A REQ socket that got no reply cannot send again: replace it so the next request starts clean.
         del self._local.sockets[port]
         socket.close(linger=0)
-        raise DeadlineExceeded(f"{what}: the scheduler at {self.scheduler}:{port} did not answer in {self.timeout} s")
+        raise DeadlineExceeded(f"{what}: the scheduler at {self.scheduler}:{port} did not answer in {wait:g} s{hint}")
 
     def _generic(self, port: int, payload: bytes, what: str) -> GenericResponse:
         reply = self._request(port, payload, what)
