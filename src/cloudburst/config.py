@@ -8,6 +8,7 @@ from typing import Literal
 
 from cloudburst.errors import ConfigError
 from cloudburst.kvs.sqlite import Durability
+from cloudburst.kvs.subscriptions import DEFAULT_CACHE_UPDATE_PORT, DEFAULT_MAX_CACHES, DEFAULT_MAX_KEYS_PER_CACHE
 
 #: Where state lives unless ``--data-dir`` says otherwise, so what was stored survives restarts.
 DEFAULT_DATA_DIR = Path.home() / ".cloudburst"
@@ -26,6 +27,10 @@ class KvsConfig:
         data_dir: Where the embedded engine keeps its database; ``None`` keeps data in memory only.
         durability: ``NORMAL`` survives a killed process, ``FULL`` also power loss (slower).
         max_message_bytes: Larger incoming messages are refused by the transport.
+        cache_update_port: The port node caches listen on for pushed updates of the keys they hold (the
+            original's 7150); the node pushes to ``tcp://<cache ip>:<cache_update_port>``.
+        max_subscribed_caches: The most node caches whose key sets the node tracks (and pushes to) at once.
+        max_keys_per_cache: The most keys tracked per cache; a larger key-set report is truncated.
     """
 
     host: str = "127.0.0.1"
@@ -36,10 +41,17 @@ class KvsConfig:
     data_dir: Path | None = DEFAULT_DATA_DIR / "kvs"
     durability: Durability = "NORMAL"
     max_message_bytes: int = 256 * 1024 * 1024
+    cache_update_port: int = DEFAULT_CACHE_UPDATE_PORT
+    max_subscribed_caches: int = DEFAULT_MAX_CACHES
+    max_keys_per_cache: int = DEFAULT_MAX_KEYS_PER_CACHE
 
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise ConfigError(f"threads must be at least 1, not {self.threads}")
+        if not 0 < self.cache_update_port < 65536:
+            raise ConfigError(f"cache_update_port must be in 1..65535, not {self.cache_update_port}")
+        if self.max_subscribed_caches < 1 or self.max_keys_per_cache < 1:
+            raise ConfigError("max_subscribed_caches and max_keys_per_cache must be at least 1")
         if self.advertise_host is None and self.host in ("0.0.0.0", "*", "::"):
             raise ConfigError(f"binding {self.host} needs an advertise_host that clients can reach")
 

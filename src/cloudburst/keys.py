@@ -23,3 +23,26 @@ def function_key(name: str) -> str:
 def dag_key(name: str) -> str:
     """Where a DAG's registration (an LWW of its serialized ``Dag``; empty once deleted) is stored."""
     return DAG_PREFIX + name
+
+
+#: Prefix of the KVS's own metadata keys (statistics, key-set reports); caches never hold them.
+METADATA_PREFIX = "ANNA_METADATA|"
+#: Prefix of the key under which the cache of node ``<ip>`` reports its key set (an LWW of a ``StringSet``).
+CACHE_KEY_SET_PREFIX = METADATA_PREFIX + "cache_ip|"
+
+
+def is_metadata_key(key: str) -> bool:
+    """Whether ``key`` is KVS metadata, which caches never hold."""
+    return key.startswith(METADATA_PREFIX)
+
+
+def cache_key_set_key(ip: str) -> str:
+    """The key under which the cache of node ``ip`` reports its key set; schedulers read it for locality."""
+    return CACHE_KEY_SET_PREFIX + ip
+
+
+def reporting_cache(key: str) -> str | None:
+    """The node ip whose key-set report ``key`` is, or ``None`` when it is no such report (or names no ip)."""
+    if not key.startswith(CACHE_KEY_SET_PREFIX):
+        return None
+    return key[len(CACHE_KEY_SET_PREFIX) :] or None

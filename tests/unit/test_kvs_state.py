@@ -1,6 +1,7 @@
 import pytest
 
 from cloudburst.kvs.engine import MemoryEngine
+from cloudburst.kvs.sqlite import SqliteEngine
 from cloudburst.kvs.state import KvsState, StorageTopology
 from cloudburst.lattices import LwwLattice, OrderedSetLattice, SetLattice
 from cloudburst.protocol import codec
@@ -118,3 +119,159 @@ def test_address_lookup_names_the_owning_threads():
     (owner,) = state.topology.owners("a")
     assert first.ips == (f"tcp://127.0.0.9:{7000 + owner}",)
     assert empty.ips == ()
+
+
+# -- cache subscriptions and pushes ---------------------------------------------------------------------------
+
+
+def report(ip, keys, timestamp=1):
+    """A cache's key-set report, as the node cache writes it."""
+    return put(f"ANNA_METADATA|cache_ip|{ip}", LwwLattice(timestamp=timestamp, value=codec.encode_string_set(keys)))
+
+
+def pushed(result):
+    """The pushes of a batch as {address: {key: lattice}}, checking their fixed fields on the way."""
+    out = {}
+    for push in result.pushes:
+        assert push.request.type == RequestType.PUT
+        assert push.request.response_address == ""
+        assert push.request.request_id.startswith("push:")
+        assert push.address not in out, "one push per cache per batch"
+        out[push.address] = {t.key: codec.decode_lattice(t.lattice_type, t.payload) for t in push.request.tuples}
+    return out
+
+
+def lww(timestamp, value):
+    return LwwLattice(timestamp=timestamp, value=value)
+
+
+def test_a_report_subscribes_and_a_write_of_a_subscribed_key_is_pushed(state):
+    assert state.handle_batch(0, [report("10.0.0.1", ["a", "b"])]).pushes == ()
+    assert state.subscriptions.keys_of("10.0.0.1") == {"a", "b"}
+    assert pushed(state.handle_batch(0, [put("a", lww(1, b"x"))])) == {"tcp://10.0.0.1:7150": {"a": lww(1, b"x")}}
+    assert state.handle_batch(0, [put("other", lww(1, b"x"))]).pushes == ()
+
+
+def test_a_push_carries_the_merged_value_not_the_written_fragment(state):
+    state.handle_batch(0, [report("10.0.0.1", ["s", "k"])])
+    state.handle_batch(0, [put("s", SetLattice(frozenset({b"a"})))])
+    result = state.handle_batch(0, [put("s", SetLattice(frozenset({b"b"}))), put("k", lww(5, b"new"))])
+    assert pushed(result) == {"tcp://10.0.0.1:7150": {"s": SetLattice(frozenset({b"a", b"b"})), "k": lww(5, b"new")}}
+    # An older write loses the merge; the cache is still sent the winner.
+    assert pushed(state.handle_batch(0, [put("k", lww(2, b"old"))])) == {"tcp://10.0.0.1:7150": {"k": lww(5, b"new")}}
+
+
+def test_one_push_per_cache_holds_all_its_keys_of_the_batch(state):
+    state.handle_batch(0, [report("10.0.0.1", ["a", "b"]), report("10.0.0.2", ["b", "c"])])
+    writes = [put(key, lww(1, key.encode())) for key in ("a", "b", "c", "d")]
+    result = state.handle_batch(0, writes)
+    assert pushed(result) == {
+        "tcp://10.0.0.1:7150": {"a": lww(1, b"a"), "b": lww(1, b"b")},
+        "tcp://10.0.0.2:7150": {"b": lww(1, b"b"), "c": lww(1, b"c")},
+    }
+    assert len({push.request.request_id for push in result.pushes}) == 2
+
+
+def test_failed_puts_are_not_pushed(state):
+    state.handle_batch(0, [report("10.0.0.1", ["k"]), put("k", lww(1, b"v"))])
+    result = state.handle_batch(0, [put("k", SetLattice(frozenset({b"x"})))])
+    assert result.responses[0].tuples[0].error == AnnaError.LATTICE
+    assert result.pushes == ()
+
+
+def test_an_empty_report_unsubscribes(state):
+    state.handle_batch(0, [report("10.0.0.1", ["a"])])
+    state.handle_batch(0, [report("10.0.0.1", [], timestamp=2)])
+    assert state.subscriptions.caches == frozenset()
+    assert state.subscriptions.caches_of("a") == frozenset()
+    assert state.handle_batch(0, [put("a", lww(1, b"x"))]).pushes == ()
+
+
+def test_deleting_the_report_unsubscribes(state):
+    state.handle_batch(0, [report("10.0.0.1", ["a"])])
+    state.handle_batch(0, [put("ANNA_METADATA|cache_ip|10.0.0.1", lww(2, b""))])
+    assert state.handle_batch(0, [put("a", lww(1, b"x"))]).pushes == ()
+
+
+def test_a_report_replaces_the_previous_set(state):
+    state.handle_batch(0, [report("10.0.0.1", ["a", "b"])])
+    state.handle_batch(0, [report("10.0.0.1", ["b", "c"], timestamp=2)])
+    assert state.subscriptions.keys_of("10.0.0.1") == {"b", "c"}
+    assert state.subscriptions.caches_of("a") == frozenset()
+    result = state.handle_batch(0, [put(key, lww(1, b"v")) for key in ("a", "b", "c")])
+    assert set(pushed(result)["tcp://10.0.0.1:7150"]) == {"b", "c"}
+
+
+def test_a_late_older_report_does_not_roll_the_set_back(state):
+    state.handle_batch(0, [report("10.0.0.1", ["new"], timestamp=5)])
+    state.handle_batch(0, [report("10.0.0.1", ["old"], timestamp=3)])
+    assert state.subscriptions.keys_of("10.0.0.1") == {"new"}
+
+
+def test_a_report_applies_to_writes_in_the_same_batch(state):
+    result = state.handle_batch(0, [put("a", lww(1, b"x")), report("10.0.0.1", ["a"])])
+    assert pushed(result) == {"tcp://10.0.0.1:7150": {"a": lww(1, b"x")}}
+
+
+def test_the_index_is_bounded():
+    state = KvsState(StorageTopology("127.0.0.1", (6200,)), MemoryEngine(), max_caches=2, max_keys_per_cache=3)
+    state.handle_batch(0, [report("10.0.0.1", ["a"]), report("10.0.0.2", ["a"])])
+    state.handle_batch(0, [report("10.0.0.3", ["a"])])
+    assert state.subscriptions.caches == {"10.0.0.1", "10.0.0.2"}  # a new cache past the cap is refused
+    state.handle_batch(0, [report("10.0.0.1", ["k1", "k2", "k3", "k4", "k5"], timestamp=2)])
+    assert state.subscriptions.keys_of("10.0.0.1") == {"k1", "k2", "k3"}  # subscribed caches still update
+    state.handle_batch(0, [report("10.0.0.2", [], timestamp=2)])
+    state.handle_batch(0, [report("10.0.0.3", ["a"], timestamp=2)])
+    assert state.subscriptions.caches == {"10.0.0.1", "10.0.0.3"}  # room again once one unsubscribed
+
+
+def test_metadata_keys_are_never_pushed(state):
+    state.handle_batch(0, [report("10.0.0.1", ["ANNA_METADATA|stats|x", "ANNA_METADATA|cache_ip|10.0.0.2", "a"])])
+    assert state.subscriptions.keys_of("10.0.0.1") == {"a"}
+    result = state.handle_batch(
+        0, [put("ANNA_METADATA|stats|x", lww(1, b"s")), report("10.0.0.2", ["a"]), report("10.0.0.1", ["a"], 2)]
+    )
+    assert result.pushes == ()
+
+
+def test_invalid_reports_are_ignored(state):
+    state.handle_batch(0, [report("10.0.0.1", ["a"])])
+    garbage = put("ANNA_METADATA|cache_ip|10.0.0.1", lww(2, b"\xff\xff not a string set"))
+    wrong_type = put("ANNA_METADATA|cache_ip|10.0.0.2", SetLattice(frozenset({b"a"})))
+    no_ip = put("ANNA_METADATA|cache_ip|", lww(1, codec.encode_string_set(["a"])))
+    state.handle_batch(0, [garbage, wrong_type, no_ip])
+    assert state.subscriptions.caches == {"10.0.0.1"}
+    assert state.subscriptions.keys_of("10.0.0.1") == {"a"}  # the last valid set stays
+
+
+def test_the_writers_own_cache_is_pushed_too(state):
+    state.handle_batch(0, [report("127.0.0.1", ["a"])])
+    assert set(pushed(state.handle_batch(0, [put("a", lww(1, b"x"))]))) == {"tcp://127.0.0.1:7150"}
+
+
+def test_push_address_uses_the_configured_port_and_brackets_ipv6():
+    state = KvsState(StorageTopology("127.0.0.1", (6200,)), MemoryEngine(), cache_update_port=9000)
+    assert state.push_address("10.1.2.3") == "tcp://10.1.2.3:9000"
+    assert state.push_address("::1") == "tcp://[::1]:9000"
+
+
+def test_subscriptions_are_rebuilt_from_stored_reports(tmp_path):
+    engine = SqliteEngine(tmp_path / "kvs.sqlite3")
+    first = KvsState(StorageTopology("127.0.0.1", (6200,)), engine)
+    first.handle_batch(0, [report("10.0.0.1", ["a", "b"]), report("10.0.0.2", ["b"])])
+    first.handle_batch(0, [report("10.0.0.2", [], timestamp=2), put("ANNA_METADATA|stats|x", lww(1, b"s"))])
+    engine.close()
+    engine = SqliteEngine(tmp_path / "kvs.sqlite3")
+    try:
+        restarted = KvsState(StorageTopology("127.0.0.1", (6200,)), engine)
+        assert restarted.subscriptions.caches == {"10.0.0.1"}
+        assert restarted.subscriptions.keys_of("10.0.0.1") == {"a", "b"}
+        assert set(pushed(restarted.handle_batch(0, [put("b", lww(1, b"x"))]))) == {"tcp://10.0.0.1:7150"}
+    finally:
+        engine.close()
+
+
+def test_pushes_are_numbered_uniquely(state):
+    state.handle_batch(0, [report("10.0.0.1", ["a"])])
+    ids = [p.request.request_id for _ in range(3) for p in state.handle_batch(0, [put("a", lww(1, b"x"))]).pushes]
+    assert len(set(ids)) == 3

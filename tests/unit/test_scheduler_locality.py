@@ -14,6 +14,7 @@ import pytest
 
 from cloudburst.config import SchedulerConfig
 from cloudburst.errors import DeadlineExceeded
+from cloudburst.keys import cache_key_set_key
 from cloudburst.lattices import LwwLattice, SetLattice
 from cloudburst.protocol import codec
 from cloudburst.protocol.messages import SerializerType
@@ -36,7 +37,6 @@ from cloudburst.scheduler.policy import (
     ExecutorCandidate,
     PlacementPolicy,
     PolicyOptions,
-    cache_key_set_key,
     key_locations_from_key_sets,
 )
 from cloudburst.scheduler.state import (

@@ -88,3 +88,20 @@ def test_sqlite_engine_persists_across_reopen(tmp_path):
     reopened.merge_many([("k", SetLattice(frozenset({b"b"})))])
     assert read(reopened, "k") == SetLattice(frozenset({b"a", b"b"}))
     reopened.close()
+
+
+def test_keys_with_prefix(engine):
+    keys = ["ANNA_METADATA|cache_ip|10.0.0.2", "ANNA_METADATA|cache_ip|10.0.0.1", "ANNA_METADATA|cache_ipx", "a%_b"]
+    keys += ["ANNA_METADATA|stats|t0", "ANNA_METADATA|cache_ip", "zzz", "pre\U0010ffff", "pre\U0010ffffz", "prf"]
+    engine.merge_many([(key, SetLattice(frozenset({b"v"}))) for key in keys])
+    engine.merge_many([("ANNA_METADATA|cache_ip|gone", LwwLattice(timestamp=1, value=b""))])  # reads as missing
+    assert engine.keys_with_prefix("ANNA_METADATA|cache_ip|") == [
+        "ANNA_METADATA|cache_ip|10.0.0.1",
+        "ANNA_METADATA|cache_ip|10.0.0.2",
+        "ANNA_METADATA|cache_ip|gone",
+    ]
+    assert engine.keys_with_prefix("a%") == ["a%_b"]
+    assert engine.keys_with_prefix("a_") == []
+    assert engine.keys_with_prefix("pre\U0010ffff") == ["pre\U0010ffff", "pre\U0010ffffz"]
+    assert engine.keys_with_prefix("nothing") == []
+    assert engine.keys_with_prefix("") == sorted([*keys, "ANNA_METADATA|cache_ip|gone"])

@@ -44,6 +44,13 @@ class StorageEngine(Protocol):
         """
         ...
 
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        """Every stored key that starts with ``prefix``, sorted; including keys that read as missing.
+
+        Lets a node rebuild in-memory indexes over a family of keys (the caches' key-set reports) after a restart.
+        """
+        ...
+
     def close(self) -> None:
         """Releases the engine's resources; further calls are invalid."""
         ...
@@ -88,6 +95,10 @@ class MemoryEngine:
                 self._data[key] = result
                 outcomes.append(None)
         return outcomes
+
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        """See :meth:`StorageEngine.keys_with_prefix`."""
+        return sorted(key for key in self._data if key.startswith(prefix))
 
     def close(self) -> None:
         """Drops the data."""

@@ -2,7 +2,8 @@
 
 Speaks Anna's client protocol, so the original Anna and Cloudburst clients work unchanged: ``KeyAddressRequest``
 on the routing port, ``KeyRequest`` on each storage thread's port, every response pushed to the request's
-``response_address``. All logic lives in the state; this loop only moves bytes.
+``response_address``, and every change of a key a node cache holds pushed to that cache's update port. All logic
+lives in the state; this loop only moves bytes.
 """
 
 from __future__ import annotations
@@ -81,7 +82,13 @@ class KvsServer:
             ports.append(bind(socket, config.host, config.storage_port + tid if config.storage_port else 0))
             self._storage.append(socket)
         host = config.advertise_host or config.host
-        self.state = KvsState(StorageTopology(host, tuple(ports)), self._engine)
+        self.state = KvsState(
+            StorageTopology(host, tuple(ports)),
+            self._engine,
+            cache_update_port=config.cache_update_port,
+            max_caches=config.max_subscribed_caches,
+            max_keys_per_cache=config.max_keys_per_cache,
+        )
         self.addresses = KvsAddresses(
             routing=f"tcp://{host}:{routing_port}",
             storage=tuple(self.state.topology.endpoint(tid) for tid in range(config.threads)),
@@ -173,10 +180,13 @@ class KvsServer:
         if not requests:
             return
         try:
-            responses = self.state.handle_key_requests(tid, requests)
+            result = self.state.handle_batch(tid, requests)
         except CloudburstError as error:
             # A stored value that no longer decodes is corruption, not bad input: keep serving other keys.
             logger.error("failed a batch of %d requests on %s: %s", len(requests), where, error)
             return
-        for request, response in zip(requests, responses, strict=True):
+        for request, response in zip(requests, result.responses, strict=True):
             self._reply(where, request.response_address, codec.encode_key_response(response))
+        for push in result.pushes:
+            # Cache addresses come from key-set reports, i.e. from the network: same policy as reply addresses.
+            self._reply("cache push", push.address, codec.encode_key_request(push.request))

@@ -78,6 +78,35 @@ class SqliteEngine:
             raise
         return outcomes
 
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        """See :meth:`cloudburst.kvs.engine.StorageEngine.keys_with_prefix`.
+
+        A range scan on the primary key (``prefix <= key < successor``) rather than ``LIKE``, which would need
+        escaping of ``%`` and ``_`` and cannot use the index.
+        """
+        upper = _prefix_successor(prefix)
+        if upper is None:
+            rows = self._db.execute("SELECT key FROM kv WHERE key >= ? ORDER BY key", (prefix,))
+        else:
+            rows = self._db.execute("SELECT key FROM kv WHERE key >= ? AND key < ? ORDER BY key", (prefix, upper))
+        return [row[0] for row in rows]
+
     def close(self) -> None:
         """Closes the database."""
         self._db.close()
+
+
+def _prefix_successor(prefix: str) -> str | None:
+    """The least string greater than every string starting with ``prefix``; ``None`` when there is none.
+
+    SQLite compares text bytewise in UTF-8, which orders like code points, so bumping the last code point that can
+    be bumped gives the bound. Surrogates cannot be encoded and are skipped.
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            bumped = last + 1
+            chars.append(chr(0xE000 if 0xD800 <= bumped <= 0xDFFF else bumped))
+            return "".join(chars)
+    return None

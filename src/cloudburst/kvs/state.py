@@ -1,7 +1,9 @@
-"""The KVS node's request logic, free of sockets: requests in, responses out.
+"""The KVS node's request logic, free of sockets: requests in, responses and cache pushes out.
 
 It owns the Anna request semantics (who answers which key, ``WRONG_THREAD``, ``KEY_DNE``, ``LATTICE``, address
-invalidation) and leaves storage to an injected :class:`~cloudburst.kvs.engine.StorageEngine`.
+invalidation) and leaves storage to an injected :class:`~cloudburst.kvs.engine.StorageEngine`. It also keeps the
+index of which node caches hold which keys (:mod:`cloudburst.kvs.subscriptions`) and, for every batch, says which
+updates to push to them; the server only delivers them.
 """
 
 from __future__ import annotations
@@ -11,10 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cloudburst.errors import DecodeError, LatticeTypeMismatch
+from cloudburst.keys import CACHE_KEY_SET_PREFIX, is_metadata_key, reporting_cache
 from cloudburst.kvs.engine import StorageEngine, StoredValue
 from cloudburst.kvs.ring import HashRing
+from cloudburst.kvs.subscriptions import (
+    DEFAULT_CACHE_UPDATE_PORT,
+    DEFAULT_MAX_CACHES,
+    DEFAULT_MAX_KEYS_PER_CACHE,
+    CacheSubscriptions,
+)
 from cloudburst.lattices import LwwLattice, OrderedSetLattice, PriorityLattice
-from cloudburst.protocol.codec import StorableLattice, decode_lattice
+from cloudburst.protocol.codec import StorableLattice, decode_lattice, decode_string_set
 from cloudburst.protocol.messages import (
     AnnaError,
     KeyAddress,
@@ -71,17 +80,64 @@ def reads_as_missing(lattice: StorableLattice) -> bool:
     return not lattice.reveal()
 
 
+@dataclass(frozen=True, slots=True)
+class Push:
+    """An update to deliver to a node cache; no acknowledgement is expected.
+
+    Attributes:
+        address: The cache's update endpoint, ``tcp://<cache ip>:<cache update port>``.
+        request: A PUT of the full merged lattice of each key the cache holds that the batch changed.
+    """
+
+    address: str
+    request: KeyRequest
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What serving one batch produced.
+
+    Attributes:
+        responses: One response per request, in request order, for each request's ``response_address``.
+        pushes: At most one push per subscribed cache.
+    """
+
+    responses: tuple[KeyResponse, ...]
+    pushes: tuple[Push, ...]
+
+
 class KvsState:
-    """Answers address lookups and GET/PUT requests for one KVS node.
+    """Answers address lookups and GET/PUT requests for one KVS node, and says what to push to node caches.
+
+    The cache subscriptions are rebuilt from the engine's stored key-set reports on construction, so a restarted
+    node keeps pushing to the caches that reported before it went down.
 
     Args:
         topology: The node's threads and which keys each owns.
         engine: Where the data lives.
+        cache_update_port: The port node caches receive pushed updates on.
+        max_caches: The most caches subscribed at once (see :class:`CacheSubscriptions`).
+        max_keys_per_cache: The most keys indexed for one cache.
     """
 
-    def __init__(self, topology: StorageTopology, engine: StorageEngine) -> None:
+    def __init__(
+        self,
+        topology: StorageTopology,
+        engine: StorageEngine,
+        *,
+        cache_update_port: int = DEFAULT_CACHE_UPDATE_PORT,
+        max_caches: int = DEFAULT_MAX_CACHES,
+        max_keys_per_cache: int = DEFAULT_MAX_KEYS_PER_CACHE,
+    ) -> None:
         self.topology = topology
         self.engine = engine
+        self.cache_update_port = cache_update_port
+        self.subscriptions = CacheSubscriptions(max_caches, max_keys_per_cache)
+        self._pushes_made = 0
+        reports = engine.keys_with_prefix(CACHE_KEY_SET_PREFIX)
+        if reports:
+            self._apply_reports(reports)
+            logger.info("restored the key sets of %d caches", len(self.subscriptions))
 
     def handle_address_request(self, request: KeyAddressRequest) -> KeyAddressResponse:
         """Answers which storage endpoints hold each requested key (none for an empty key)."""
@@ -94,11 +150,16 @@ class KvsState:
         )
 
     def handle_key_requests(self, tid: int, requests: Sequence[KeyRequest]) -> list[KeyResponse]:
-        """Serves a batch of requests that arrived at thread ``tid``, one response per request, in order.
+        """The responses of :meth:`handle_batch`, for callers that deliver no cache pushes (tools, tests)."""
+        return list(self.handle_batch(tid, requests).responses)
+
+    def handle_batch(self, tid: int, requests: Sequence[KeyRequest]) -> BatchResult:
+        """Serves a batch of requests that arrived at thread ``tid``: one response per request, in order, and pushes.
 
         All PUTs of the batch are merged first, in one engine call (one durable commit); then all GETs are read.
         Every request of the batch is answered only after both, so a reader never sees a write before the writer
-        could, and a GET in the batch sees every PUT in it.
+        could, and a GET in the batch sees every PUT in it. Key-set reports merged in the batch update the
+        subscriptions before the pushes are worked out, so a cache is pushed the writes that arrive with its report.
         """
         results: list[list[KeyTuple | None]] = []
         puts: list[tuple[str, StorableLattice]] = []
@@ -127,23 +188,94 @@ class KvsState:
                 put_slots.append((r, t, answer))
                 row.append(None)
             results.append(row)
+        merged: dict[str, None] = {}  # insertion-ordered set: pushes list keys in the order they were written
         if puts:
             for (r, t, answer), outcome in zip(put_slots, self.engine.merge_many(puts), strict=True):
                 if isinstance(outcome, LatticeTypeMismatch):
                     logger.info("rejected a PUT: %s", outcome)
                     answer = KeyTuple(answer.key, answer.lattice_type, AnnaError.LATTICE, invalidate=answer.invalidate)
+                else:
+                    merged[answer.key] = None
                 results[r][t] = answer
         if gets:
             for (r, t, answer), stored in zip(get_slots, self.engine.get_many(gets), strict=True):
                 results[r][t] = self._read_answer(answer, stored)
-        return [
+        responses = tuple(
             KeyResponse(
                 type=request.type,
                 tuples=tuple(t for t in row if t is not None),
                 response_id=request.request_id,
             )
             for request, row in zip(requests, results, strict=True)
-        ]
+        )
+        return BatchResult(responses, self._pushes_for(list(merged)))
+
+    def push_address(self, ip: str) -> str:
+        """The update endpoint of the cache on node ``ip`` (IPv6 addresses bracketed)."""
+        host = f"[{ip}]" if ":" in ip else ip
+        return f"tcp://{host}:{self.cache_update_port}"
+
+    def _pushes_for(self, merged: list[str]) -> tuple[Push, ...]:
+        """The pushes for the keys a batch merged: each cache gets one PUT of its keys' merged values.
+
+        The values are read back from the engine rather than taken from the requests, so a cache receives the
+        merge of every write so far, not one writer's fragment.
+        """
+        reports = [key for key in merged if key.startswith(CACHE_KEY_SET_PREFIX)]
+        if reports:
+            self._apply_reports(reports)
+        if not self.subscriptions:
+            return ()
+        pushed = [key for key in merged if not is_metadata_key(key) and self.subscriptions.caches_of(key)]
+        if not pushed:
+            return ()
+        by_cache: dict[str, list[KeyTuple]] = {}
+        for key, stored in zip(pushed, self.engine.get_many(pushed), strict=True):
+            if stored is None:  # merged a moment ago, so only a concurrent external deletion could cause this
+                continue
+            item = KeyTuple(key, stored.lattice_type, payload=stored.payload)
+            for ip in sorted(self.subscriptions.caches_of(key)):
+                by_cache.setdefault(ip, []).append(item)
+        pushes = []
+        for ip, tuples in by_cache.items():
+            self._pushes_made += 1
+            request = KeyRequest(
+                RequestType.PUT, tuple(tuples), response_address="", request_id=f"push:{self._pushes_made}"
+            )
+            pushes.append(Push(self.push_address(ip), request))
+        return tuple(pushes)
+
+    def _apply_reports(self, keys: list[str]) -> None:
+        """Replaces the subscriptions of the caches whose key-set reports are stored under ``keys``.
+
+        The stored (merged) report is read rather than the incoming one, so a late report with an older timestamp
+        cannot roll a cache's set back.
+        """
+        for key, stored in zip(keys, self.engine.get_many(keys), strict=True):
+            ip = reporting_cache(key)
+            if ip is None:
+                logger.info("ignored a key-set report that names no cache: %r", key)
+                continue
+            reported = self._reported_keys(key, stored)
+            if reported is not None:
+                self.subscriptions.replace(ip, reported)
+
+    @staticmethod
+    def _reported_keys(key: str, stored: StoredValue | None) -> tuple[str, ...] | None:
+        """The key set a stored report holds (empty when deleted), or ``None`` when it is not a valid report."""
+        if stored is None:
+            return ()
+        if stored.lattice_type != LatticeType.LWW:
+            logger.info("ignored the key-set report %r: it is a %s lattice, not LWW", key, stored.lattice_type.name)
+            return None
+        try:
+            lattice = decode_lattice(stored.lattice_type, stored.payload, f"stored value of {key!r}")
+            if not isinstance(lattice, LwwLattice):  # the codec decodes LWW payloads to LwwLattice; keep mypy sure
+                return None
+            return decode_string_set(lattice.value, f"key-set report {key!r}")
+        except DecodeError as error:
+            logger.info("ignored an undecodable key-set report: %s", error)
+            return None
 
     @staticmethod
     def _decode_put(item: KeyTuple) -> StorableLattice | None:

@@ -26,8 +26,6 @@ PolicyMode = Literal["locality", "random", "round-robin"]
 #: Where each KVS key is cached: key -> node ips whose cache reported holding it.
 KeyLocations = Mapping[str, Collection[str]]
 
-#: Prefix of the KVS keys under which each node's cache publishes the set of keys it holds.
-CACHE_KEY_SET_PREFIX = "ANNA_METADATA|cache_ip|"
 #: Round-robin positions remembered at once (one per function); beyond that they start over.
 MAX_ROTATIONS = 65_536
 
@@ -49,11 +47,6 @@ class RandomSource(Protocol):
 def location_string(executor: ExecutorId) -> str:
     """The ``"ip:tid"`` form that ``DagSchedule.locations`` carries."""
     return f"{executor[0]}:{executor[1]}"
-
-
-def cache_key_set_key(ip: str) -> str:
-    """The KVS key of the key set that the cache on node ``ip`` publishes (an LWW of an encoded ``StringSet``)."""
-    return CACHE_KEY_SET_PREFIX + ip
 
 
 def key_locations_from_key_sets(key_sets: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, ...]]:

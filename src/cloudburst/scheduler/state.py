@@ -50,6 +50,7 @@ from cloudburst.errors import (
     NoResources,
     TransportError,
 )
+from cloudburst.keys import cache_key_set_key
 from cloudburst.lattices import Lattice, LwwLattice, SetLattice
 from cloudburst.protocol import codec, values
 from cloudburst.protocol.errors import failure_response
@@ -85,7 +86,6 @@ from cloudburst.scheduler.policy import (
     PlacementPolicy,
     PolicyOptions,
     RandomSource,
-    cache_key_set_key,
     key_locations_from_key_sets,
     location_string,
 )
