@@ -84,3 +84,13 @@ def test_calls_fail_with_deadline_exceeded_when_the_node_is_gone(kvs_node, clien
     with pytest.raises(DeadlineExceeded):
         client.get("k", timeout=0.5)
     assert time.monotonic() - start < 5
+
+
+def test_fresh_keys_guessed_onto_the_wrong_thread_are_redirected(tmp_path, fast_retry):
+    with KvsProcess(tmp_path / "data", threads=4) as node, KvsClient(node.routing, retry=fast_retry) as client:
+        client.put("first", SetLattice(frozenset({b"0"})))  # now the client knows exactly one storage endpoint
+        items = {f"fresh/{i}": SetLattice(frozenset({str(i).encode()})) for i in range(60)}
+        client.put_many(items)
+        assert client.get_many(items) == items
+        for key, lattice in items.items():
+            assert client.get(key) == lattice

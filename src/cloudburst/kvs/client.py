@@ -8,6 +8,7 @@ same (primary) replica so a client reads its own writes.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -32,6 +33,8 @@ from cloudburst.retry import RetryPolicy
 from cloudburst.transport.zmq import PushSocketCache
 
 CausalLattice = SingleKeyCausalLattice | MultiKeyCausalLattice
+#: Keys whose storage addresses a client remembers; the oldest quarter is forgotten when it is full.
+ADDRESS_CACHE_SIZE = 100_000
 
 
 class _Response(Protocol):
@@ -77,6 +80,8 @@ class KvsClient:
         self._id_prefix = uuid.uuid4().hex[:12]
         self._next_id = 0
         self._address_cache: dict[str, tuple[str, ...]] = {}
+        #: Every storage endpoint the routing tier has named.
+        self._endpoints: set[str] = set()
         self._lock = threading.Lock()
 
     def __enter__(self) -> KvsClient:
@@ -206,18 +211,24 @@ class KvsClient:
             while len(answers) < len(tuples):
                 attempt += 1
                 pending = [key for key in tuples if key not in answers]
-                self._resolve(pending, deadline)
+                self._resolve(pending, deadline, guess=attempt == 1)
+                redirected = False
                 for answer in self._send_round(request_type, [tuples[k] for k in pending], deadline):
                     if answer.invalidate:
                         self._address_cache.pop(answer.key, None)
-                    if answer.error not in (AnnaError.WRONG_THREAD, AnnaError.TIMEOUT):
+                    if answer.error == AnnaError.WRONG_THREAD:
+                        redirected = True
+                    elif answer.error != AnnaError.TIMEOUT:
                         answers[answer.key] = answer
                 unanswered = [key for key in pending if key not in answers]
-                if unanswered:
-                    # Wrong or silent owners: the membership may have changed, so ask the routing tier again.
-                    for key in unanswered:
-                        self._address_cache.pop(key, None)
+                # Wrong or silent owners: the membership may have changed, so ask the routing tier again.
+                for key in unanswered:
+                    self._address_cache.pop(key, None)
+                if unanswered and not redirected:
+                    # Silence (not a redirect) may be overload: back off before trying again.
                     self._pause(self._retry.backoff(attempt), deadline, f"{request_type.name} of {unanswered!r}")
+                elif unanswered and self._clock.now() >= deadline:
+                    raise DeadlineExceeded(f"{request_type.name} of {unanswered!r}: no owner answered in time")
             return answers
 
     def _pause(self, seconds: float, deadline: float, what: str) -> None:
@@ -229,7 +240,9 @@ class KvsClient:
     def _send_round(self, request_type: RequestType, tuples: list[KeyTuple], deadline: float) -> list[KeyTuple]:
         by_endpoint: dict[str, list[KeyTuple]] = {}
         for item in tuples:
-            addresses = self._address_cache[item.key]
+            addresses = self._address_cache.get(item.key)
+            if addresses is None:  # forgotten already (a batch larger than the address cache): next attempt
+                continue
             sized = KeyTuple(item.key, item.lattice_type, payload=item.payload, address_cache_size=len(addresses))
             by_endpoint.setdefault(addresses[0], []).append(sized)
         waiting: dict[str, int] = {}
@@ -243,8 +256,23 @@ class KvsClient:
             answers.extend(response.tuples)
         return answers
 
-    def _resolve(self, keys: list[str], deadline: float) -> None:
-        """Fills the address cache for ``keys`` from the routing tier."""
+    def _resolve(self, keys: list[str], deadline: float, guess: bool = False) -> None:
+        """Fills the address cache for ``keys`` from the routing tier.
+
+        Args:
+            keys: The keys about to be sent.
+            deadline: When to give up.
+            guess: When every key seen so far lives on one storage endpoint (a single-threaded node, the common
+                case), send unknown keys there without asking the routing tier first. A wrong guess costs one
+                ``WRONG_THREAD`` answer, after which the key is looked up properly; a right one saves a round trip
+                for every fresh key (every call result is one).
+        """
+        if guess and len(self._endpoints) == 1:
+            (only,) = self._endpoints
+            for key in keys:
+                if key not in self._address_cache:
+                    self._remember(key, (only,))
+            return
         attempt = 0
         while missing := [key for key in keys if key not in self._address_cache]:
             attempt += 1
@@ -258,12 +286,20 @@ class KvsClient:
                     raise NoServers(f"the KVS at {self._routing} has no storage servers")
                 for address in response.addresses:
                     if address.ips:
-                        self._address_cache[address.key] = address.ips
+                        self._remember(address.key, address.ips)
+                        self._endpoints.update(address.ips)
                 unroutable = [a.key for a in response.addresses if not a.ips]
                 if unroutable:
                     raise NoServers(f"the KVS at {self._routing} has no storage server for {unroutable!r}")
             if [key for key in keys if key not in self._address_cache]:
                 self._pause(self._retry.backoff(attempt), deadline, f"address lookup of {missing!r}")
+
+    def _remember(self, key: str, addresses: tuple[str, ...]) -> None:
+        # Bounded: a long-lived client touches endless fresh keys (every call result is one).
+        if len(self._address_cache) >= ADDRESS_CACHE_SIZE:
+            for stale in list(itertools.islice(self._address_cache, ADDRESS_CACHE_SIZE // 4)):
+                del self._address_cache[stale]
+        self._address_cache[key] = addresses
 
     def _collect(
         self,
