@@ -275,3 +275,12 @@ def test_pushes_are_numbered_uniquely(state):
     state.handle_batch(0, [report("10.0.0.1", ["a"])])
     ids = [p.request.request_id for _ in range(3) for p in state.handle_batch(0, [put("a", lww(1, b"x"))]).pushes]
     assert len(set(ids)) == 3
+
+
+def test_newly_reported_keys_get_their_current_value_pushed(state):
+    # The cache fetched "a" before reporting it; a write in between must still reach it.
+    state.handle_batch(0, [put("a", lww(1, b"fetched")), put("a", lww(2, b"written meanwhile"))])
+    result = state.handle_batch(0, [report("10.0.0.1", ["a", "never-written"])])
+    assert pushed(result) == {"tcp://10.0.0.1:7150": {"a": lww(2, b"written meanwhile")}}
+    # Keys the cache already held are not pushed again on the next report.
+    assert state.handle_batch(0, [report("10.0.0.1", ["a", "never-written"], timestamp=2)]).pushes == ()

@@ -222,19 +222,22 @@ class KvsState:
         merge of every write so far, not one writer's fragment.
         """
         reports = [key for key in merged if key.startswith(CACHE_KEY_SET_PREFIX)]
-        if reports:
-            self._apply_reports(reports)
+        newly_held = self._apply_reports(reports) if reports else {}
         if not self.subscriptions:
             return ()
         pushed = [key for key in merged if not is_metadata_key(key) and self.subscriptions.caches_of(key)]
-        if not pushed:
+        # A cache fetched a newly reported key before it reported holding it; a write in between was never pushed
+        # to it. Sending the current value of every newly held key closes that window.
+        catch_up = sorted({key for keys in newly_held.values() for key in keys} - set(pushed))
+        if not pushed and not catch_up:
             return ()
         by_cache: dict[str, list[KeyTuple]] = {}
-        for key, stored in zip(pushed, self.engine.get_many(pushed), strict=True):
-            if stored is None:  # merged a moment ago, so only a concurrent external deletion could cause this
+        for key, stored in zip(pushed + catch_up, self.engine.get_many(pushed + catch_up), strict=True):
+            if stored is None:  # never written, or deleted: nothing a cache could hold stale
                 continue
             item = KeyTuple(key, stored.lattice_type, payload=stored.payload)
-            for ip in sorted(self.subscriptions.caches_of(key)):
+            targets = self.subscriptions.caches_of(key) if key in merged else ()
+            for ip in sorted({*targets, *(ip for ip, keys in newly_held.items() if key in keys)}):
                 by_cache.setdefault(ip, []).append(item)
         pushes = []
         for ip, tuples in by_cache.items():
@@ -245,12 +248,16 @@ class KvsState:
             pushes.append(Push(self.push_address(ip), request))
         return tuple(pushes)
 
-    def _apply_reports(self, keys: list[str]) -> None:
+    def _apply_reports(self, keys: list[str]) -> dict[str, frozenset[str]]:
         """Replaces the subscriptions of the caches whose key-set reports are stored under ``keys``.
 
         The stored (merged) report is read rather than the incoming one, so a late report with an older timestamp
         cannot roll a cache's set back.
+
+        Returns:
+            Per cache ip, the keys it holds now and did not hold before.
         """
+        newly_held: dict[str, frozenset[str]] = {}
         for key, stored in zip(keys, self.engine.get_many(keys), strict=True):
             ip = reporting_cache(key)
             if ip is None:
@@ -258,7 +265,12 @@ class KvsState:
                 continue
             reported = self._reported_keys(key, stored)
             if reported is not None:
+                before = frozenset(self.subscriptions.keys_of(ip))
                 self.subscriptions.replace(ip, reported)
+                added = frozenset(self.subscriptions.keys_of(ip)) - before
+                if added:
+                    newly_held[ip] = added
+        return newly_held
 
     @staticmethod
     def _reported_keys(key: str, stored: StoredValue | None) -> tuple[str, ...] | None:
