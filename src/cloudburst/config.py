@@ -139,6 +139,8 @@ class ExecutorConfig:
         request_ttl: Seconds a DAG request may wait for its schedule or triggers before it is dropped.
         dedup_ttl: Seconds a finished request is remembered so that repeated triggers are dropped.
         kvs_timeout: Default deadline of the user library's KVS calls.
+        cache_address: The node cache's request endpoint; user data is read and written through it. ``None``:
+            straight to the KVS.
     """
 
     host: str = "127.0.0.1"
@@ -152,6 +154,7 @@ class ExecutorConfig:
     request_ttl: float = 600.0
     dedup_ttl: float = 10.0
     kvs_timeout: float = 10.0
+    cache_address: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.tid < MAX_EXECUTORS_PER_NODE:

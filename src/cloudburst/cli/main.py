@@ -63,8 +63,16 @@ def _add_executor_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     executor.add_argument("--scheduler", action="append", default=[], help="a scheduler's host (repeatable)")
     executor.add_argument("--kvs", default="tcp://127.0.0.1:6450", help="KVS routing endpoint")
     executor.add_argument("--gpu", action="store_true", help="a GPU executor (takes only GPU functions)")
+    executor.add_argument("--cache", help="the node cache's request endpoint (default: use the KVS directly)")
     executor.add_argument("--report-period", type=float, default=5.0, help="seconds between reports")
     _add_child_options(executor)
+
+
+def _add_cache_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
+    cache = commands.add_parser("cache", help="run a node's cache (shared by the node's executors) in the foreground")
+    cache.add_argument("--host", default="127.0.0.1", help="the node's address (default: %(default)s)")
+    cache.add_argument("--kvs", default="tcp://127.0.0.1:6450", help="KVS routing endpoint")
+    _add_child_options(cache)
 
 
 def _add_cluster_parsers(commands: _Commands[argparse.ArgumentParser]) -> None:
@@ -100,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kvs_parser(commands)
     _add_scheduler_parser(commands)
     _add_executor_parser(commands)
+    _add_cache_parser(commands)
     _add_cluster_parsers(commands)
     _add_demo_parser(commands)
     return parser
@@ -156,8 +165,15 @@ def _run_executor(args: argparse.Namespace) -> int:
         kvs_routing=args.kvs,
         gpu=args.gpu,
         report_period=args.report_period,
+        cache_address=args.cache,
     )
     return run_executor(config, args.ready_file)
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    from cloudburst.cache.server import run_cache
+
+    return run_cache(args.host, args.kvs, args.ready_file)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_scheduler(args)
         if args.command == "executor":
             return _run_executor(args)
+        if args.command == "cache":
+            return _run_cache(args)
         from cloudburst.cli import cluster
 
         if args.command == "up":

@@ -1,4 +1,4 @@
-"""A whole deployment on one machine: KVS, scheduler and executor processes, supervised.
+"""A whole deployment on one machine: KVS, scheduler, node cache and executor processes, supervised.
 
 Every role runs in its own process (executors must: the GIL), bound to one address. Binding a distinct loopback
 address per cluster (127.x.y.z) lets several clusters, or a test's cluster beside a developer's, use the standard
@@ -86,6 +86,8 @@ class LocalCluster:
         self.kvs_routing = ""
         self._kvs: ChildProcess | None = None
         self._scheduler: ChildProcess | None = None
+        self._cache: ChildProcess | None = None
+        self.cache_address = ""
         self._executors: list[ChildProcess] = []
         self._budgets = [RestartBudget(config.max_restarts, config.restart_window) for _ in range(config.executors)]
         self._given_up: set[int] = set()
@@ -127,6 +129,8 @@ class LocalCluster:
                 "scheduler",
             )
             self._scheduler.start()
+            self._cache = ChildProcess(["cache", "--host", host, "--kvs", self.kvs_routing], self.workdir, "cache")
+            self.cache_address = json.loads(self._cache.start())["requests"]
             self._executors = [self._executor(tid) for tid in range(self.config.executors)]
             for executor in self._executors:
                 executor.start()
@@ -147,6 +151,8 @@ class LocalCluster:
                 self.config.host,
                 "--kvs",
                 self.kvs_routing,
+                "--cache",
+                self.cache_address,
                 "--report-period",
                 str(self.config.report_period),
             ],
@@ -187,7 +193,7 @@ class LocalCluster:
             executor.terminate()
         for executor in self._executors:
             executor.stop()
-        for child in (self._scheduler, self._kvs):
+        for child in (self._cache, self._scheduler, self._kvs):
             if child is not None:
                 child.stop()
         self._scratch.cleanup()

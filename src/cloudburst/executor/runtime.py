@@ -46,7 +46,7 @@ from cloudburst.executor.state import (
 )
 from cloudburst.executor.user_library import UserLibrary
 from cloudburst.keys import function_key
-from cloudburst.kvs.client import KvsClient
+from cloudburst.kvs.client import DataClient, KvsClient
 from cloudburst.lattices import LwwLattice
 from cloudburst.protocol import values
 from cloudburst.protocol.codec import StorableLattice
@@ -150,6 +150,7 @@ class FunctionRuntime:
         library: Passed as the first argument of every function.
         clock: Time source for reference deadlines.
         retry: Back-off between reads of referenced keys that do not exist yet.
+        data: Where referenced keys are read (the node cache); the KVS itself when ``None``.
     """
 
     def __init__(
@@ -158,11 +159,13 @@ class FunctionRuntime:
         kvs: KvsClient,
         library: UserLibrary,
         *,
+        data: DataClient | None = None,
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
         self._config = config
         self._kvs = kvs
+        self._data: DataClient = data or kvs
         self._library = library
         self._clock = clock or SystemClock()
         self._retry = retry or RetryPolicy()
@@ -370,7 +373,7 @@ class FunctionRuntime:
         while True:
             # A read near the deadline still gets a full attempt: a slow KVS is not a missing key.
             read_timeout = max(deadline - self._clock.now(), self._retry.attempt_timeout)
-            answers = self._kvs.get_many(missing, timeout=read_timeout)
+            answers = self._data.get_many(missing, timeout=read_timeout)
             found.update({key: lattice for key, lattice in answers.items() if lattice is not None})
             missing = [key for key in missing if key not in found]
             if not missing:

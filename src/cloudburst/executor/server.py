@@ -17,6 +17,7 @@ from pathlib import Path
 
 import zmq
 
+from cloudburst.cache.client import NodeCacheClient
 from cloudburst.clock import Clock, SystemClock, TimestampGenerator, writer_id_for
 from cloudburst.cluster.serve import serve_until_signalled
 from cloudburst.config import ExecutorConfig
@@ -44,7 +45,7 @@ from cloudburst.executor.state import (
     UnloadFunctionInstruction,
 )
 from cloudburst.executor.user_library import UserLibrary
-from cloudburst.kvs.client import KvsClient
+from cloudburst.kvs.client import DataClient, KvsClient
 from cloudburst.lattices import Lattice, LwwLattice, SetLattice
 from cloudburst.protocol import codec
 from cloudburst.protocol.runtime_messages import CallResult, DagTrigger, EncodedValue, ExecutorRequest
@@ -87,16 +88,22 @@ class ExecutorServer:
         self._control.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         self._push = PushSocketCache(self._context)
         self._kvs: KvsClient | None = None
+        self._cache: NodeCacheClient | None = None
         self._library: UserLibrary | None = None
         try:
             bind(self._control, config.host, config.ports.executor_control + config.tid)
             self._kvs = KvsClient(config.kvs_routing, host=config.host, timeout=config.kvs_timeout)
+            if config.cache_address:
+                # User data goes through the node's cache; function bodies and results go to the KVS directly
+                # (results are read once, elsewhere, and would only churn the cache).
+                self._cache = NodeCacheClient(config.cache_address, host=config.host, timeout=config.kvs_timeout)
+            data: DataClient = self._cache or self._kvs
             self._timestamps = TimestampGenerator(writer_id_for(f"{config.host}:{config.tid}"))
-            self._library = UserLibrary(config, self._kvs, self._context, self._push, self._timestamps)
+            self._library = UserLibrary(config, data, self._context, self._push, self._timestamps)
         except BaseException:
             self.close()
             raise
-        self.runtime = FunctionRuntime(config, self._kvs, self._library)
+        self.runtime = FunctionRuntime(config, self._kvs, self._library, data=data)
         self.state = ExecutorState(config, uuid.uuid4().hex)
 
     @property
@@ -146,6 +153,8 @@ class ExecutorServer:
         self._control.close()
         if self._kvs is not None:
             self._kvs.close()
+        if self._cache is not None:
+            self._cache.close()
         self._context.term()
 
     # -- the loop ----------------------------------------------------------------------------------------------

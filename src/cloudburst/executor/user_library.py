@@ -20,7 +20,7 @@ import zmq
 from cloudburst.clock import TimestampGenerator, writer_id_for
 from cloudburst.config import ExecutorConfig
 from cloudburst.errors import CloudburstError, TransportError
-from cloudburst.kvs.client import KvsClient
+from cloudburst.kvs.client import DataClient
 from cloudburst.lattices import Lattice
 from cloudburst.protocol import values
 from cloudburst.transport.zmq import PushSocketCache, bind
@@ -59,7 +59,7 @@ class UserLibrary:
     def __init__(
         self,
         config: ExecutorConfig,
-        kvs: KvsClient,
+        kvs: DataClient,
         context: zmq.Context[zmq.Socket[bytes]],
         push: PushSocketCache,
         timestamps: TimestampGenerator | None = None,

@@ -45,6 +45,26 @@ class _Response(Protocol):
 _R = TypeVar("_R", bound=_Response)
 
 
+class DataClient(Protocol):
+    """What code reading and writing user data needs: the KVS itself, or a node cache in front of it."""
+
+    def get(self, key: str, *, timeout: float | None = None) -> StorableLattice | None:
+        """The lattice under ``key``, or ``None``."""
+        ...
+
+    def get_many(self, keys: Iterable[str], *, timeout: float | None = None) -> dict[str, StorableLattice | None]:
+        """The lattices under ``keys`` (``None`` for missing ones)."""
+        ...
+
+    def put(self, key: str, lattice: Lattice, *, timeout: float | None = None) -> None:
+        """Merges ``lattice`` into ``key``."""
+        ...
+
+    def put_many(self, items: Mapping[str, Lattice], *, timeout: float | None = None) -> None:
+        """Merges several keys."""
+        ...
+
+
 class KvsClient:
     """A blocking client of one KVS deployment. Safe to share between threads (calls are serialized).
 
