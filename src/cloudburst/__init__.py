@@ -57,15 +57,16 @@ def connect(scheduler: str = "127.0.0.1", *, host: str = "127.0.0.1", timeout: f
     return Connection(scheduler, host=host, timeout=timeout)
 
 
-def local(executors: int = 3, data_dir: Path | None = None, host: str | None = None) -> LocalSession:
+def local(executors: int = 3, data_dir: Path | None = None, host: str | None = None, nodes: int = 1) -> LocalSession:
     """A throwaway cluster on this machine, as a context manager yielding a :class:`Connection`.
 
     Args:
-        executors: Executor processes.
+        executors: Executor processes per node.
         data_dir: Keep the data here; by default it is thrown away with the cluster.
         host: The loopback address to bind; a random one by default, so it never clashes with other clusters.
+        nodes: Nodes (each a cache and its executors) on consecutive loopback addresses from ``host``.
     """
-    return LocalSession(executors=executors, data_dir=data_dir, host=host)
+    return LocalSession(executors=executors, data_dir=data_dir, host=host, nodes=nodes)
 
 
 __all__ = [

@@ -70,6 +70,7 @@ def up(args: argparse.Namespace) -> int:
     config = ClusterConfig(
         host=args.host,
         executors=args.executors,
+        nodes=args.nodes,
         data_dir=None if args.in_memory else args.data_dir,
         report_period=args.report_period,
     )
@@ -82,7 +83,11 @@ def up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    print(f"Starting a cluster on {args.host}: KVS, scheduler, {args.executors} executors ...", flush=True)
+    print(
+        f"Starting a cluster on {args.host}: KVS, scheduler, {args.nodes} node(s) of a cache and "
+        f"{args.executors} executors ...",
+        flush=True,
+    )
     try:
         cluster.start()
         write_state(_state_path(args.data_dir), cluster, os.getpid())
@@ -106,6 +111,7 @@ def _up_detached(args: argparse.Namespace) -> int:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = args.data_dir / "cluster.log"
     command = [sys.executable, "-m", "cloudburst", "up", "--host", args.host, "--executors", str(args.executors)]
+    command += ["--nodes", str(args.nodes)]
     command += ["--data-dir", str(args.data_dir), "--report-period", str(args.report_period)]
     command += ["--in-memory"] if args.in_memory else []
     with open(log_path, "ab") as log:

@@ -7,6 +7,7 @@ ports side by side.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import random
@@ -26,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 def random_loopback_host() -> str:
     """A random address in 127.0.0.0/8 (other than 127.0.0.1), where the standard ports are almost surely free."""
-    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+    # The last octet leaves room for the following addresses of a multi-node cluster.
+    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 200)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +36,10 @@ class ClusterConfig:
     """What a local cluster runs.
 
     Attributes:
-        host: The address every role binds.
-        executors: Executor processes.
+        host: The first node's address; the KVS and the scheduler bind it too.
+        executors: Executor processes per node.
+        nodes: Nodes, each a cache and its executors on its own address: ``host``, then the next addresses
+            (127.0.0.2, 127.0.0.3, ... for a host of 127.0.0.2), which is how multi-node behaviour runs on one machine.
         data_dir: State directory (the KVS data lives under it); ``None`` keeps data in memory.
         report_period: Executors' and the scheduler's report period, in seconds.
         max_restarts: Restarts of one executor allowed within ``restart_window`` seconds before the supervisor
@@ -45,6 +49,7 @@ class ClusterConfig:
 
     host: str = "127.0.0.1"
     executors: int = 3
+    nodes: int = 1
     data_dir: Path | None = DEFAULT_DATA_DIR
     report_period: float = 5.0
     max_restarts: int = 5
@@ -53,6 +58,22 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.executors <= MAX_EXECUTORS_PER_NODE:
             raise ConfigError(f"executors must be in 1..{MAX_EXECUTORS_PER_NODE}, not {self.executors}")
+        if self.nodes < 1:
+            raise ConfigError(f"nodes must be at least 1, not {self.nodes}")
+        if self.nodes > 1:
+            try:
+                address = ipaddress.IPv4Address(self.host)
+            except ValueError:
+                raise ConfigError(f"a cluster of {self.nodes} nodes needs an IPv4 host, not {self.host!r}") from None
+            if int(address) % 256 + self.nodes - 1 > 254:
+                raise ConfigError(f"{self.nodes} nodes from {self.host} would run past the end of its /24")
+
+    def node_hosts(self) -> list[str]:
+        """Each node's address, the first being ``host``."""
+        if self.nodes == 1:
+            return [self.host]
+        first = ipaddress.IPv4Address(self.host)
+        return [str(first + offset) for offset in range(self.nodes)]
 
 
 class RestartBudget:
@@ -86,10 +107,12 @@ class LocalCluster:
         self.kvs_routing = ""
         self._kvs: ChildProcess | None = None
         self._scheduler: ChildProcess | None = None
-        self._cache: ChildProcess | None = None
-        self.cache_address = ""
+        self._caches: list[ChildProcess] = []
+        #: Each node's cache request endpoint, by node address.
+        self.cache_addresses: dict[str, str] = {}
         self._executors: list[ChildProcess] = []
-        self._budgets = [RestartBudget(config.max_restarts, config.restart_window) for _ in range(config.executors)]
+        count = config.executors * config.nodes
+        self._budgets = [RestartBudget(config.max_restarts, config.restart_window) for _ in range(count)]
         self._given_up: set[int] = set()
 
     @property
@@ -129,22 +152,34 @@ class LocalCluster:
                 "scheduler",
             )
             self._scheduler.start()
-            self._cache = ChildProcess(["cache", "--host", host, "--kvs", self.kvs_routing], self.workdir, "cache")
-            self.cache_address = json.loads(self._cache.start())["requests"]
-            self._executors = [self._executor(tid) for tid in range(self.config.executors)]
+            for node in self.config.node_hosts():
+                cache = ChildProcess(
+                    ["cache", "--host", node, "--kvs", self.kvs_routing], self.workdir, f"cache@{node}"
+                )
+                self._caches.append(cache)
+                self.cache_addresses[node] = json.loads(cache.start())["requests"]
+            self._executors = [
+                self._executor(node, tid) for node in self.config.node_hosts() for tid in range(self.config.executors)
+            ]
             for executor in self._executors:
                 executor.start()
         except BaseException:
             self.stop()
             raise
-        logger.info("cluster up on %s: %d executors, KVS %s", host, self.config.executors, self.kvs_routing)
+        logger.info(
+            "cluster up: %d node(s) from %s, %d executors each, KVS %s",
+            self.config.nodes,
+            host,
+            self.config.executors,
+            self.kvs_routing,
+        )
 
-    def _executor(self, tid: int) -> ChildProcess:
+    def _executor(self, node: str, tid: int) -> ChildProcess:
         return ChildProcess(
             [
                 "executor",
                 "--host",
-                self.config.host,
+                node,
                 "--tid",
                 str(tid),
                 "--scheduler",
@@ -152,39 +187,39 @@ class LocalCluster:
                 "--kvs",
                 self.kvs_routing,
                 "--cache",
-                self.cache_address,
+                self.cache_addresses[node],
                 "--report-period",
                 str(self.config.report_period),
             ],
             self.workdir,
-            f"executor-{tid}",
+            f"executor-{tid}@{node}",
         )
 
     def supervise(self, now: float | None = None) -> list[int]:
         """Restarts executors that exited; call it periodically.
 
         Returns:
-            The tids restarted now.
+            The indexes (as in :meth:`executor_pids`) of the executors restarted now.
         """
         now = time.monotonic() if now is None else now
         restarted = []
-        for tid, executor in enumerate(self._executors):
+        for index, executor in enumerate(self._executors):
             code = executor.exit_code()
             # Exit code 0 is a finished departure (a drain), not a crash: it is not undone.
-            if code is None or code == 0 or tid in self._given_up:
+            if code is None or code == 0 or index in self._given_up:
                 continue
-            if not self._budgets[tid].allow(now):
-                self._given_up.add(tid)
-                logger.error("executor %d keeps crashing (exit code %s); not restarting it again", tid, code)
+            if not self._budgets[index].allow(now):
+                self._given_up.add(index)
+                logger.error("%s keeps crashing (exit code %s); not restarting it again", executor.name, code)
                 continue
-            logger.warning("executor %d exited with code %s; restarting it", tid, code)
+            logger.warning("%s exited with code %s; restarting it", executor.name, code)
             executor.stop()
             executor.start()
-            restarted.append(tid)
+            restarted.append(index)
         return restarted
 
     def executor_pids(self) -> list[int]:
-        """The executors' process ids, by tid."""
+        """The executors' process ids, node by node, then by tid."""
         return [executor.pid for executor in self._executors]
 
     def stop(self) -> None:
@@ -193,7 +228,7 @@ class LocalCluster:
             executor.terminate()
         for executor in self._executors:
             executor.stop()
-        for child in (self._cache, self._scheduler, self._kvs):
+        for child in (*self._caches, self._scheduler, self._kvs):
             if child is not None:
                 child.stop()
         self._scratch.cleanup()
@@ -209,6 +244,7 @@ class LocalCluster:
             "scheduler": self.scheduler,
             "kvs": self.kvs_routing,
             "executors": self.config.executors,
+            "nodes": self.config.node_hosts(),
             "data_dir": str(self.config.data_dir) if self.config.data_dir else None,
         }
 
@@ -217,19 +253,26 @@ class LocalSession:
     """``cloudburst.local()``: a throwaway cluster on its own loopback address, yielding a connection.
 
     Args:
-        executors: Executor processes.
+        executors: Executor processes per node.
         data_dir: Keep state here; by default the data is thrown away with the cluster.
         host: The address to bind; a random loopback address by default, so it never clashes.
         report_period: Report period of the roles, in seconds.
+        nodes: Nodes, each with its own cache and executors, on consecutive loopback addresses.
     """
 
     def __init__(
-        self, executors: int = 3, data_dir: Path | None = None, host: str | None = None, report_period: float = 1.0
+        self,
+        executors: int = 3,
+        data_dir: Path | None = None,
+        host: str | None = None,
+        report_period: float = 1.0,
+        nodes: int = 1,
     ) -> None:
         self.cluster = LocalCluster(
             ClusterConfig(
                 host=host or random_loopback_host(),
                 executors=executors,
+                nodes=nodes,
                 data_dir=data_dir,
                 report_period=report_period,
             )
