@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from benchmarks import kvs_latency, runtime_latency
+from benchmarks import kvs_latency, runtime_latency, visibility
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     runtime = workloads.add_parser("runtime", help="function call, DAG and throughput against bare pyzmq floors")
     runtime_latency.add_arguments(runtime)
     runtime.set_defaults(run=runtime_latency.main)
+    cross_node = workloads.add_parser("visibility", help="how soon a write on one node is read on another")
+    visibility.add_arguments(cross_node)
+    cross_node.set_defaults(run=visibility.main)
     args = parser.parse_args(argv)
     # A terminated benchmark unwinds like an interrupted one, so its server processes are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
