@@ -35,7 +35,10 @@ def _latency(operation: Callable[[], object], count: int) -> tuple[float, float]
 
 def run_demo(operations: int) -> int:
     """Runs the demo; returns the exit code (non-zero if any check failed)."""
-    print("Starting a local cluster (KVS, scheduler, 3 executors) on a private loopback address ...", flush=True)
+    print(
+        "Starting a local cluster (KVS, scheduler, node cache, 3 executors) on a private loopback address ...",
+        flush=True,
+    )
     started = time.perf_counter()
     with LocalSession(executors=3) as cb:
         print(f"  ready in {time.perf_counter() - started:.1f} s", flush=True)
