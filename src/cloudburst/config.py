@@ -141,6 +141,8 @@ class ExecutorConfig:
         kvs_timeout: Default deadline of the user library's KVS calls.
         cache_address: The node cache's request endpoint; user data is read and written through it. ``None``:
             straight to the KVS.
+        cache_invalidations: The node cache's invalidation endpoint; with it, the executor keeps its own copies
+            of what it reads (a repeated read is a dictionary lookup).
     """
 
     host: str = "127.0.0.1"
@@ -155,6 +157,7 @@ class ExecutorConfig:
     dedup_ttl: float = 10.0
     kvs_timeout: float = 10.0
     cache_address: str | None = None
+    cache_invalidations: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.tid < MAX_EXECUTORS_PER_NODE:

@@ -205,3 +205,19 @@ def test_async_variants(cb):
         return one, two, three
 
     assert asyncio.run(main()) == (6, 9, 12)
+
+
+def test_writes_from_outside_reach_an_executor_that_read_the_key_before(cb):
+    def read_until(lib, key, expected):
+        give_up = time.monotonic() + 10
+        while (value := lib.get(key)) != expected:
+            if time.monotonic() > give_up:
+                return value
+            time.sleep(0.002)
+        return value
+
+    reader = cb.register(read_until, "rt_read_until")
+    cb.put_object("rt/coherent", "old")
+    assert reader("rt/coherent", "old").result(timeout=30) == "old"
+    cb.put_object("rt/coherent", "new")  # straight to the KVS: the KVS push and the cache's invalidation carry it
+    assert reader("rt/coherent", "new").result(timeout=30) == "new"

@@ -11,9 +11,11 @@ of serializing the node's misses. The state already shares one fetch among concu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +58,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_REQUEST_PORT = 7160
 #: Where the KVS pushes updates of cached keys; the KVS assumes this port.
 DEFAULT_UPDATE_PORT = 7150
+#: Where the cache publishes the keys whose value may have changed, so executors drop their local copies.
+DEFAULT_INVALIDATION_PORT = 7170
 #: Messages taken from one socket per turn, so neither executors nor pushes can starve the other.
 MAX_BATCH = 256
 #: Largest message accepted, so garbage cannot exhaust memory.
@@ -100,6 +104,7 @@ class CacheServer:
         *,
         request_port: int = DEFAULT_REQUEST_PORT,
         update_port: int = DEFAULT_UPDATE_PORT,
+        invalidation_port: int = DEFAULT_INVALIDATION_PORT,
         config: CacheConfig | None = None,
         clock: Clock | None = None,
         kvs_timeout: float = DEFAULT_KVS_TIMEOUT,
@@ -117,12 +122,19 @@ class CacheServer:
         self._closed = False
         self._requests = self._pull_socket()
         self._updates = self._pull_socket()
+        self._invalidations = self._context.socket(zmq.PUB)
+        self._invalidations.setsockopt(zmq.LINGER, 0)
+        self._invalidation_sequence = 0
+        self._reported: frozenset[str] = frozenset()
         try:
             self.request_address = f"tcp://{node_ip}:{bind(self._requests, node_ip, request_port)}"
             self.update_address = f"tcp://{node_ip}:{bind(self._updates, node_ip, update_port)}"
+            port = bind(self._invalidations, node_ip, invalidation_port)
+            self.invalidation_address = f"tcp://{node_ip}:{port}"
         except TransportError:
             self._requests.close()
             self._updates.close()
+            self._invalidations.close()
             self._replies.close()
             self._context.term()
             raise
@@ -144,7 +156,13 @@ class CacheServer:
 
     def ready_info(self) -> str:
         """The bound addresses, for the ready file a supervisor waits for."""
-        return json.dumps({"requests": self.request_address, "updates": self.update_address})
+        return json.dumps(
+            {
+                "requests": self.request_address,
+                "updates": self.update_address,
+                "invalidations": self.invalidation_address,
+            }
+        )
 
     def stop(self) -> None:
         """Asks :meth:`serve_forever` to return; safe from a signal handler or another thread."""
@@ -169,6 +187,7 @@ class CacheServer:
             if now - self._last_tick >= TICK_INTERVAL:
                 self._last_tick = now
                 self._feed(CacheTickEvent())
+                self._publish(())  # a heartbeat: subscribers learn the sequence and that nothing was lost
 
     def close(self) -> None:
         """Closes sockets and the KVS client; idempotent."""
@@ -179,6 +198,7 @@ class CacheServer:
         self._replies.close()
         self._requests.close()
         self._updates.close()
+        self._invalidations.close()
         self._context.term()
 
     # -- input -------------------------------------------------------------------------------------------------
@@ -204,6 +224,7 @@ class CacheServer:
                 continue
             for item in request.tuples:
                 self._feed(CachePushEvent(item.key, item.lattice_type, item.payload))
+            self._publish(item.key for item in request.tuples)
 
     def _serve_requests(self) -> None:
         for data in self._drain(self._requests):
@@ -246,6 +267,7 @@ class CacheServer:
             internal = self._new_id()
             self._pending[internal] = (pending, index)
             self._feed(CachePutEvent(internal, item.key, item.lattice_type, item.payload))
+        self._publish(item.key for item in request.tuples)
 
     def _new_id(self) -> str:
         self._next_id += 1
@@ -306,7 +328,25 @@ class CacheServer:
             return CacheWriteDoneEvent(instruction.write_id, AnnaError.TIMEOUT, str(error))
         return CacheWriteDoneEvent(instruction.write_id, AnnaError.NO_ERROR)
 
+    def _publish(self, keys: Iterable[str]) -> None:
+        """Tells the node's executors which keys may have changed: ``[sequence, key, key, ...]``.
+
+        Executors keep local copies of what they read and drop these keys; a gap in the sequence (a slow
+        subscriber's messages dropped) makes them drop everything, so a lost message never leaves a stale copy.
+        """
+        self._invalidation_sequence += 1
+        frames = [self._invalidation_sequence.to_bytes(8, "big"), *(key.encode() for key in keys)]
+        # When no subscriber keeps up the message is dropped; the sequence gap tells them.
+        with contextlib.suppress(zmq.Again):
+            self._invalidations.send_multipart(frames, zmq.NOBLOCK)
+
     def _report(self, instruction: CacheReportInstruction) -> None:
+        # Keys this cache no longer holds stop receiving KVS pushes, so executors must not keep copies of them.
+        current = frozenset(instruction.keys)
+        dropped = self._reported - current
+        self._reported = current
+        if dropped:
+            self._publish(dropped)
         lattice = LwwLattice(self._timestamps(), codec.encode_string_set(instruction.keys))
         try:
             self._kvs.put(instruction.report_key, lattice)

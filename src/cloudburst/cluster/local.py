@@ -110,6 +110,7 @@ class LocalCluster:
         self._caches: list[ChildProcess] = []
         #: Each node's cache request endpoint, by node address.
         self.cache_addresses: dict[str, str] = {}
+        self._cache_invalidations: dict[str, str] = {}
         self._executors: list[ChildProcess] = []
         count = config.executors * config.nodes
         self._budgets = [RestartBudget(config.max_restarts, config.restart_window) for _ in range(count)]
@@ -157,7 +158,9 @@ class LocalCluster:
                     ["cache", "--host", node, "--kvs", self.kvs_routing], self.workdir, f"cache@{node}"
                 )
                 self._caches.append(cache)
-                self.cache_addresses[node] = json.loads(cache.start())["requests"]
+                ready = json.loads(cache.start())
+                self.cache_addresses[node] = ready["requests"]
+                self._cache_invalidations[node] = ready["invalidations"]
             self._executors = [
                 self._executor(node, tid) for node in self.config.node_hosts() for tid in range(self.config.executors)
             ]
@@ -188,6 +191,8 @@ class LocalCluster:
                 self.kvs_routing,
                 "--cache",
                 self.cache_addresses[node],
+                "--cache-invalidations",
+                self._cache_invalidations[node],
                 "--report-period",
                 str(self.config.report_period),
             ],

@@ -22,6 +22,7 @@ from cloudburst.clock import Clock, SystemClock, TimestampGenerator, writer_id_f
 from cloudburst.cluster.serve import serve_until_signalled
 from cloudburst.config import ExecutorConfig
 from cloudburst.errors import CloudburstError, DecodeError
+from cloudburst.executor.local_tier import LocalReadTier
 from cloudburst.executor.runtime import FunctionRuntime
 from cloudburst.executor.state import (
     DagRunDoneEvent,
@@ -89,6 +90,7 @@ class ExecutorServer:
         self._push = PushSocketCache(self._context)
         self._kvs: KvsClient | None = None
         self._cache: NodeCacheClient | None = None
+        self._local_tier: LocalReadTier | None = None
         self._library: UserLibrary | None = None
         try:
             bind(self._control, config.host, config.ports.executor_control + config.tid)
@@ -98,6 +100,9 @@ class ExecutorServer:
                 # (results are read once, elsewhere, and would only churn the cache).
                 self._cache = NodeCacheClient(config.cache_address, host=config.host, timeout=config.kvs_timeout)
             data: DataClient = self._cache or self._kvs
+            if self._cache is not None and config.cache_invalidations:
+                self._local_tier = LocalReadTier(self._cache, config.cache_invalidations, self._context)
+                data = self._local_tier
             self._timestamps = TimestampGenerator(writer_id_for(f"{config.host}:{config.tid}"))
             self._library = UserLibrary(config, data, self._context, self._push, self._timestamps)
         except BaseException:
@@ -153,6 +158,8 @@ class ExecutorServer:
         self._control.close()
         if self._kvs is not None:
             self._kvs.close()
+        if self._local_tier is not None:
+            self._local_tier.close()
         if self._cache is not None:
             self._cache.close()
         self._context.term()
