@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from benchmarks import kvs_latency, runtime_latency, visibility
+from benchmarks import kvs_latency, locality, runtime_latency, visibility
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     cross_node = workloads.add_parser("visibility", help="how soon a write on one node is read on another")
     visibility.add_arguments(cross_node)
     cross_node.set_defaults(run=visibility.main)
+    near_data = workloads.add_parser("locality", help="a function over 10 x 8 MB arrays, cached vs uncached")
+    locality.add_arguments(near_data)
+    near_data.set_defaults(run=locality.main)
     args = parser.parse_args(argv)
     # A terminated benchmark unwinds like an interrupted one, so its server processes are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
