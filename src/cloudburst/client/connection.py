@@ -75,10 +75,10 @@ def _ship_module_by_value(definition: object) -> None:
     path = getattr(module, "__file__", None)
     if module is None or path is None or module_name in ("__main__", None) or module_name.startswith("cloudburst."):
         return
-    installed = (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], sysconfig.get_paths()["stdlib"])
-    if not Path(path).resolve().is_relative_to(Path(sys.prefix).resolve()) and not any(
-        Path(path).resolve().is_relative_to(Path(root).resolve()) for root in installed
-    ):
+    paths = sysconfig.get_paths()
+    roots = (sys.prefix, sys.base_prefix, paths["purelib"], paths["platlib"], paths["stdlib"])
+    resolved = Path(path).resolve()
+    if not any(resolved.is_relative_to(Path(root).resolve()) for root in roots):
         cloudpickle.register_pickle_by_value(module)
 
 
