@@ -50,7 +50,7 @@ from cloudburst.protocol.messages import AnnaError, KeyRequest, KeyResponse, Key
 from cloudburst.retry import RetryPolicy
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
-from cloudburst.transport.zmq import PushSocketCache, bind
+from cloudburst.transport.zmq import PushSocketCache, bind, drain
 
 logger = logging.getLogger(__name__)
 
@@ -203,17 +203,8 @@ class CacheServer:
 
     # -- input -------------------------------------------------------------------------------------------------
 
-    def _drain(self, socket: zmq.Socket[bytes]) -> list[bytes]:
-        messages = []
-        for _ in range(MAX_BATCH):
-            try:
-                messages.append(socket.recv(zmq.NOBLOCK))
-            except zmq.Again:
-                break
-        return messages
-
     def _serve_updates(self) -> None:
-        for data in self._drain(self._updates):
+        for data in drain(self._updates, MAX_BATCH):
             try:
                 request = codec.decode_key_request(data)
             except DecodeError as error:
@@ -227,7 +218,7 @@ class CacheServer:
             self._publish(item.key for item in request.tuples)
 
     def _serve_requests(self) -> None:
-        for data in self._drain(self._requests):
+        for data in drain(self._requests, MAX_BATCH):
             try:
                 request = codec.decode_key_request(data)
             except DecodeError as error:

@@ -52,7 +52,7 @@ from cloudburst.protocol import codec
 from cloudburst.protocol.runtime_messages import CallResult, DagTrigger, EncodedValue, ExecutorRequest
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
-from cloudburst.transport.zmq import PushSocketCache, bind
+from cloudburst.transport.zmq import PushSocketCache, bind, drain
 
 logger = logging.getLogger(__name__)
 
@@ -168,11 +168,7 @@ class ExecutorServer:
 
     def _drain(self) -> list[ExecutorRequest]:
         requests: list[ExecutorRequest] = []
-        for _ in range(MAX_TURN):
-            try:
-                data = self._control.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
+        for data in drain(self._control, MAX_TURN):
             try:
                 requests.append(codec.decode_executor_request(data))
             except DecodeError as error:

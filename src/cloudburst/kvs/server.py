@@ -23,7 +23,7 @@ from cloudburst.protocol import codec
 from cloudburst.protocol.messages import KeyRequest, RequestType
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
-from cloudburst.transport.zmq import PushSocketCache, bind
+from cloudburst.transport.zmq import PushSocketCache, bind, drain
 
 logger = logging.getLogger(__name__)
 
@@ -137,15 +137,6 @@ class KvsServer:
         self._context.term()
         self._engine.close()
 
-    def _drain(self, socket: zmq.Socket[bytes]) -> list[bytes]:
-        messages = []
-        for _ in range(MAX_BATCH):
-            try:
-                messages.append(socket.recv(zmq.NOBLOCK))
-            except zmq.Again:
-                break
-        return messages
-
     def _reply(self, where: str, address: str, payload: bytes) -> None:
         if not address:
             return
@@ -155,7 +146,7 @@ class KvsServer:
             self._rejected(where, str(error))
 
     def _serve_routing(self) -> None:
-        for data in self._drain(self._routing):
+        for data in drain(self._routing, MAX_BATCH):
             try:
                 request = codec.decode_key_address_request(data)
             except DecodeError as error:
@@ -167,7 +158,7 @@ class KvsServer:
     def _serve_storage(self, tid: int, socket: zmq.Socket[bytes]) -> None:
         where = f"storage thread {tid}"
         requests: list[KeyRequest] = []
-        for data in self._drain(socket):
+        for data in drain(socket, MAX_BATCH):
             try:
                 request = codec.decode_key_request(data)
             except DecodeError as error:

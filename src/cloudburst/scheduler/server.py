@@ -60,7 +60,7 @@ from cloudburst.scheduler.state import (
 )
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
-from cloudburst.transport.zmq import PushSocketCache, bind
+from cloudburst.transport.zmq import PushSocketCache, bind, drain, drain_multipart
 
 logger = logging.getLogger(__name__)
 
@@ -256,11 +256,7 @@ class SchedulerServer:
     # -- the loop ----------------------------------------------------------------------------------------------
 
     def _serve_router(self, socket: zmq.Socket[bytes], port: _PublicPort) -> None:
-        for _ in range(MAX_BATCH):
-            try:
-                frames = socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for frames in drain_multipart(socket, MAX_BATCH):
             envelope, body = _split_envelope(frames)
             self._next_request += 1
             request_id = self._next_request
@@ -277,11 +273,7 @@ class SchedulerServer:
             self._feed(event)
 
     def _serve_internal(self) -> None:
-        for _ in range(MAX_BATCH):
-            try:
-                data = self._internal.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for data in drain(self._internal, MAX_BATCH):
             try:
                 message = codec.decode_scheduler_message(data)
             except DecodeError as error:

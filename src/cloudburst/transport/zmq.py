@@ -35,6 +35,32 @@ def bind(socket: zmq.Socket[bytes], host: str, port: int) -> int:
     return port
 
 
+def drain(socket: zmq.Socket[bytes], limit: int) -> list[bytes]:
+    """Takes up to ``limit`` waiting messages without blocking.
+
+    Servers drain in turns: enough per turn to batch bursts, a bound so that one busy socket cannot starve the
+    others on the same loop.
+    """
+    messages = []
+    for _ in range(limit):
+        try:
+            messages.append(socket.recv(zmq.NOBLOCK))
+        except zmq.Again:
+            break
+    return messages
+
+
+def drain_multipart(socket: zmq.Socket[bytes], limit: int) -> list[list[bytes]]:
+    """Like :func:`drain`, for sockets whose messages have several frames (ROUTER envelopes)."""
+    messages = []
+    for _ in range(limit):
+        try:
+            messages.append(socket.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            break
+    return messages
+
+
 class PushSocketCache:
     """Connected PUSH sockets by destination, least recently used evicted past ``capacity``.
 
