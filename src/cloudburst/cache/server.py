@@ -50,7 +50,7 @@ from cloudburst.protocol.messages import AnnaError, KeyRequest, KeyResponse, Key
 from cloudburst.retry import RetryPolicy
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
-from cloudburst.transport.zmq import PushSocketCache, bind, drain
+from cloudburst.transport.zmq import PushSocketCache, bind, drain, pull_socket
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +120,8 @@ class CacheServer:
         self._rejected = RejectLog()
         self._stopping = False
         self._closed = False
-        self._requests = self._pull_socket()
-        self._updates = self._pull_socket()
+        self._requests = pull_socket(self._context, MAX_MESSAGE_BYTES)
+        self._updates = pull_socket(self._context, MAX_MESSAGE_BYTES)
         self._invalidations = self._context.socket(zmq.PUB)
         self._invalidations.setsockopt(zmq.LINGER, 0)
         self._invalidation_sequence = 0
@@ -142,12 +142,6 @@ class CacheServer:
         self._pending: dict[str, tuple[_PendingReply, int]] = {}
         self._next_id = 0
         self._last_tick = self._clock.now()
-
-    def _pull_socket(self) -> zmq.Socket[bytes]:
-        socket = self._context.socket(zmq.PULL)
-        socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        socket.setsockopt(zmq.LINGER, 0)
-        return socket
 
     @property
     def rejected_messages(self) -> int:

@@ -52,7 +52,7 @@ from cloudburst.protocol import codec
 from cloudburst.protocol.runtime_messages import CallResult, DagTrigger, EncodedValue, ExecutorRequest
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
-from cloudburst.transport.zmq import PushSocketCache, bind, drain
+from cloudburst.transport.zmq import PushSocketCache, bind, drain, pull_socket
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +84,7 @@ class ExecutorServer:
         self._reply_gate = ReplyGate(ReplyPolicy.for_bind_host(config.host))
         self._stopping = False
         self.exit_code = 0
-        self._control = self._context.socket(zmq.PULL)
-        self._control.setsockopt(zmq.LINGER, 0)
-        self._control.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self._control = pull_socket(self._context, MAX_MESSAGE_BYTES)
         self._push = PushSocketCache(self._context)
         self._kvs: KvsClient | None = None
         self._cache: NodeCacheClient | None = None

@@ -23,7 +23,7 @@ from cloudburst.protocol import codec
 from cloudburst.protocol.messages import KeyRequest, RequestType
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
-from cloudburst.transport.zmq import PushSocketCache, bind, drain
+from cloudburst.transport.zmq import PushSocketCache, bind, drain, pull_socket
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +73,12 @@ class KvsServer:
         self._reply_gate = ReplyGate(ReplyPolicy.for_bind_host(config.host))
         self._rejected = RejectLog()
         self._stopping = False
-        self._routing = self._pull_socket()
+        self._routing = pull_socket(self._context, config.max_message_bytes)
         routing_port = bind(self._routing, config.host, config.routing_port)
         self._storage: list[zmq.Socket[bytes]] = []
         ports: list[int] = []
         for tid in range(config.threads):
-            socket = self._pull_socket()
+            socket = pull_socket(self._context, config.max_message_bytes)
             ports.append(bind(socket, config.host, config.storage_port + tid if config.storage_port else 0))
             self._storage.append(socket)
         host = config.advertise_host or config.host
@@ -93,12 +93,6 @@ class KvsServer:
             routing=f"tcp://{host}:{routing_port}",
             storage=tuple(self.state.topology.endpoint(tid) for tid in range(config.threads)),
         )
-
-    def _pull_socket(self) -> zmq.Socket[bytes]:
-        socket = self._context.socket(zmq.PULL)
-        socket.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
-        socket.setsockopt(zmq.LINGER, 0)
-        return socket
 
     @property
     def rejected_messages(self) -> int:

@@ -35,6 +35,15 @@ def bind(socket: zmq.Socket[bytes], host: str, port: int) -> int:
     return port
 
 
+def pull_socket(context: zmq.Context[zmq.Socket[bytes]], max_message_bytes: int) -> zmq.Socket[bytes]:
+    """A PULL socket for a server's input: oversized messages are refused by the transport, and closing it never
+    waits (a server's inbound queue holds nothing worth flushing)."""
+    socket = context.socket(zmq.PULL)
+    socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+    socket.setsockopt(zmq.LINGER, 0)
+    return socket
+
+
 def drain(socket: zmq.Socket[bytes], limit: int) -> list[bytes]:
     """Takes up to ``limit`` waiting messages without blocking.
 
