@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from benchmarks import kvs_latency, locality, runtime_latency, visibility
+from benchmarks import consistency, kvs_latency, locality, runtime_latency, visibility
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     near_data = workloads.add_parser("locality", help="a function over 10 x 8 MB arrays, cached vs uncached")
     locality.add_arguments(near_data)
     near_data.set_defaults(run=locality.main)
+    modes = workloads.add_parser("consistency", help="the same DAGs in NORMAL, SINGLE and MULTI")
+    consistency.add_arguments(modes)
+    modes.set_defaults(run=consistency.main)
     args = parser.parse_args(argv)
     # A terminated benchmark unwinds like an interrupted one, so its server processes are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

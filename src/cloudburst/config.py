@@ -143,6 +143,7 @@ class ExecutorConfig:
             straight to the KVS.
         cache_invalidations: The node cache's invalidation endpoint; with it, the executor keeps its own copies
             of what it reads (a repeated read is a dictionary lookup).
+        cache_causal: The node cache's causal-read endpoint; without it SINGLE and MULTI requests fail.
     """
 
     host: str = "127.0.0.1"
@@ -158,6 +159,7 @@ class ExecutorConfig:
     kvs_timeout: float = 10.0
     cache_address: str | None = None
     cache_invalidations: str | None = None
+    cache_causal: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.tid < MAX_EXECUTORS_PER_NODE:

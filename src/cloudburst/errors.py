@@ -123,6 +123,27 @@ class NoServers(KvsError):
     """The KVS routing tier knows no storage server for a key."""
 
 
+class CausalError(CloudburstError):
+    """A read or write in a causal consistency mode (SINGLE or MULTI) cannot be served as that mode promises."""
+
+
+class CausalModeUnavailable(CausalError):
+    """A causal read or write outside a causal call, or on an executor without a node cache."""
+
+
+class CausalConflict(CausalError):
+    """Under MULTI, every available version of a key depends on a newer version of a key the request already read.
+
+    Returning it would show the request an effect without its cause. Reads known in advance (references in the
+    DAG's arguments) are kept consistent from the request's first read, so this arises only for keys a function
+    reads that the DAG did not declare; retrying the request reads a newer snapshot.
+    """
+
+
+class SessionExpired(CausalError):
+    """A version kept for the request is gone (its cache restarted or the session outlived its time to live)."""
+
+
 class RemoteExecutionError(CloudburstError):
     """A user function raised; carries where it ran and the remote traceback.
 

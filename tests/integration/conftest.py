@@ -1,7 +1,9 @@
 import socket
+import threading
 
 import pytest
 
+from cloudburst.cluster.local import random_loopback_host
 from cloudburst.kvs.client import KvsClient
 from cloudburst.kvs.process import KvsProcess
 from cloudburst.retry import RetryPolicy
@@ -53,3 +55,42 @@ def fast_retry():
 def client(kvs_node, fast_retry):
     with KvsClient(kvs_node.routing, retry=fast_retry) as client:
         yield client
+
+
+@pytest.fixture
+def kvs_host():
+    """A private loopback address for a KVS node."""
+    return random_loopback_host()
+
+
+@pytest.fixture
+def node(kvs_host):
+    """An in-memory KVS node on its own loopback address."""
+    with KvsProcess(None, host=kvs_host) as node:
+        yield node
+
+
+@pytest.fixture
+def kvs(node, fast_retry):
+    """A client of :func:`node`."""
+    with KvsClient(node.routing, retry=fast_retry) as client:
+        yield client
+
+
+@pytest.fixture
+def serve_in_thread():
+    """Starts servers' loops in threads (``serve_in_thread(server)``); afterwards stops, joins and closes them."""
+    started = []
+
+    def start(server):
+        thread = threading.Thread(target=server.serve_forever, name=type(server).__name__, daemon=True)
+        thread.start()
+        started.append((server, thread))
+        return server
+
+    yield start
+    for server, thread in reversed(started):
+        server.stop()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        server.close()

@@ -4,7 +4,6 @@ The cache runs in a thread on its own loopback ip (the KVS pushes to ``<ip>:7150
 """
 
 import statistics
-import threading
 import time
 
 import pytest
@@ -16,8 +15,6 @@ from cloudburst.cache.state import CacheConfig
 from cloudburst.cluster.local import random_loopback_host
 from cloudburst.errors import LatticeTypeMismatch
 from cloudburst.keys import cache_key_set_key
-from cloudburst.kvs.client import KvsClient
-from cloudburst.kvs.process import KvsProcess
 from cloudburst.lattices import LwwLattice, SetLattice
 from cloudburst.protocol import codec
 from cloudburst.protocol.messages import KeyRequest, KeyTuple, RequestType
@@ -28,12 +25,6 @@ PUSH_WRITES = 200
 DEADLINE = 10.0
 
 
-def other_loopback_host(*taken):
-    while (host := random_loopback_host()) in taken:
-        pass
-    return host
-
-
 def wait_for(condition, what, timeout=DEADLINE):
     deadline = time.monotonic() + timeout
     while not condition():
@@ -42,38 +33,15 @@ def wait_for(condition, what, timeout=DEADLINE):
 
 
 @pytest.fixture
-def kvs_host():
-    return random_loopback_host()
-
-
-@pytest.fixture
-def node(kvs_host):
-    with KvsProcess(None, host=kvs_host) as node:
-        yield node
-
-
-@pytest.fixture
-def kvs(node, fast_retry):
-    with KvsClient(node.routing, retry=fast_retry) as client:
-        yield client
-
-
-@pytest.fixture
-def server(node, kvs_host, fast_retry):
+def server(node, kvs_host, fast_retry, serve_in_thread):
     server = CacheServer(
-        other_loopback_host(kvs_host),
+        random_loopback_host(kvs_host),
         node.routing,
         request_port=0,
         config=CacheConfig(validate=True),
         kvs_retry=fast_retry,
     )
-    thread = threading.Thread(target=server.serve_forever, name="cache", daemon=True)
-    thread.start()
-    yield server
-    server.stop()
-    thread.join(timeout=10)
-    assert not thread.is_alive()
-    server.close()
+    return serve_in_thread(server)
 
 
 @pytest.fixture

@@ -16,11 +16,11 @@ import zmq
 
 from cloudburst.clock import TimestampGenerator
 from cloudburst.config import ExecutorConfig
-from cloudburst.errors import DeadlineExceeded, FunctionNotFound, RemoteExecutionError
+from cloudburst.errors import CausalModeUnavailable, DeadlineExceeded, FunctionNotFound, RemoteExecutionError
 from cloudburst.executor.runtime import FunctionRuntime
 from cloudburst.executor.server import ExecutorServer
 from cloudburst.executor.state import DagRunItem, OutputForm, RunDagInstruction, RunFailed, RunSucceeded
-from cloudburst.executor.user_library import CausalModeUnavailable, UserLibrary
+from cloudburst.executor.user_library import UserLibrary
 from cloudburst.keys import function_key
 from cloudburst.kvs.client import KvsClient
 from cloudburst.kvs.process import KvsProcess
@@ -567,14 +567,14 @@ def test_sets_written_through_the_user_library_union(runtime):
     assert sorted(library.get(key)) == ["a", "b", "c"]
 
 
-def test_the_user_library_checks_message_destinations_and_marks_causal_calls_unavailable(runtime):
+def test_the_user_library_checks_message_destinations_and_refuses_causal_calls_outside_causal_requests(runtime):
     _, _, library = runtime
     assert library.getid() == (library.getid()[0], 0)
     with pytest.raises(TypeError, match="getid"):
         library.send("127.0.0.1", b"x")
     with pytest.raises(TypeError, match="bytes"):
         library.send(library.getid(), "text")
-    with pytest.raises(NotImplementedError, match="consistency issue"):
+    with pytest.raises(CausalModeUnavailable, match="causal_get"):
         library.causal_get("k")
     with pytest.raises(CausalModeUnavailable):
         library.causal_put("k", 1)

@@ -22,12 +22,6 @@ WRITES = 600
 PUSH_WAIT_MS = 10_000
 
 
-def other_loopback_host(*taken):
-    while (host := random_loopback_host()) in taken:
-        pass
-    return host
-
-
 class FakeCache:
     """The update port of a node cache: receives pushed KeyRequests."""
 
@@ -59,27 +53,10 @@ class FakeCache:
 
 
 @pytest.fixture
-def kvs_host():
-    return random_loopback_host()
-
-
-@pytest.fixture
 def cache(kvs_host):
-    cache = FakeCache(other_loopback_host(kvs_host))
+    cache = FakeCache(random_loopback_host(kvs_host))
     yield cache
     cache.close()
-
-
-@pytest.fixture
-def node(kvs_host):
-    with KvsProcess(None, host=kvs_host) as node:
-        yield node
-
-
-@pytest.fixture
-def kvs(node, fast_retry):
-    with KvsClient(node.routing, retry=fast_retry) as client:
-        yield client
 
 
 def test_every_write_of_a_subscribed_key_is_pushed_with_its_merged_value(kvs, cache):

@@ -1,5 +1,7 @@
 """The executor's pure state machine: events in, instructions out, no sockets, no clock, no user code."""
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -7,6 +9,7 @@ from hypothesis import strategies as st
 from cloudburst.config import ExecutorConfig
 from cloudburst.errors import FunctionNotFound, InvalidRequest, NotPinned, RemoteExecutionError
 from cloudburst.executor import state as state_module
+from cloudburst.executor.causal import SessionMetadata
 from cloudburst.executor.state import (
     DEPART_GRACE,
     MAX_BATCH,
@@ -30,7 +33,9 @@ from cloudburst.executor.state import (
     TickEvent,
     UnloadFunctionInstruction,
 )
+from cloudburst.lattices import VectorClock
 from cloudburst.protocol import codec, values
+from cloudburst.protocol.messages import ConsistencyType
 from cloudburst.protocol.runtime_messages import (
     BEGIN,
     CallResult,
@@ -47,6 +52,7 @@ from cloudburst.protocol.runtime_messages import (
     FunctionCall,
     FunctionReference,
     GenericResponse,
+    KeyVersion,
     Link,
     PinFunction,
     ResultDelivery,
@@ -779,3 +785,61 @@ def test_the_story_of_a_request_tells_what_happened_to_it():
         ("f", f"run {run.run_id}", 1.0),
         ("f", "delivered", 1.0),
     ]
+
+
+# -- causal requests ---------------------------------------------------------------------------------------------
+
+
+def test_a_causal_request_carries_its_session_and_hands_it_downstream():
+    chain3 = make_dag("chain3", ["f", "g", "h"], [("f", "g"), ("g", "h")])
+    harness = Harness()
+    harness.pin("f")
+    schedule = make_schedule(
+        chain3, "f", "r1", locations={"f": NODE, "g": OTHER, "h": OTHER}, consistency=ConsistencyType.MULTI
+    )
+    later_arguments = (values.encode("for g"),)
+    schedule = dataclasses.replace(schedule, arguments={"g": later_arguments})
+    run = only_run(harness.receive(schedule, make_trigger("r1", "f", BEGIN)))
+    (item,) = run.items
+    assert item.causal is not None
+    assert item.causal.session_id == "r1"
+    assert item.causal.consistency == ConsistencyType.MULTI
+    assert not item.causal.sink
+    # Downstream functions' fixed arguments travel along: their references form the future read set.
+    assert item.causal.future_arguments == (later_arguments, ())
+    kept = {"tcp://10.0.0.5:7250": (KeyVersion("k", VectorClock.of({"w": 1})),)}
+    floors = (KeyVersion("k", VectorClock.of({"w": 1})),)
+    out = harness.finish(run, RunSucceeded(arguments=(values.encode(1),), session=SessionMetadata(kept, floors)))
+    (send,) = sends(out)
+    assert dict(send.message.version_locations) == kept
+    assert send.message.dependencies == floors
+
+
+def test_fan_in_causal_triggers_join_their_sessions_and_the_sink_knows_its_output_key():
+    harness = Harness()
+    harness.pin("join")
+    schedule = make_schedule(FAN_IN, "join", "r1", consistency=ConsistencyType.SINGLE, output_key="out")
+    triggers = [
+        DagTrigger("r1", "join", source, (values.encode(n),), {}, (KeyVersion("k", VectorClock.of({source: 1})),))
+        for n, source in enumerate(("a", "b", "c"))
+    ]
+    run = only_run(harness.receive(schedule, *triggers))
+    (item,) = run.items
+    assert item.causal.sink
+    assert item.causal.output_key == "out"
+    assert item.causal.metadata == SessionMetadata({}, (KeyVersion("k", VectorClock.of({"a": 1, "b": 1, "c": 1})),))
+
+
+def test_causal_requests_never_batch_and_a_causally_stored_result_is_not_stored_again():
+    dag = make_dag("batched", ["f"], batching=["f"])
+    harness = Harness()
+    harness.pin("f", batching=True)
+    messages = []
+    for i in range(2):
+        schedule = make_schedule(dag, "f", f"r{i}", consistency=ConsistencyType.MULTI, output_key=f"out{i}")
+        messages += [schedule, make_trigger(f"r{i}", "f", BEGIN)]
+    out = harness.receive(*messages)
+    assert [len(run.items) for run in runs(out)] == [1, 1]
+    assert not any(run.batching for run in runs(out))
+    stored = RunSucceeded(result=EncodedResult(values.encode("x")), stored=True)
+    assert stores(harness.finish(runs(out)[0], stored)) == []

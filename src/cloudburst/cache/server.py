@@ -5,6 +5,9 @@ pushed to the request's ``response_address``), so one client implementation serv
 change of a key this cache reported holding to the update port (7150, where the KVS expects it). All decisions
 live in the state; this loop moves bytes and runs the KVS round trips the state asks for.
 
+Causal reads (SINGLE and MULTI) arrive on the causal port (7180) and reads and releases of the versions kept for a
+session on the session port (7250); the decisions are :mod:`cloudburst.cache.causal`'s, see docs/consistency.md.
+
 This first version performs KVS fetches and writes synchronously inside the loop: simple and correct, at the cost
 of serializing the node's misses. The state already shares one fetch among concurrent readers of a key.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +25,13 @@ from pathlib import Path
 
 import zmq
 
+from cloudburst.cache.causal import (
+    CausalCut,
+    KeptVersion,
+    SessionVersions,
+    SessionVersionsConfig,
+    satisfies,
+)
 from cloudburst.cache.state import (
     CacheConfig,
     CacheEvent,
@@ -44,9 +55,24 @@ from cloudburst.cluster.serve import serve_until_signalled
 from cloudburst.errors import CloudburstError, DecodeError, LatticeTypeMismatch, TransportError
 from cloudburst.kvs.client import KvsClient
 from cloudburst.kvs.engine import StoredValue
-from cloudburst.lattices import LwwLattice
+from cloudburst.lattices import LwwLattice, MultiKeyCausalLattice, VectorClock
 from cloudburst.protocol import codec
-from cloudburst.protocol.messages import AnnaError, KeyRequest, KeyResponse, KeyTuple, RequestType
+from cloudburst.protocol.causal_messages import (
+    CausalKeyResult,
+    CausalReadRequest,
+    CausalReadResponse,
+    SessionVersionResponse,
+)
+from cloudburst.protocol.messages import (
+    AnnaError,
+    ConsistencyType,
+    KeyRequest,
+    KeyResponse,
+    KeyTuple,
+    LatticeType,
+    RequestType,
+)
+from cloudburst.protocol.runtime_messages import KeyVersion
 from cloudburst.retry import RetryPolicy
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
@@ -60,6 +86,10 @@ DEFAULT_REQUEST_PORT = 7160
 DEFAULT_UPDATE_PORT = 7150
 #: Where the cache publishes the keys whose value may have changed, so executors drop their local copies.
 DEFAULT_INVALIDATION_PORT = 7170
+#: Where executors send causal reads (``CausalRequest``).
+DEFAULT_CAUSAL_PORT = 7180
+#: Where any executor reads or releases the versions kept for a session (the original's ``KeyVersionRequest`` port).
+DEFAULT_SESSION_PORT = 7250
 #: Messages taken from one socket per turn, so neither executors nor pushes can starve the other.
 MAX_BATCH = 256
 #: Largest message accepted, so garbage cannot exhaust memory.
@@ -68,6 +98,8 @@ MAX_MESSAGE_BYTES = 64 * 2**20
 TICK_INTERVAL = 0.05
 #: Seconds one KVS round trip may block the loop before the affected keys are answered ``TIMEOUT``.
 DEFAULT_KVS_TIMEOUT = 2.0
+#: Seconds to wait before re-reading a key the KVS does not yet hold recent enough for a causal read.
+CAUSAL_REREAD_PAUSE = 0.001
 
 
 @dataclass(slots=True)
@@ -105,7 +137,10 @@ class CacheServer:
         request_port: int = DEFAULT_REQUEST_PORT,
         update_port: int = DEFAULT_UPDATE_PORT,
         invalidation_port: int = DEFAULT_INVALIDATION_PORT,
+        causal_port: int = DEFAULT_CAUSAL_PORT,
+        session_port: int = DEFAULT_SESSION_PORT,
         config: CacheConfig | None = None,
+        sessions: SessionVersionsConfig | None = None,
         clock: Clock | None = None,
         kvs_timeout: float = DEFAULT_KVS_TIMEOUT,
         kvs_retry: RetryPolicy | None = None,
@@ -122,6 +157,12 @@ class CacheServer:
         self._closed = False
         self._requests = pull_socket(self._context, MAX_MESSAGE_BYTES)
         self._updates = pull_socket(self._context, MAX_MESSAGE_BYTES)
+        self._causal = pull_socket(self._context, MAX_MESSAGE_BYTES)
+        self._session_requests = pull_socket(self._context, MAX_MESSAGE_BYTES)
+        self.sessions = SessionVersions(sessions)
+        self.cut = CausalCut()
+        #: Joined clocks of values just read from the KVS (complete up to them), until admitted to the cut.
+        self._complete: dict[str, VectorClock] = {}
         self._invalidations = self._context.socket(zmq.PUB)
         self._invalidations.setsockopt(zmq.LINGER, 0)
         self._invalidation_sequence = 0
@@ -131,15 +172,19 @@ class CacheServer:
             self.update_address = f"tcp://{node_ip}:{bind(self._updates, node_ip, update_port)}"
             port = bind(self._invalidations, node_ip, invalidation_port)
             self.invalidation_address = f"tcp://{node_ip}:{port}"
+            self.causal_address = f"tcp://{node_ip}:{bind(self._causal, node_ip, causal_port)}"
+            self.session_address = f"tcp://{node_ip}:{bind(self._session_requests, node_ip, session_port)}"
         except TransportError:
-            self._requests.close()
-            self._updates.close()
-            self._invalidations.close()
+            for socket in (self._requests, self._updates, self._invalidations, self._causal, self._session_requests):
+                socket.close()
             self._replies.close()
             self._context.term()
             raise
         self._kvs = KvsClient(kvs_routing, host=node_ip, timeout=kvs_timeout, retry=kvs_retry)
+        self._kvs_timeout = kvs_timeout
         self._pending: dict[str, tuple[_PendingReply, int]] = {}
+        #: Answers of the state to reads the loop made on its own behalf (causal reads), by internal id.
+        self._captured: dict[str, tuple[CacheKeyResult, ...]] = {}
         self._next_id = 0
         self._last_tick = self._clock.now()
 
@@ -155,6 +200,8 @@ class CacheServer:
                 "requests": self.request_address,
                 "updates": self.update_address,
                 "invalidations": self.invalidation_address,
+                "causal": self.causal_address,
+                "sessions": self.session_address,
             }
         )
 
@@ -167,6 +214,8 @@ class CacheServer:
         poller = zmq.Poller()
         poller.register(self._requests, zmq.POLLIN)
         poller.register(self._updates, zmq.POLLIN)
+        poller.register(self._causal, zmq.POLLIN)
+        poller.register(self._session_requests, zmq.POLLIN)
         logger.info("cache serving: requests %s, updates %s", self.request_address, self.update_address)
         # Tick at once: the first key-set report tells a (possibly restarted) KVS this cache holds nothing yet.
         self._feed(CacheTickEvent())
@@ -177,10 +226,15 @@ class CacheServer:
                 self._serve_updates()
             if self._requests in ready:
                 self._serve_requests()
+            if self._session_requests in ready:
+                self._serve_session_requests()
+            if self._causal in ready:
+                self._serve_causal_reads()
             now = self._clock.now()
             if now - self._last_tick >= TICK_INTERVAL:
                 self._last_tick = now
                 self._feed(CacheTickEvent())
+                self.sessions.expire(now)
                 self._publish(())  # a heartbeat: subscribers learn the sequence and that nothing was lost
 
     def close(self) -> None:
@@ -193,6 +247,8 @@ class CacheServer:
         self._requests.close()
         self._updates.close()
         self._invalidations.close()
+        self._causal.close()
+        self._session_requests.close()
         self._context.term()
 
     # -- input -------------------------------------------------------------------------------------------------
@@ -257,6 +313,225 @@ class CacheServer:
     def _new_id(self) -> str:
         self._next_id += 1
         return str(self._next_id)
+
+    # -- causal sessions ---------------------------------------------------------------------------------------
+
+    def _serve_causal_reads(self) -> None:
+        for data in drain(self._causal, MAX_BATCH):
+            try:
+                request = codec.decode_causal_read_request(data)
+                address = self._reply_gate.check(request.response_address)
+            except (DecodeError, TransportError) as error:
+                self._rejected("causal port", str(error))
+                continue
+            if request.consistency == ConsistencyType.NORMAL or not request.session_id:
+                self._rejected("causal port", "a causal read needs a session id and consistency SINGLE or MULTI")
+                continue
+            response = self._causal_read(request)
+            self._reply(address, codec.encode_causal_read_response(response))
+
+    def _causal_read(self, request: CausalReadRequest) -> CausalReadResponse:
+        """Answers a causal read per :mod:`cloudburst.cache.causal`."""
+        multi = request.consistency == ConsistencyType.MULTI
+        now = self._clock.now()
+        deadline = now + self._kvs_timeout
+        keys = list(dict.fromkeys(request.keys + (request.future_read_set if multi else ())))
+        bounds: dict[str, VectorClock] = {}
+        for version in request.lower_bounds:
+            bounds[version.key] = bounds.get(version.key, VectorClock()).merge(version.vector_clock)
+        kept = self.sessions.get(request.session_id, keys, now) if multi else {}
+        errors: dict[str, AnnaError] = {}
+        known = self._read_causal_copies([key for key in keys if key not in kept], errors)
+        chosen: dict[str, MultiKeyCausalLattice | None] = {}
+        if multi:
+            # The session's bounds first, then the freshest known version of every key read, each with its past.
+            needs = list(bounds.items())
+            needs += [(key, value.vector_clock) for key, value in known.items() if value is not None]
+            self._cover(needs, known, errors, deadline)
+            for key in keys:
+                held = kept.get(key)
+                if held is None:
+                    chosen[key] = self.cut.get(key)
+                else:
+                    chosen[key] = self._causal_value(key, held.payload) if held.payload else None
+        else:
+            for key in keys:
+                chosen[key] = self._at_least(key, bounds.get(key, VectorClock()), known, errors, deadline)
+        results: list[CausalKeyResult] = []
+        kept_now: list[KeyVersion] = []
+        for key in keys:
+            value = chosen.get(key)
+            payload = b"" if value is None else codec.encode_lattice(value)[1]
+            if multi and key not in errors:
+                # A key read as missing is kept as missing (an empty payload), so it stays missing for the request.
+                clock = VectorClock() if value is None else value.vector_clock
+                held = self.sessions.keep(request.session_id, key, KeptVersion(payload, clock), now)
+                payload = held.payload
+                kept_now.append(KeyVersion(key, held.vector_clock))
+            if key not in request.keys:
+                continue
+            if key in errors:
+                results.append(CausalKeyResult(key, error=errors[key]))
+            elif not payload:
+                results.append(CausalKeyResult(key, error=AnnaError.KEY_DNE))
+            else:
+                results.append(CausalKeyResult(key, payload))
+        self._complete.clear()
+        return CausalReadResponse(request.request_id, tuple(results), self.session_address, tuple(kept_now))
+
+    def _read_causal_copies(
+        self, keys: list[str], errors: dict[str, AnnaError]
+    ) -> dict[str, MultiKeyCausalLattice | None]:
+        """The cached copies of ``keys`` (fetched through the cache on a miss); non-causal values become errors."""
+        known: dict[str, MultiKeyCausalLattice | None] = {}
+        if not keys:
+            return known
+        internal = f"causal:{self._new_id()}"
+        self._captured[internal] = ()
+        self._feed(CacheGetEvent(internal, tuple(keys)))
+        for result in self._captured.pop(internal):
+            if result.value is not None:
+                value = self._causal_value(result.key, result.value.payload, result.value.lattice_type)
+                if value is None:
+                    errors[result.key] = AnnaError.LATTICE
+                else:
+                    known[result.key] = value
+            elif result.error == AnnaError.KEY_DNE:
+                known[result.key] = None
+            else:
+                errors[result.key] = result.error
+        return known
+
+    def _cover(
+        self,
+        needs: list[tuple[str, VectorClock]],
+        known: dict[str, MultiKeyCausalLattice | None],
+        errors: dict[str, AnnaError],
+        deadline: float,
+    ) -> None:
+        """Makes the cut cover every ``(key, clock)`` in ``needs``, with everything the admitted versions depend on.
+
+        New versions are gathered into one chain, closed under dependencies together with the cut, and admitted
+        at once: a timeline's newest version may depend on a post whose version depends on an older version of
+        that timeline, so versions of one key can be needed on both sides of another's.
+        """
+        chain: dict[str, MultiKeyCausalLattice] = {}
+
+        def covered(key: str, clock: VectorClock) -> bool:
+            if self.cut.covers(key, clock):
+                return True
+            value = chain.get(key)
+            return value is not None and satisfies(value, clock, complete=key in self._complete)
+
+        queue = [need for need in needs if not covered(*need)]
+        while queue:
+            key, clock = queue.pop()
+            if key in errors or covered(key, clock):
+                continue
+            if self._clock.now() >= deadline:
+                errors[key] = AnnaError.TIMEOUT
+                continue
+            base = chain.get(key, self.cut.get(key))
+            candidate = self._at_least(key, clock, known, errors, deadline, base=base)
+            if candidate is None:
+                continue  # an error is recorded, or the key does not exist and nothing is needed of it
+            chain[key] = candidate
+            queue.extend(need for need in candidate.dependencies.items() if not covered(*need))
+        # A version whose dependencies could not all be covered stays out (and so does its key's answer).
+        while failed := [k for k, v in chain.items() if any(d in errors for d in v.dependencies)]:
+            for key in failed:
+                errors.setdefault(key, AnnaError.TIMEOUT)
+                del chain[key]
+        for key, value in chain.items():
+            self.cut.admit(key, value, self._complete.get(key))
+
+    def _at_least(
+        self,
+        key: str,
+        clock: VectorClock,
+        known: dict[str, MultiKeyCausalLattice | None],
+        errors: dict[str, AnnaError],
+        deadline: float,
+        base: MultiKeyCausalLattice | None = None,
+    ) -> MultiKeyCausalLattice | None:
+        """The freshest known value of ``key`` if it includes ``clock``; else re-read from the KVS until it does.
+
+        Returns ``None`` when the key does not exist and ``clock`` is empty, or on an error (recorded in ``errors``).
+        """
+        value = known.get(key)
+        if base is not None:
+            value = base if value is None else base.merge(value)
+        if not clock or (value is not None and satisfies(value, clock, complete=False)):
+            return value
+        while True:
+            try:
+                fresh = self._kvs.get(key)
+            except CloudburstError as error:
+                logger.warning("causal re-read of %r from the KVS failed: %s", key, error)
+                errors[key] = AnnaError.TIMEOUT
+                return None
+            if fresh is not None and not isinstance(fresh, MultiKeyCausalLattice):
+                errors[key] = AnnaError.LATTICE
+                return None
+            if fresh is not None:
+                lattice_type, payload = codec.encode_lattice(fresh)
+                # As if pushed: a cached copy merges it, so the next reader need not go to the KVS again.
+                self._feed(CachePushEvent(key, lattice_type, payload))
+                value = fresh if value is None else value.merge(fresh)
+                known[key] = value
+                self._complete[key] = fresh.vector_clock
+                if satisfies(value, clock, complete=True):
+                    return value
+            if self._clock.now() >= deadline:
+                errors[key] = AnnaError.TIMEOUT
+                return None
+            # The KVS has not caught up (a write in flight to it): give it a moment rather than spinning.
+            time.sleep(CAUSAL_REREAD_PAUSE)
+
+    def _causal_value(
+        self, key: str, payload: bytes, lattice_type: LatticeType = LatticeType.MULTI_CAUSAL
+    ) -> MultiKeyCausalLattice | None:
+        """The cached value as a causal lattice, or ``None`` when the key holds another kind of value."""
+        if lattice_type != LatticeType.MULTI_CAUSAL:
+            return None
+        try:
+            value = codec.decode_lattice(lattice_type, payload, f"cached value of {key!r}")
+        except DecodeError as error:
+            logger.warning("%s", error)
+            return None
+        return value if isinstance(value, MultiKeyCausalLattice) else None
+
+    def _serve_session_requests(self) -> None:
+        now = self._clock.now()
+        for data in drain(self._session_requests, MAX_BATCH):
+            try:
+                request = codec.decode_session_version_request(data)
+            except DecodeError as error:
+                self._rejected("session port", str(error))
+                continue
+            if not request.keys:
+                self.sessions.release(request.session_id)
+                continue
+            try:
+                address = self._reply_gate.check(request.response_address)
+            except TransportError as error:
+                self._rejected("session port", str(error))
+                continue
+            kept = self.sessions.get(request.session_id, request.keys, now)
+            results = tuple(
+                CausalKeyResult(key, kept[key].payload)
+                if key in kept
+                else CausalKeyResult(key, error=AnnaError.KEY_DNE)
+                for key in request.keys
+            )
+            response = SessionVersionResponse(request.session_id, request.request_id, results)
+            self._reply(address, codec.encode_session_version_response(response))
+
+    def _reply(self, address: str, data: bytes) -> None:
+        try:
+            self._replies.send(address, data)
+        except TransportError as error:
+            self._rejected("reply", str(error))
 
     # -- the state and its instructions ------------------------------------------------------------------------
 
@@ -340,6 +615,9 @@ class CacheServer:
             logger.warning("key-set report to the KVS failed: %s", error)
 
     def _on_get_reply(self, instruction: CacheGetReplyInstruction) -> None:
+        if instruction.request_id in self._captured:
+            self._captured[instruction.request_id] = instruction.results
+            return
         filed = self._pending.pop(instruction.request_id, None)
         if filed is None:
             return

@@ -65,6 +65,7 @@ def _add_executor_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     executor.add_argument("--gpu", action="store_true", help="a GPU executor (takes only GPU functions)")
     executor.add_argument("--cache", help="the node cache's request endpoint (default: use the KVS directly)")
     executor.add_argument("--cache-invalidations", help="the node cache's invalidation endpoint (local copies)")
+    executor.add_argument("--cache-causal", help="the node cache's causal-read endpoint (SINGLE and MULTI calls)")
     executor.add_argument("--report-period", type=float, default=5.0, help="seconds between reports")
     _add_child_options(executor)
 
@@ -169,6 +170,7 @@ def _run_executor(args: argparse.Namespace) -> int:
         report_period=args.report_period,
         cache_address=args.cache,
         cache_invalidations=args.cache_invalidations,
+        cache_causal=args.cache_causal,
     )
     return run_executor(config, args.ready_file)
 

@@ -25,10 +25,14 @@ from cloudburst.kvs.server import KvsAddresses
 logger = logging.getLogger(__name__)
 
 
-def random_loopback_host() -> str:
-    """A random address in 127.0.0.0/8 (other than 127.0.0.1), where the standard ports are almost surely free."""
-    # The last octet leaves room for the following addresses of a multi-node cluster.
-    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 200)}"
+def random_loopback_host(*avoid: str) -> str:
+    """A random address in 127.0.0.0/8 (other than 127.0.0.1 and ``avoid``), where the standard ports are almost
+    surely free."""
+    while True:
+        # The last octet leaves room for the following addresses of a multi-node cluster.
+        host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 200)}"
+        if host not in avoid:
+            return host
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,7 @@ class LocalCluster:
         #: Each node's cache request endpoint, by node address.
         self.cache_addresses: dict[str, str] = {}
         self._cache_invalidations: dict[str, str] = {}
+        self._cache_causal: dict[str, str] = {}
         self._executors: list[ChildProcess] = []
         count = config.executors * config.nodes
         self._budgets = [RestartBudget(config.max_restarts, config.restart_window) for _ in range(count)]
@@ -161,6 +166,7 @@ class LocalCluster:
                 ready = json.loads(cache.start())
                 self.cache_addresses[node] = ready["requests"]
                 self._cache_invalidations[node] = ready["invalidations"]
+                self._cache_causal[node] = ready["causal"]
             self._executors = [
                 self._executor(node, tid) for node in self.config.node_hosts() for tid in range(self.config.executors)
             ]
@@ -193,6 +199,8 @@ class LocalCluster:
                 self.cache_addresses[node],
                 "--cache-invalidations",
                 self._cache_invalidations[node],
+                "--cache-causal",
+                self._cache_causal[node],
                 "--report-period",
                 str(self.config.report_period),
             ],

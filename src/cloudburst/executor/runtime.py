@@ -19,22 +19,27 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cloudburst.clock import Clock, SystemClock
 from cloudburst.config import ExecutorConfig
 from cloudburst.errors import (
+    CausalModeUnavailable,
     CloudburstError,
     DeadlineExceeded,
     DecodeError,
     FunctionNotFound,
     InvalidRequest,
+    KvsError,
     NotPinned,
     RemoteExecutionError,
 )
+from cloudburst.executor.causal import CausalContext, CausalSession, latest_value
+from cloudburst.executor.causal_io import CausalDataClient
 from cloudburst.executor.state import (
     DagRunItem,
     EncodedResult,
@@ -47,9 +52,10 @@ from cloudburst.executor.state import (
 from cloudburst.executor.user_library import UserLibrary
 from cloudburst.keys import function_key
 from cloudburst.kvs.client import DataClient, KvsClient
-from cloudburst.lattices import LwwLattice
+from cloudburst.lattices import LwwLattice, MultiKeyCausalLattice
 from cloudburst.protocol import values
 from cloudburst.protocol.codec import StorableLattice
+from cloudburst.protocol.messages import ConsistencyType
 from cloudburst.protocol.runtime_messages import Arguments, FunctionCall
 from cloudburst.retry import RetryPolicy
 from cloudburst.shared.reference import CloudburstReference
@@ -151,6 +157,8 @@ class FunctionRuntime:
         clock: Time source for reference deadlines.
         retry: Back-off between reads of referenced keys that do not exist yet.
         data: Where referenced keys are read (the node cache); the KVS itself when ``None``.
+        causal: Reads and writes of SINGLE and MULTI requests; without it such requests fail with
+            :class:`CausalModeUnavailable`.
     """
 
     def __init__(
@@ -160,12 +168,14 @@ class FunctionRuntime:
         library: UserLibrary,
         *,
         data: DataClient | None = None,
+        causal: CausalDataClient | None = None,
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
         self._config = config
         self._kvs = kvs
         self._data: DataClient = data or kvs
+        self._causal = causal
         self._library = library
         self._clock = clock or SystemClock()
         self._retry = retry or RetryPolicy()
@@ -247,16 +257,14 @@ class FunctionRuntime:
     def run_one_shot(self, call: FunctionCall) -> RunOutcome:
         """Runs a one-shot call to completion; the outcome's result is what the caller gets."""
         request_id = call.response_key or None
+        context = None
+        if call.consistency != ConsistencyType.NORMAL:
+            context = CausalContext(call.consistency, call.response_key or f"one-shot:{uuid.uuid4().hex}")
         try:
             function = self._one_shot_function(call.name, call.function_version)
-            arguments = self._prepare(call.arguments)
         except CloudburstError as error:
             return RunFailed(self._with_context(error, call.name, None, request_id))
-        try:
-            result = function(self._library, *arguments)
-        except (Exception, SystemExit) as error:
-            return RunFailed(self._user_error(error, traceback.format_exc(), call.name, None, request_id))
-        return self._encode(result, OutputForm.RESULT, (), call.name, None, request_id)
+        return self._run(function, call.name, None, request_id, call.arguments, context, OutputForm.RESULT, ())
 
     def run_dag(self, run: RunDagInstruction) -> tuple[RunOutcome, ...]:
         """Runs a pinned function for the run's items: once per item, or once for all when batching.
@@ -281,6 +289,18 @@ class FunctionRuntime:
         outcomes: dict[int, RunOutcome] = {}
         prepared: list[tuple[int, list[object]]] = []
         for index, item in enumerate(run.items):
+            if item.causal is not None:
+                outcomes[index] = self._run(
+                    function,
+                    run.function,
+                    item.dag,
+                    item.request_id,
+                    item.arguments,
+                    item.causal,
+                    item.output,
+                    item.invalid_results,
+                )
+                continue
             try:
                 prepared.append((index, self._prepare(item.arguments)))
             except CloudburstError as error:
@@ -291,6 +311,75 @@ class FunctionRuntime:
             for index, arguments in prepared:
                 outcomes[index] = self._run_item(function, run.function, run.items[index], arguments)
         return tuple(outcomes[index] for index in range(len(run.items)))
+
+    def _run(
+        self,
+        function: UserFunction,
+        name: str,
+        dag: str | None,
+        request_id: str | None,
+        arguments: Arguments,
+        context: CausalContext | None,
+        output: OutputForm,
+        invalid_results: tuple[bytes, ...],
+    ) -> RunOutcome:
+        """Runs one request, in its causal session when it has one (which a sink or one-shot call then ends)."""
+        session = None
+        try:
+            if context is not None:
+                if self._causal is None:
+                    raise CausalModeUnavailable(
+                        f"{context.consistency.name} consistency needs a node cache, and this executor has none"
+                    )
+                session = CausalSession(context.session_id, context.consistency, context.metadata)
+            prepared = self._prepare(arguments, session, self._future_read_set(context))
+        except CloudburstError as error:
+            self._end_session(session, context)
+            return RunFailed(self._with_context(error, name, dag, request_id))
+        self._library.session = session
+        try:
+            result = function(self._library, *prepared)
+        except (Exception, SystemExit) as error:
+            self._end_session(session, context)
+            return RunFailed(self._user_error(error, traceback.format_exc(), name, dag, request_id))
+        finally:
+            self._library.session = None
+        outcome = self._encode(result, output, invalid_results, name, dag, request_id)
+        if session is None or context is None or not isinstance(outcome, RunSucceeded):
+            self._end_session(session, context)
+            return outcome
+        if not context.sink:
+            return replace(outcome, session=session.metadata())
+        stored = False
+        if context.output_key and outcome.valid:
+            assert self._causal is not None
+            try:
+                self._causal.write(session, context.output_key, result)
+            except CloudburstError as error:
+                self._end_session(session, context)
+                return RunFailed(self._with_context(error, name, dag, request_id))
+            stored = True
+        self._end_session(session, context)
+        return replace(outcome, stored=stored)
+
+    def _end_session(self, session: CausalSession | None, context: CausalContext | None) -> None:
+        # Only the sink ends a DAG's session; a failed upstream function leaves it to expire at the caches.
+        if session is not None and context is not None and context.sink and self._causal is not None:
+            self._causal.end(session)
+
+    def _future_read_set(self, context: CausalContext | None) -> tuple[str, ...]:
+        """The keys referenced in downstream functions' fixed arguments (MULTI keeps them consistent from here)."""
+        if context is None or context.consistency != ConsistencyType.MULTI:
+            return ()
+        keys: dict[str, None] = {}
+        for arguments in context.future_arguments:
+            try:
+                decoded = [values.decode(value, "downstream argument") for value in arguments]
+            except CloudburstError:
+                continue  # the downstream function reports its own bad argument
+            for reference in collect_references(flatten_arguments(decoded)):
+                keys[reference.key] = None
+        return tuple(keys)
 
     def _run_item(self, function: UserFunction, name: str, item: DagRunItem, arguments: list[object]) -> RunOutcome:
         try:
@@ -338,21 +427,54 @@ class FunctionRuntime:
 
     # -- arguments and results ---------------------------------------------------------------------------------
 
-    def _prepare(self, arguments: Arguments) -> list[object]:
+    def _prepare(
+        self, arguments: Arguments, session: CausalSession | None = None, future_read_set: tuple[str, ...] = ()
+    ) -> list[object]:
         decoded = [values.decode(value, f"argument {position}") for position, value in enumerate(arguments)]
         flat = flatten_arguments(decoded)
         references = collect_references(flat)
+        if session is not None and (references or future_read_set):
+            return substitute_references(flat, self._resolve_causally(references, session, future_read_set))
         if not references:
             return flat
         return substitute_references(flat, self._resolve(references))
 
+    def _resolve_causally(
+        self, references: list[CloudburstReference], session: CausalSession, future_read_set: tuple[str, ...]
+    ) -> dict[tuple[str, bool], object]:
+        """Resolves references in the session; a key holding a plain value (a call's result, say) is read plainly."""
+        assert self._causal is not None
+        keys = list(dict.fromkeys(reference.key for reference in references))
+        found, not_causal = self._causal.read(session, keys, future_read_set)
+        lattices: dict[str, StorableLattice] = self._wait_for_keys(list(not_causal)) if not_causal else {}
+        missing = [key for key in keys if key not in lattices and found.get(key) is None]
+        if missing:
+            # Waiting for them to appear, as a NORMAL call does, would read outside the request's snapshot.
+            raise KvsError(
+                f"referenced key(s) {missing} do not exist in the request's causal snapshot", node=self._node
+            )
+        for key in keys:
+            value = found.get(key)
+            if value is not None:
+                lattices[key] = value
+        return self._unwrap(references, lattices)
+
     def _resolve(self, references: list[CloudburstReference]) -> dict[tuple[str, bool], object]:
         lattices = self._wait_for_keys(list(dict.fromkeys(reference.key for reference in references)))
+        return self._unwrap(references, lattices)
+
+    def _unwrap(
+        self, references: list[CloudburstReference], lattices: Mapping[str, StorableLattice]
+    ) -> dict[tuple[str, bool], object]:
         resolved: dict[tuple[str, bool], object] = {}
         for reference in references:
             lattice = lattices[reference.key]
-            if reference.deserialize:
-                resolved[(reference.key, True)] = values.from_lattice(lattice, f"referenced key {reference.key!r}")
+            what = f"referenced key {reference.key!r}"
+            if reference.deserialize and isinstance(lattice, MultiKeyCausalLattice):
+                # The value causal_get returns, so a reference and a read of the same key agree.
+                resolved[(reference.key, True)] = values.deserialize(latest_value(lattice), what)
+            elif reference.deserialize:
+                resolved[(reference.key, True)] = values.from_lattice(lattice, what)
             else:
                 resolved[(reference.key, False)] = lattice.reveal()
         return resolved

@@ -18,10 +18,13 @@ from pathlib import Path
 import zmq
 
 from cloudburst.cache.client import NodeCacheClient
+from cloudburst.cache.session_client import CausalCacheClient
 from cloudburst.clock import Clock, SystemClock, TimestampGenerator, writer_id_for
 from cloudburst.cluster.serve import serve_until_signalled
 from cloudburst.config import ExecutorConfig
 from cloudburst.errors import CloudburstError, DecodeError
+from cloudburst.executor.causal import WriterCounter
+from cloudburst.executor.causal_io import CausalDataClient
 from cloudburst.executor.local_tier import LocalReadTier
 from cloudburst.executor.runtime import FunctionRuntime
 from cloudburst.executor.state import (
@@ -90,6 +93,9 @@ class ExecutorServer:
         self._cache: NodeCacheClient | None = None
         self._local_tier: LocalReadTier | None = None
         self._library: UserLibrary | None = None
+        self._sessions: CausalCacheClient | None = None
+        causal: CausalDataClient | None = None
+        incarnation = uuid.uuid4().hex
         try:
             bind(self._control, config.host, config.ports.executor_control + config.tid)
             self._kvs = KvsClient(config.kvs_routing, host=config.host, timeout=config.kvs_timeout)
@@ -101,13 +107,18 @@ class ExecutorServer:
             if self._cache is not None and config.cache_invalidations:
                 self._local_tier = LocalReadTier(self._cache, config.cache_invalidations, self._context)
                 data = self._local_tier
+            if self._cache is not None and config.cache_causal:
+                self._sessions = CausalCacheClient(host=config.host, timeout=config.kvs_timeout)
+                # The incarnation keeps a restarted executor from reusing clock entries of its earlier life.
+                counter = WriterCounter(f"{config.host}:{config.tid}:{incarnation[:8]}")
+                causal = CausalDataClient(config.cache_causal, self._sessions, self._cache, counter, config.kvs_timeout)
             self._timestamps = TimestampGenerator(writer_id_for(f"{config.host}:{config.tid}"))
-            self._library = UserLibrary(config, data, self._context, self._push, self._timestamps)
+            self._library = UserLibrary(config, data, self._context, self._push, self._timestamps, causal)
         except BaseException:
             self.close()
             raise
-        self.runtime = FunctionRuntime(config, self._kvs, self._library, data=data)
-        self.state = ExecutorState(config, uuid.uuid4().hex)
+        self.runtime = FunctionRuntime(config, self._kvs, self._library, data=data, causal=causal)
+        self.state = ExecutorState(config, incarnation)
 
     @property
     def control_endpoint(self) -> str:
@@ -160,6 +171,8 @@ class ExecutorServer:
             self._local_tier.close()
         if self._cache is not None:
             self._cache.close()
+        if self._sessions is not None:
+            self._sessions.close()
         self._context.term()
 
     # -- the loop ----------------------------------------------------------------------------------------------

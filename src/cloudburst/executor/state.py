@@ -32,7 +32,9 @@ from typing import assert_never
 
 from cloudburst.config import ExecutorConfig
 from cloudburst.errors import CloudburstError, FunctionNotFound, InvalidRequest, NoResources, NotPinned
+from cloudburst.executor.causal import CausalContext, SessionMetadata, join_metadata
 from cloudburst.protocol import codec, values
+from cloudburst.protocol.messages import ConsistencyType
 from cloudburst.protocol.runtime_messages import (
     Arguments,
     CallResult,
@@ -149,11 +151,15 @@ class RunSucceeded:
         result: The encoded result, for :attr:`OutputForm.RESULT` and one-shot calls.
         arguments: The downstream arguments, for :attr:`OutputForm.TRIGGER_ARGUMENTS`.
         valid: False when a MULTIEXEC result serialized to one of the DAG's ``invalid_results``.
+        session: A causal request's session metadata, for the downstream triggers.
+        stored: The runtime already wrote the result where the caller reads it (a causal sink's ``output_key``).
     """
 
     result: EncodedResult | None = None
     arguments: Arguments = ()
     valid: bool = True
+    session: SessionMetadata | None = None
+    stored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +267,7 @@ class DagRunItem:
         arguments: The schedule's fixed arguments, then each trigger's arguments in edge order.
         output: What to make of the result.
         invalid_results: For MULTIEXEC: serialized ``Value`` bytes that make a result invalid.
+        causal: For SINGLE and MULTI requests: the session the function reads and writes in.
     """
 
     request_id: str
@@ -268,6 +275,7 @@ class DagRunItem:
     arguments: Arguments
     output: OutputForm
     invalid_results: tuple[bytes, ...] = ()
+    causal: CausalContext | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -814,18 +822,33 @@ class ExecutorState:
             if not request.unconsumed:
                 return None
             source = request.unconsumed.popleft()
+            consumed: tuple[str, ...] = (source,)
             arguments = fixed + request.triggers[source].arguments
             invalid_results = reference.invalid_results
         else:
             if any(source not in request.triggers for source in schedule.triggers):
                 return None
+            consumed = schedule.triggers
             # Edge order, not arrival order, so fan-in arguments are deterministic.
             arguments = fixed + tuple(
                 itertools.chain.from_iterable(request.triggers[source].arguments for source in schedule.triggers)
             )
-        output = OutputForm.TRIGGER_ARGUMENTS if schedule.dag.downstream(function) else OutputForm.RESULT
-        item = DagRunItem(schedule.id, schedule.dag.name, arguments, output, invalid_results)
-        return item, fn.batching or reference.batching
+        sink = not schedule.dag.downstream(function)
+        output = OutputForm.RESULT if sink else OutputForm.TRIGGER_ARGUMENTS
+        causal = None
+        if schedule.consistency != ConsistencyType.NORMAL:
+            triggers = [request.triggers[source] for source in consumed if source in request.triggers]
+            causal = CausalContext(
+                consistency=schedule.consistency,
+                session_id=schedule.id,
+                metadata=join_metadata(SessionMetadata(t.version_locations, t.dependencies) for t in triggers),
+                future_arguments=tuple(schedule.arguments.get(name, ()) for name in schedule.dag.descendants(function)),
+                output_key=schedule.output_key,
+                sink=sink,
+            )
+        item = DagRunItem(schedule.id, schedule.dag.name, arguments, output, invalid_results, causal)
+        # A causal function reads and writes in its own request's session, so it never batches.
+        return item, causal is None and (fn.batching or reference.batching)
 
     def _start_run(
         self,
@@ -867,9 +890,17 @@ class ExecutorState:
                 )
                 self._deliver(self._final_destination(schedule), self._error_result(invalid), out)
             else:
+                session = outcome.session or SessionMetadata()
                 for sink, endpoint in zip(downstream, endpoints, strict=True):
                     assert endpoint is not None
-                    trigger = DagTrigger(schedule.id, sink, function, outcome.arguments)
+                    trigger = DagTrigger(
+                        schedule.id,
+                        sink,
+                        function,
+                        outcome.arguments,
+                        session.version_locations,
+                        session.dependencies,
+                    )
                     out.append(SendInstruction(endpoint, trigger))
             self._remember(schedule.id, function, "done")
         else:
@@ -877,7 +908,7 @@ class ExecutorState:
             if result is None:
                 error = CloudburstError("the runtime produced no result", function=function, node=self.node)
                 result = self._error_result(error)
-            self._deliver_sink_result(schedule, result, out)
+            self._deliver_sink_result(schedule, result, out, stored=outcome.stored)
             if schedule.start_time > 0 and wall_time > 0:
                 self._tally_dag(schedule.dag.name, max(0.0, wall_time - schedule.start_time))
             self._remember(schedule.id, function, "delivered")
@@ -886,7 +917,7 @@ class ExecutorState:
     # -- delivery ----------------------------------------------------------------------------------------------
 
     def _deliver_sink_result(
-        self, schedule: DagSchedule, result: EncodedResult, out: list[ExecutorInstruction]
+        self, schedule: DagSchedule, result: EncodedResult, out: list[ExecutorInstruction], *, stored: bool = False
     ) -> None:
         continuation = schedule.continuation
         if continuation is not None and continuation.name:
@@ -899,9 +930,11 @@ class ExecutorState:
             out.append(SendInstruction(self._next_scheduler(), message))
             return
         destination = _Destination(schedule.output_key or schedule.id, schedule.response_address, schedule.delivery)
-        self._deliver(destination, result, out)
+        self._deliver(destination, result, out, stored=stored)
 
-    def _deliver(self, destination: _Destination, result: EncodedResult, out: list[ExecutorInstruction]) -> None:
+    def _deliver(
+        self, destination: _Destination, result: EncodedResult, out: list[ExecutorInstruction], *, stored: bool = False
+    ) -> None:
         """Pushes and/or stores a result (or error) as the caller's delivery mode asks."""
         address = destination.response_address
         push = store = False
@@ -920,7 +953,7 @@ class ExecutorState:
                 store = True
         if push and address:
             out.append(SendInstruction(address, CallResult(destination.result_id, result.value)))
-        if store:
+        if store and not stored:
             if destination.result_id:
                 out.append(StoreResultInstruction(destination.result_id, result))
             else:

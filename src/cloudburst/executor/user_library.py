@@ -19,9 +19,11 @@ import zmq
 
 from cloudburst.clock import TimestampGenerator, writer_id_for
 from cloudburst.config import ExecutorConfig
-from cloudburst.errors import CloudburstError, TransportError
+from cloudburst.errors import CausalModeUnavailable, LatticeTypeMismatch, TransportError
+from cloudburst.executor.causal import CausalSession, latest_value
+from cloudburst.executor.causal_io import CausalDataClient
 from cloudburst.kvs.client import DataClient
-from cloudburst.lattices import Lattice
+from cloudburst.lattices import Lattice, MultiKeyCausalLattice
 from cloudburst.protocol import values
 from cloudburst.transport.zmq import PushSocketCache, bind
 
@@ -36,10 +38,6 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 ExecutorId = tuple[str, int]
 
 
-class CausalModeUnavailable(CloudburstError, NotImplementedError):
-    """The causal consistency modes (SINGLE, MULTI) are not implemented yet."""
-
-
 class UserLibrary:
     """What a user function gets as its first argument: KVS access and messaging between running functions.
 
@@ -51,6 +49,7 @@ class UserLibrary:
         context: The ZeroMQ context to create the inbox socket in.
         push: Outgoing PUSH sockets, shared with the executor.
         timestamps: Stamps LWW writes; defaults to one keyed by this executor's ``ip:tid``.
+        causal: Reads and writes of causal sessions; ``None`` on an executor without a node cache.
 
     Raises:
         TransportError: The inbox port cannot be bound.
@@ -63,9 +62,13 @@ class UserLibrary:
         context: zmq.Context[zmq.Socket[bytes]],
         push: PushSocketCache,
         timestamps: TimestampGenerator | None = None,
+        causal: CausalDataClient | None = None,
     ) -> None:
         self._config = config
         self._kvs = kvs
+        self._causal = causal
+        #: The causal session of the request running now (set by the runtime), ``None`` for NORMAL requests.
+        self.session: CausalSession | None = None
         self._push = push
         self._id: ExecutorId = (config.host, config.tid)
         self._timestamps = timestamps or TimestampGenerator(writer_id_for(f"{config.host}:{config.tid}"))
@@ -153,21 +156,88 @@ class UserLibrary:
         self._kvs.put_many(items, timeout=self._config.kvs_timeout)
         return dict.fromkeys(keys, True)
 
-    def causal_get(self, key: str | Sequence[str], deserialize: bool = True) -> Any:  # noqa: ANN401
-        """Not available yet: causal consistency arrives with the consistency issue.
+    @overload
+    def causal_get(self, key: str, deserialize: bool = True) -> Any: ...  # noqa: ANN401 - user data
+
+    @overload
+    def causal_get(self, key: list[str] | tuple[str, ...], deserialize: bool = True) -> dict[str, Any]: ...
+
+    def causal_get(self, key: str | Sequence[str], deserialize: bool = True) -> Any:
+        """Reads keys holding causal values, in the consistency of the running request (SINGLE or MULTI).
+
+        Under SINGLE, each key's reads never go back in time. Under MULTI, every read of the request (across its
+        DAG's functions and nodes) comes from one causally consistent snapshot, and a key read twice gives the same
+        version. When concurrent writes left several siblings, one is returned, chosen the same way everywhere;
+        :meth:`causal_siblings` returns them all.
+
+        Args:
+            key: A key, or a list of keys (read together, consistently, in one round trip).
+            deserialize: Return Python values; with False, the sibling's serialized ``Value`` bytes.
+
+        Returns:
+            For one key its value, or ``None`` if it does not exist; for a list, a dict from each key to that.
 
         Raises:
-            CausalModeUnavailable: Always.
+            CausalModeUnavailable: The request is NORMAL, or this executor has no node cache.
+            LatticeTypeMismatch: A key holds a non-causal value.
+            CausalConflict: (MULTI) no version of a key consistent with the request's earlier reads is left.
+            DeadlineExceeded: The cache did not answer in time.
         """
-        raise CausalModeUnavailable("causal_get: causal consistency arrives with the consistency issue")
+        keys = [key] if isinstance(key, str) else list(key)
+        found = self._causal_read(keys)
+        result: dict[str, Any] = {}
+        for name in keys:
+            value = found[name]
+            if value is None:
+                result[name] = None
+            else:
+                data = latest_value(value)
+                result[name] = values.deserialize(data, f"value of {name!r}") if deserialize else data
+        return result[key] if isinstance(key, str) else result
+
+    def causal_siblings(self, key: str) -> list[Any]:
+        """Every concurrent value of ``key`` (empty if it does not exist), in a fixed order, for reconciling.
+
+        Raises:
+            The errors of :meth:`causal_get`.
+        """
+        value = self._causal_read([key])[key]
+        if value is None:
+            return []
+        return [values.deserialize(data, f"value of {key!r}") for data in sorted(value.values)]
 
     def causal_put(self, key: str, value: object) -> bool:
-        """Not available yet: causal consistency arrives with the consistency issue.
+        """Writes ``value`` as a new version of ``key``, after everything this request has read or written.
+
+        Under MULTI the version records the versions the request depends on, so no reader anywhere sees it
+        without them.
+
+        Returns:
+            True (failures raise).
 
         Raises:
-            CausalModeUnavailable: Always.
+            CausalModeUnavailable: The request is NORMAL, or this executor has no node cache.
+            EncodeError: The value cannot be serialized.
+            LatticeTypeMismatch: The key holds a non-causal value.
+            DeadlineExceeded: The write was not acknowledged in time.
         """
-        raise CausalModeUnavailable("causal_put: causal consistency arrives with the consistency issue")
+        session, causal = self._session("causal_put")
+        causal.write(session, key, value)
+        return True
+
+    def _causal_read(self, keys: list[str]) -> dict[str, MultiKeyCausalLattice | None]:
+        session, causal = self._session("causal_get")
+        found, not_causal = causal.read(session, keys)
+        if not_causal:
+            raise LatticeTypeMismatch(not_causal[0], "non-causal", "MULTI_CAUSAL")
+        return found
+
+    def _session(self, what: str) -> tuple[CausalSession, CausalDataClient]:
+        if self._causal is None:
+            raise CausalModeUnavailable(f"{what}: this executor has no node cache, which causal modes need")
+        if self.session is None:
+            raise CausalModeUnavailable(f"{what} needs a call made with consistency SINGLE or MULTI")
+        return self.session, self._causal
 
     # -- messaging ---------------------------------------------------------------------------------------------
 

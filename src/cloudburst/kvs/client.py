@@ -30,7 +30,7 @@ from cloudburst.protocol.messages import (
     RequestType,
 )
 from cloudburst.retry import RetryPolicy
-from cloudburst.transport.zmq import PushSocketCache
+from cloudburst.transport.zmq import PushSocketCache, reply_socket
 
 CausalLattice = SingleKeyCausalLattice | MultiKeyCausalLattice
 #: Keys whose storage addresses a client remembers; the oldest quarter is forgotten when it is full.
@@ -91,12 +91,8 @@ class KvsClient:
         self._clock = clock or SystemClock()
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._push = PushSocketCache(self._context, linger_ms=0)
-        self._responses = self._context.socket(zmq.PULL)
-        self._addresses_in = self._context.socket(zmq.PULL)
-        for socket in (self._responses, self._addresses_in):
-            socket.setsockopt(zmq.LINGER, 0)
-        self.response_address = f"tcp://{host}:{self._responses.bind_to_random_port(f'tcp://{host}')}"
-        self._address_reply = f"tcp://{host}:{self._addresses_in.bind_to_random_port(f'tcp://{host}')}"
+        self._responses, self.response_address = reply_socket(self._context, host)
+        self._addresses_in, self._address_reply = reply_socket(self._context, host)
         self._id_prefix = uuid.uuid4().hex[:12]
         self._next_id = 0
         self._address_cache: dict[str, tuple[str, ...]] = {}

@@ -28,6 +28,13 @@ from cloudburst.lattices import (
     SingleKeyCausalLattice,
     VectorClock,
 )
+from cloudburst.protocol.causal_messages import (
+    CausalKeyResult,
+    CausalReadRequest,
+    CausalReadResponse,
+    SessionVersionRequest,
+    SessionVersionResponse,
+)
 from cloudburst.protocol.messages import (
     AnnaError,
     ConsistencyType,
@@ -73,7 +80,7 @@ from cloudburst.protocol.runtime_messages import (
     ThreadStatus,
     UnpinFunction,
 )
-from cloudburst.protocol.wire import anna_pb2, cloudburst_pb2, internal_pb2, shared_pb2
+from cloudburst.protocol.wire import anna_pb2, causal_pb2, cloudburst_pb2, internal_pb2, shared_pb2
 
 _M = TypeVar("_M", bound=Message)
 _E = TypeVar(
@@ -927,3 +934,116 @@ def decode_scheduler_message(data: bytes) -> SchedulerMessage:
     if kind == "statistics":
         return _statistics_from_pb(pb.statistics)
     raise DecodeError("SchedulerMessage", "the envelope holds no message")
+
+
+# -- Causal sessions (executor <-> node cache) ------------------------------------------------------------------
+
+
+def _causal_results_to_pb(results: Iterable[CausalKeyResult], out: object) -> None:
+    for result in results:
+        out.add(key=result.key, payload=result.payload, error=int(result.error))  # type: ignore[attr-defined]
+
+
+def _causal_results_from_pb(items: Iterable[causal_pb2.CausalTuple], what: str) -> tuple[CausalKeyResult, ...]:
+    return tuple(
+        CausalKeyResult(item.key, item.payload, _enum(AnnaError, item.error, f"{what}.error")) for item in items
+    )
+
+
+def encode_causal_read_request(request: CausalReadRequest) -> bytes:
+    """Serializes a causal read into a ``CausalRequest``."""
+    pb = causal_pb2.CausalRequest(
+        consistency=int(request.consistency),  # type: ignore[arg-type]
+        id=request.session_id,
+        future_read_set=request.future_read_set,
+        response_address=request.response_address,
+        request_id=request.request_id,
+    )
+    for key in request.keys:
+        pb.tuples.add(key=key)
+    for version in request.lower_bounds:
+        _key_version_to_pb(version, pb.lower_bounds.add())
+    return _serialize(pb, "CausalRequest")
+
+
+def decode_causal_read_request(data: bytes) -> CausalReadRequest:
+    """Parses a ``CausalRequest``.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``CausalRequest``.
+    """
+    what = "CausalRequest"
+    pb = _parse(causal_pb2.CausalRequest, data, what)
+    return CausalReadRequest(
+        session_id=pb.id,
+        consistency=_enum(ConsistencyType, pb.consistency, f"{what}.consistency"),
+        keys=tuple(item.key for item in pb.tuples),
+        response_address=pb.response_address,
+        request_id=pb.request_id,
+        future_read_set=tuple(pb.future_read_set),
+        lower_bounds=tuple(_key_version_from_pb(v, f"{what}.lower_bounds") for v in pb.lower_bounds),
+    )
+
+
+def encode_causal_read_response(response: CausalReadResponse) -> bytes:
+    """Serializes a causal read's answer into a ``CausalResponse``."""
+    pb = causal_pb2.CausalResponse(key_version_query_address=response.version_address, request_id=response.request_id)
+    _causal_results_to_pb(response.results, pb.tuples)
+    for version in response.kept:
+        _key_version_to_pb(version, pb.key_versions.add())
+    return _serialize(pb, "CausalResponse")
+
+
+def decode_causal_read_response(data: bytes) -> CausalReadResponse:
+    """Parses a ``CausalResponse``.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``CausalResponse``.
+    """
+    what = "CausalResponse"
+    pb = _parse(causal_pb2.CausalResponse, data, what)
+    return CausalReadResponse(
+        request_id=pb.request_id,
+        results=_causal_results_from_pb(pb.tuples, what),
+        version_address=pb.key_version_query_address,
+        kept=tuple(_key_version_from_pb(v, f"{what}.key_versions") for v in pb.key_versions),
+    )
+
+
+def encode_session_version_request(request: SessionVersionRequest) -> bytes:
+    """Serializes a request for a session's kept versions (or their release) into a ``KeyVersionRequest``."""
+    pb = causal_pb2.KeyVersionRequest(
+        id=request.session_id,
+        response_address=request.response_address,
+        keys=request.keys,
+        request_id=request.request_id,
+    )
+    return _serialize(pb, "KeyVersionRequest")
+
+
+def decode_session_version_request(data: bytes) -> SessionVersionRequest:
+    """Parses a ``KeyVersionRequest``.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``KeyVersionRequest``.
+    """
+    pb = _parse(causal_pb2.KeyVersionRequest, data, "KeyVersionRequest")
+    return SessionVersionRequest(pb.id, tuple(pb.keys), pb.response_address, pb.request_id)
+
+
+def encode_session_version_response(response: SessionVersionResponse) -> bytes:
+    """Serializes a session's kept versions into a ``KeyVersionResponse``."""
+    pb = causal_pb2.KeyVersionResponse(id=response.session_id, request_id=response.request_id)
+    _causal_results_to_pb(response.results, pb.tuples)
+    return _serialize(pb, "KeyVersionResponse")
+
+
+def decode_session_version_response(data: bytes) -> SessionVersionResponse:
+    """Parses a ``KeyVersionResponse``.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``KeyVersionResponse``.
+    """
+    what = "KeyVersionResponse"
+    pb = _parse(causal_pb2.KeyVersionResponse, data, what)
+    return SessionVersionResponse(pb.id, pb.request_id, _causal_results_from_pb(pb.tuples, what))

@@ -141,6 +141,17 @@ class Dag:
         """The functions ``function`` feeds, in edge order."""
         return tuple(link.sink for link in self.connections if link.source == function)
 
+    def descendants(self, function: str) -> tuple[str, ...]:
+        """Every function downstream of ``function``, directly or not, nearest first."""
+        found: dict[str, None] = {}
+        frontier = list(self.downstream(function))
+        while frontier:
+            name = frontier.pop(0)
+            if name not in found:
+                found[name] = None
+                frontier.extend(self.downstream(name))
+        return tuple(found)
+
     def sources(self) -> tuple[str, ...]:
         """The functions with no upstream, in DAG order."""
         sinks = {link.sink for link in self.connections}

@@ -44,6 +44,14 @@ def pull_socket(context: zmq.Context[zmq.Socket[bytes]], max_message_bytes: int)
     return socket
 
 
+def reply_socket(context: zmq.Context[zmq.Socket[bytes]], host: str) -> tuple[zmq.Socket[bytes], str]:
+    """A client's PULL socket on a random port of ``host``, where servers push replies, and its address; closing it
+    never waits."""
+    socket = context.socket(zmq.PULL)
+    socket.setsockopt(zmq.LINGER, 0)
+    return socket, f"tcp://{host}:{socket.bind_to_random_port(f'tcp://{host}')}"
+
+
 def drain(socket: zmq.Socket[bytes], limit: int) -> list[bytes]:
     """Takes up to ``limit`` waiting messages without blocking.
 

@@ -80,10 +80,14 @@ class CausalRequest(_message.Message):
     FUTURE_READ_SET_FIELD_NUMBER: _builtins.int
     KEY_VERSION_LOCATIONS_FIELD_NUMBER: _builtins.int
     RESPONSE_ADDRESS_FIELD_NUMBER: _builtins.int
+    LOWER_BOUNDS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     consistency: _cloudburst_pb2.ConsistencyType.ValueType
     id: _builtins.str
     """The causal session id."""
     response_address: _builtins.str
+    request_id: _builtins.str
+    """Matches the response to the request."""
     @_builtins.property
     def tuples(self) -> _containers.RepeatedCompositeFieldContainer[Global___CausalTuple]:
         """Keys only for a GET; key and payload for a PUT."""
@@ -96,6 +100,12 @@ class CausalRequest(_message.Message):
     def key_version_locations(self) -> _containers.MessageMap[_builtins.str, _shared_pb2.KeyVersionList]:
         """Upstream cache address -> the versions it holds for this session."""
 
+    @_builtins.property
+    def lower_bounds(self) -> _containers.RepeatedCompositeFieldContainer[_shared_pb2.KeyVersion]:
+        """Extensions (field numbers >= 15 are ours; original peers ignore them).
+        Versions each key must at least have, so a read never goes back behind what the session already depends on.
+        """
+
     def __init__(
         self,
         *,
@@ -105,10 +115,12 @@ class CausalRequest(_message.Message):
         future_read_set: _abc.Iterable[_builtins.str] | None = ...,
         key_version_locations: _abc.Mapping[_builtins.str, _shared_pb2.KeyVersionList] | None = ...,
         response_address: _builtins.str = ...,
+        lower_bounds: _abc.Iterable[_shared_pb2.KeyVersion] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "future_read_set", b"future_read_set", "id", b"id", "key_version_locations", b"key_version_locations", "response_address", b"response_address", "tuples", b"tuples"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "future_read_set", b"future_read_set", "id", b"id", "key_version_locations", b"key_version_locations", "lower_bounds", b"lower_bounds", "request_id", b"request_id", "response_address", b"response_address", "tuples", b"tuples"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -121,8 +133,10 @@ class CausalResponse(_message.Message):
     TUPLES_FIELD_NUMBER: _builtins.int
     KEY_VERSION_QUERY_ADDRESS_FIELD_NUMBER: _builtins.int
     KEY_VERSIONS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     key_version_query_address: _builtins.str
     """The answering cache's address, for downstream remote reads."""
+    request_id: _builtins.str
     @_builtins.property
     def tuples(self) -> _containers.RepeatedCompositeFieldContainer[Global___CausalTuple]: ...
     @_builtins.property
@@ -135,10 +149,11 @@ class CausalResponse(_message.Message):
         tuples: _abc.Iterable[Global___CausalTuple] | None = ...,
         key_version_query_address: _builtins.str = ...,
         key_versions: _abc.Iterable[_shared_pb2.KeyVersion] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_version_query_address", b"key_version_query_address", "key_versions", b"key_versions", "tuples", b"tuples"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_version_query_address", b"key_version_query_address", "key_versions", b"key_versions", "request_id", b"request_id", "tuples", b"tuples"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -151,20 +166,25 @@ class KeyVersionRequest(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     RESPONSE_ADDRESS_FIELD_NUMBER: _builtins.int
     KEYS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     response_address: _builtins.str
+    request_id: _builtins.str
     @_builtins.property
-    def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """No keys: the session ended, so the versions kept for it are released."""
+
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         response_address: _builtins.str = ...,
         keys: _abc.Iterable[_builtins.str] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "keys", b"keys", "response_address", b"response_address"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "keys", b"keys", "request_id", b"request_id", "response_address", b"response_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -176,7 +196,9 @@ class KeyVersionResponse(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     TUPLES_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    request_id: _builtins.str
     @_builtins.property
     def tuples(self) -> _containers.RepeatedCompositeFieldContainer[Global___CausalTuple]: ...
     def __init__(
@@ -184,10 +206,11 @@ class KeyVersionResponse(_message.Message):
         *,
         id: _builtins.str = ...,
         tuples: _abc.Iterable[Global___CausalTuple] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "tuples", b"tuples"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "request_id", b"request_id", "tuples", b"tuples"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
