@@ -8,7 +8,7 @@ import threading
 import pytest
 
 import cloudburst
-from cloudburst.errors import CausalModeUnavailable, RemoteExecutionError
+from cloudburst.errors import CausalModeUnavailable
 from cloudburst.shared.reference import CloudburstReference
 from cloudburst.testing import retwis
 from cloudburst.testing.causal_checker import AnomalyKind, CausalChecker, summarize
@@ -45,10 +45,10 @@ def test_causal_writes_and_reads_in_single_and_multi(cb):
 
 def test_causal_calls_outside_causal_requests_fail_with_a_typed_error(cb):
     cb.register(read, "cc_read_normal")
-    with pytest.raises(RemoteExecutionError, match="CausalModeUnavailable") as caught:
+    with pytest.raises(CausalModeUnavailable, match="SINGLE or MULTI") as caught:
         cb.call("cc_read_normal", "cc/x").result(timeout=30)
     assert caught.value.function == "cc_read_normal"
-    assert issubclass(CausalModeUnavailable, cloudburst.CloudburstError)
+    assert "causal_get" in caught.value.remote_traceback
 
 
 def test_a_multi_dag_reads_one_snapshot_across_nodes_and_writes_its_output_causally(cb):
@@ -67,27 +67,36 @@ def test_a_multi_dag_reads_one_snapshot_across_nodes_and_writes_its_output_causa
     cb.register(second, "cc_second")
     cb.register(bump, "cc_bump")
     cb.register(read, "cc_read_out")
-    cb.register_dag("cc_snapshot", ["cc_first", "cc_second"], [("cc_first", "cc_second")])
     cb.call("cc_bump", "cc/pinned", 0, consistency=cloudburst.MULTI).result(timeout=30)
-    nodes = set()
+
+    def run(dag, round_number):
+        arguments = {name: [CloudburstReference("cc/pinned", True)] for name in ("cc_first", "cc_second")}
+        call = cb.build_dag_call(dag, arguments, consistency=cloudburst.MULTI, output_key=f"cc/out/{round_number}")
+        return cb.call_dag(call)
+
+    def crosses(dag):
+        probe = run(dag, -1).result(timeout=30)
+        return probe["where"] != probe["here"]
+
+    dag = register_across_nodes(cb, "cc_snapshot", ["cc_first", "cc_second"], crosses)
     for round_number in range(20):
-        call = cb.build_dag_call(
-            "cc_snapshot",
-            {
-                "cc_first": [CloudburstReference("cc/pinned", True)],
-                "cc_second": [CloudburstReference("cc/pinned", True)],
-            },
-            consistency=cloudburst.MULTI,
-            output_key=f"cc/out/{round_number}",
-        )
-        future = cb.call_dag(call)
+        future = run(dag, round_number)
         cb.call("cc_bump", "cc/pinned", round_number + 1, consistency=cloudburst.MULTI).result(timeout=30)
         result = future.result(timeout=30)
         assert result["first"] == result["again"]
-        nodes.add((result["where"], result["here"]))
         stored = cb.call("cc_read_out", f"cc/out/{round_number}", consistency=cloudburst.MULTI).result(timeout=30)
         assert stored == result
-    assert any(upstream != downstream for upstream, downstream in nodes), "no request crossed nodes"
+
+
+def register_across_nodes(cb, prefix, functions, crosses):
+    """Placement decides where stages run: registers copies of a two-stage DAG until ``crosses(name)`` says one
+    runs its stages on two nodes, and returns that copy's name."""
+    for copy in range(12):
+        dag = f"{prefix}_{copy}"
+        cb.register_dag(dag, functions, [tuple(functions)])
+        if crosses(dag):
+            return dag
+    pytest.fail(f"no copy of {prefix} ran its stages on two nodes")
 
 
 def check(outcome):
@@ -118,7 +127,10 @@ def test_the_checker_finds_no_anomaly_under_multi_and_finds_them_under_normal_in
         thread.join(timeout=240)
     multi, normal = outcomes[cloudburst.MULTI], outcomes[cloudburst.NORMAL]
     multi_counts, normal_counts = check(multi), check(normal)
-    print(f"\nMULTI: {len(multi.records)} requests, {len(multi.errors)} errors, anomalies {multi_counts}")
+    print(
+        f"\nMULTI: {len(multi.records)} requests, {len(multi.errors)} errors, {multi.conflicts} retried after a "
+        f"CausalConflict, anomalies {multi_counts}"
+    )
     print(f"NORMAL: {len(normal.records)} requests, {len(normal.errors)} errors, anomalies {normal_counts}")
     assert not multi.errors, multi.errors[:3]
     assert not normal.errors, normal.errors[:3]
@@ -126,3 +138,21 @@ def test_the_checker_finds_no_anomaly_under_multi_and_finds_them_under_normal_in
     assert sum(multi_counts.values()) == 0, multi_counts
     # Last-writer-wins reads through caches are not snapshots: the same checker sees it.
     assert normal_counts[AnomalyKind.NON_REPEATABLE_READ] > 0, normal_counts
+
+
+def test_a_normal_request_reads_its_own_writes_on_every_node(cb):
+    def put(lib, key, value):
+        lib.put(key, value)
+        return (key, value, lib.getid()[0])
+
+    def get(lib, key, value, where):
+        return lib.get(key) == value, where != lib.getid()[0]
+
+    cb.register(put, "ryw_put")
+    cb.register(get, "ryw_get")
+
+    def run(dag, n):
+        return cb.call_dag(cb.build_dag_call(dag, {"ryw_put": ["ryw/k", n]})).result(timeout=30)
+
+    dag = register_across_nodes(cb, "ryw", ["ryw_put", "ryw_get"], lambda dag: run(dag, -1)[1])
+    assert all(run(dag, n)[0] for n in range(300))

@@ -843,3 +843,18 @@ def test_causal_requests_never_batch_and_a_causally_stored_result_is_not_stored_
     assert not any(run.batching for run in runs(out))
     stored = RunSucceeded(result=EncodedResult(values.encode("x")), stored=True)
     assert stores(harness.finish(runs(out)[0], stored)) == []
+
+
+def test_normal_requests_hand_on_the_keys_written_upstream():
+    harness = Harness()
+    harness.pin("f")
+    harness.pin("g", request_id="pin-2")
+    run = only_run(harness.receive(make_schedule(CHAIN, "f", "r1"), make_trigger("r1", "f", BEGIN)))
+    assert run.items[0].causal is None
+    assert run.items[0].upstream_writes == ()
+    written = SessionMetadata({}, (KeyVersion("k", VectorClock()),))
+    out = harness.finish(run, RunSucceeded(arguments=(values.encode(1),), session=written))
+    (send,) = sends(out)
+    assert send.message.dependencies == (KeyVersion("k", VectorClock()),)
+    downstream = only_run(harness.receive(make_schedule(CHAIN, "g", "r1"), send.message))
+    assert downstream.items[0].upstream_writes == ("k",)

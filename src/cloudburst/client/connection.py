@@ -299,6 +299,7 @@ class Connection:
         output_key: str | None = None,
         client_id: str | None = None,
         continuation: DagCall | None = None,
+        reads: Mapping[str, Iterable[str]] | None = None,
     ) -> DagCall:
         """Builds a DAG call without sending it (for example to pass as another call's continuation).
 
@@ -310,6 +311,9 @@ class Connection:
             output_key: Store the result under this key instead of the request id.
             client_id: The causal session id.
             continuation: A call built by this method to run on this DAG's result.
+            reads: Per function, keys it reads besides its reference arguments. The scheduler places the function
+                near them; under MULTI the request's first read keeps versions of them consistent with it, so a
+                later function reading them cannot meet a ``CausalConflict``.
         """
         function_args: dict[str, Arguments] = {}
         references: dict[str, tuple[str, ...]] = {}
@@ -318,6 +322,8 @@ class Connection:
             function_args[fname], keys = self._arguments(items)
             if keys:
                 references[fname] = keys
+        for fname, declared in (reads or {}).items():
+            references[fname] = tuple(dict.fromkeys((*references.get(fname, ()), *declared)))
         return DagCall(
             name=name,
             function_args=function_args,

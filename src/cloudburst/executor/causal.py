@@ -54,8 +54,10 @@ class CausalContext:
         consistency: SINGLE or MULTI.
         session_id: The request id.
         metadata: The upstream functions' session metadata, joined.
-        future_arguments: The fixed arguments of every function downstream of this one, whose references form the
-            future read set.
+        future_arguments: The fixed arguments of every function downstream of this one, whose references are part
+            of the future read set.
+        declared_reads: Keys this function and those downstream declared they read (``DagCall.references``), the
+            rest of the future read set.
         output_key: Where a sink writes its result as a causal value ("" for none).
         sink: Whether this function is a sink (it then ends the session).
     """
@@ -64,6 +66,7 @@ class CausalContext:
     session_id: str
     metadata: SessionMetadata = SessionMetadata()
     future_arguments: tuple[Arguments, ...] = ()
+    declared_reads: tuple[str, ...] = ()
     output_key: str = ""
     sink: bool = True
 

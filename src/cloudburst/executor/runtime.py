@@ -38,7 +38,7 @@ from cloudburst.errors import (
     NotPinned,
     RemoteExecutionError,
 )
-from cloudburst.executor.causal import CausalContext, CausalSession, latest_value
+from cloudburst.executor.causal import CausalContext, CausalSession, SessionMetadata, latest_value
 from cloudburst.executor.causal_io import CausalDataClient
 from cloudburst.executor.state import (
     DagRunItem,
@@ -51,12 +51,12 @@ from cloudburst.executor.state import (
 )
 from cloudburst.executor.user_library import UserLibrary
 from cloudburst.keys import function_key
-from cloudburst.kvs.client import DataClient, KvsClient
-from cloudburst.lattices import LwwLattice, MultiKeyCausalLattice
+from cloudburst.kvs.client import KvsClient
+from cloudburst.lattices import LwwLattice, MultiKeyCausalLattice, VectorClock
 from cloudburst.protocol import values
 from cloudburst.protocol.codec import StorableLattice
 from cloudburst.protocol.messages import ConsistencyType
-from cloudburst.protocol.runtime_messages import Arguments, FunctionCall
+from cloudburst.protocol.runtime_messages import Arguments, FunctionCall, KeyVersion
 from cloudburst.retry import RetryPolicy
 from cloudburst.shared.reference import CloudburstReference
 
@@ -156,7 +156,6 @@ class FunctionRuntime:
         library: Passed as the first argument of every function.
         clock: Time source for reference deadlines.
         retry: Back-off between reads of referenced keys that do not exist yet.
-        data: Where referenced keys are read (the node cache); the KVS itself when ``None``.
         causal: Reads and writes of SINGLE and MULTI requests; without it such requests fail with
             :class:`CausalModeUnavailable`.
     """
@@ -167,14 +166,12 @@ class FunctionRuntime:
         kvs: KvsClient,
         library: UserLibrary,
         *,
-        data: DataClient | None = None,
         causal: CausalDataClient | None = None,
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
         self._config = config
         self._kvs = kvs
-        self._data: DataClient = data or kvs
         self._causal = causal
         self._library = library
         self._clock = clock or SystemClock()
@@ -287,20 +284,33 @@ class FunctionRuntime:
                 for item in run.items
             )
         outcomes: dict[int, RunOutcome] = {}
-        prepared: list[tuple[int, list[object]]] = []
+        normal: list[tuple[int, DagRunItem]] = []
         for index, item in enumerate(run.items):
-            if item.causal is not None:
-                outcomes[index] = self._run(
-                    function,
-                    run.function,
-                    item.dag,
-                    item.request_id,
-                    item.arguments,
-                    item.causal,
-                    item.output,
-                    item.invalid_results,
-                )
+            if item.causal is None:
+                normal.append((index, item))
                 continue
+            outcomes[index] = self._run(
+                function,
+                run.function,
+                item.dag,
+                item.request_id,
+                item.arguments,
+                item.causal,
+                item.output,
+                item.invalid_results,
+            )
+        # A batch runs as one call, so its items share what they know of upstream writes.
+        groups = [normal] if run.batching else [[entry] for entry in normal]
+        for group in groups:
+            outcomes.update(self._with_writes(group, function, run))
+        return tuple(outcomes[index] for index in range(len(run.items)))
+
+    def _run_normal(
+        self, function: UserFunction, run: RunDagInstruction, entries: list[tuple[int, DagRunItem]]
+    ) -> dict[int, RunOutcome]:
+        outcomes: dict[int, RunOutcome] = {}
+        prepared: list[tuple[int, list[object]]] = []
+        for index, item in entries:
             try:
                 prepared.append((index, self._prepare(item.arguments)))
             except CloudburstError as error:
@@ -310,7 +320,24 @@ class FunctionRuntime:
         else:
             for index, arguments in prepared:
                 outcomes[index] = self._run_item(function, run.function, run.items[index], arguments)
-        return tuple(outcomes[index] for index in range(len(run.items)))
+        return outcomes
+
+    def _with_writes(
+        self, entries: list[tuple[int, DagRunItem]], function: UserFunction, run: RunDagInstruction
+    ) -> dict[int, RunOutcome]:
+        """Runs NORMAL items knowing the keys written upstream, and hands on every key written so far."""
+        self._library.begin_request(key for _, item in entries for key in item.upstream_writes)
+        try:
+            outcomes = self._run_normal(function, run, entries)
+        finally:
+            written = self._library.end_request()
+        if not written:
+            return outcomes
+        session = SessionMetadata({}, tuple(KeyVersion(key, VectorClock()) for key in written))
+        return {
+            index: replace(outcome, session=session) if isinstance(outcome, RunSucceeded) else outcome
+            for index, outcome in outcomes.items()
+        }
 
     def _run(
         self,
@@ -368,10 +395,11 @@ class FunctionRuntime:
             self._causal.end(session)
 
     def _future_read_set(self, context: CausalContext | None) -> tuple[str, ...]:
-        """The keys referenced in downstream functions' fixed arguments (MULTI keeps them consistent from here)."""
+        """The keys declared read here or downstream, and those referenced in downstream functions' arguments (MULTI
+        keeps versions of them, consistent with this function's reads)."""
         if context is None or context.consistency != ConsistencyType.MULTI:
             return ()
-        keys: dict[str, None] = {}
+        keys: dict[str, None] = dict.fromkeys(context.declared_reads)
         for arguments in context.future_arguments:
             try:
                 decoded = [values.decode(value, "downstream argument") for value in arguments]
@@ -495,7 +523,7 @@ class FunctionRuntime:
         while True:
             # A read near the deadline still gets a full attempt: a slow KVS is not a missing key.
             read_timeout = max(deadline - self._clock.now(), self._retry.attempt_timeout)
-            answers = self._data.get_many(missing, timeout=read_timeout)
+            answers = self._library.get_lattices(missing, timeout=read_timeout)
             found.update({key: lattice for key, lattice in answers.items() if lattice is not None})
             missing = [key for key in missing if key not in found]
             if not missing:
@@ -542,7 +570,12 @@ class FunctionRuntime:
 
     def _user_error(
         self, error: BaseException, trace: str, function: str, dag: str | None, request_id: str | None
-    ) -> RemoteExecutionError:
+    ) -> CloudburstError:
+        """What the caller gets for an exception in user code: our own typed errors (a ``CausalConflict`` from
+        ``causal_get``, a ``DeadlineExceeded`` from ``get``) as themselves, anything else wrapped."""
+        if isinstance(error, CloudburstError):
+            error.remote_traceback = error.remote_traceback or trace
+            return self._with_context(error, function, dag, request_id)
         kind = type(error)
         return RemoteExecutionError(
             f"{kind.__name__}: {error}",

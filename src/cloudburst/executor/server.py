@@ -113,11 +113,13 @@ class ExecutorServer:
                 counter = WriterCounter(f"{config.host}:{config.tid}:{incarnation[:8]}")
                 causal = CausalDataClient(config.cache_causal, self._sessions, self._cache, counter, config.kvs_timeout)
             self._timestamps = TimestampGenerator(writer_id_for(f"{config.host}:{config.tid}"))
-            self._library = UserLibrary(config, data, self._context, self._push, self._timestamps, causal)
+            self._library = UserLibrary(
+                config, data, self._context, self._push, self._timestamps, causal, store=self._kvs
+            )
         except BaseException:
             self.close()
             raise
-        self.runtime = FunctionRuntime(config, self._kvs, self._library, data=data, causal=causal)
+        self.runtime = FunctionRuntime(config, self._kvs, self._library, causal=causal)
         self.state = ExecutorState(config, incarnation)
 
     @property

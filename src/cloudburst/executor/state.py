@@ -268,6 +268,8 @@ class DagRunItem:
         output: What to make of the result.
         invalid_results: For MULTIEXEC: serialized ``Value`` bytes that make a result invalid.
         causal: For SINGLE and MULTI requests: the session the function reads and writes in.
+        upstream_writes: For NORMAL requests: keys functions upstream wrote, which the function reads from the KVS
+            itself so that a request reads its own writes on any node.
     """
 
     request_id: str
@@ -276,6 +278,7 @@ class DagRunItem:
     output: OutputForm
     invalid_results: tuple[bytes, ...] = ()
     causal: CausalContext | None = None
+    upstream_writes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -836,17 +839,25 @@ class ExecutorState:
         sink = not schedule.dag.downstream(function)
         output = OutputForm.RESULT if sink else OutputForm.TRIGGER_ARGUMENTS
         causal = None
+        triggers = [request.triggers[source] for source in consumed if source in request.triggers]
+        upstream_writes: tuple[str, ...] = ()
         if schedule.consistency != ConsistencyType.NORMAL:
-            triggers = [request.triggers[source] for source in consumed if source in request.triggers]
+            descendants = schedule.dag.descendants(function)
             causal = CausalContext(
                 consistency=schedule.consistency,
                 session_id=schedule.id,
                 metadata=join_metadata(SessionMetadata(t.version_locations, t.dependencies) for t in triggers),
-                future_arguments=tuple(schedule.arguments.get(name, ()) for name in schedule.dag.descendants(function)),
+                future_arguments=tuple(schedule.arguments.get(name, ()) for name in descendants),
+                declared_reads=tuple(
+                    dict.fromkeys(key for name in (function, *descendants) for key in schedule.references.get(name, ()))
+                ),
                 output_key=schedule.output_key,
                 sink=sink,
             )
-        item = DagRunItem(schedule.id, schedule.dag.name, arguments, output, invalid_results, causal)
+        else:
+            # NORMAL triggers name, as dependencies, the keys written upstream.
+            upstream_writes = tuple(sorted({version.key for trigger in triggers for version in trigger.dependencies}))
+        item = DagRunItem(schedule.id, schedule.dag.name, arguments, output, invalid_results, causal, upstream_writes)
         # A causal function reads and writes in its own request's session, so it never batches.
         return item, causal is None and (fn.batching or reference.batching)
 

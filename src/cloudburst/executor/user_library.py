@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, overload
 
 import zmq
@@ -25,6 +25,7 @@ from cloudburst.executor.causal_io import CausalDataClient
 from cloudburst.kvs.client import DataClient
 from cloudburst.lattices import Lattice, MultiKeyCausalLattice
 from cloudburst.protocol import values
+from cloudburst.protocol.codec import StorableLattice
 from cloudburst.transport.zmq import PushSocketCache, bind
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class UserLibrary:
         push: Outgoing PUSH sockets, shared with the executor.
         timestamps: Stamps LWW writes; defaults to one keyed by this executor's ``ip:tid``.
         causal: Reads and writes of causal sessions; ``None`` on an executor without a node cache.
+        store: The KVS itself, where keys written earlier in the running request are read (``kvs`` by default).
 
     Raises:
         TransportError: The inbox port cannot be bound.
@@ -63,10 +65,15 @@ class UserLibrary:
         push: PushSocketCache,
         timestamps: TimestampGenerator | None = None,
         causal: CausalDataClient | None = None,
+        store: DataClient | None = None,
     ) -> None:
         self._config = config
         self._kvs = kvs
+        self._store = store or kvs
         self._causal = causal
+        #: Keys functions upstream in the running request wrote, and keys the running function wrote.
+        self._upstream_writes: frozenset[str] = frozenset()
+        self._writes: set[str] = set()
         #: The causal session of the request running now (set by the runtime), ``None`` for NORMAL requests.
         self.session: CausalSession | None = None
         self._push = push
@@ -111,7 +118,7 @@ class UserLibrary:
             DecodeError: A stored value cannot be loaded.
         """
         keys = [key] if isinstance(key, str) else list(key)
-        lattices = self._kvs.get_many(keys, timeout=self._config.kvs_timeout)
+        lattices = self.get_lattices(keys, timeout=self._config.kvs_timeout)
         found: dict[str, Any] = {}
         for name in keys:
             lattice = lattices[name]
@@ -146,6 +153,7 @@ class UserLibrary:
         """
         if isinstance(key, str):
             self._kvs.put(key, values.to_lattice(value, self._timestamps), timeout=self._config.kvs_timeout)
+            self._writes.add(key)
             return True
         keys = list(key)
         if not isinstance(value, Sequence) or isinstance(value, str | bytes) or len(value) != len(keys):
@@ -154,7 +162,37 @@ class UserLibrary:
             name: values.to_lattice(item, self._timestamps) for name, item in zip(keys, value, strict=True)
         }
         self._kvs.put_many(items, timeout=self._config.kvs_timeout)
+        self._writes.update(keys)
         return dict.fromkeys(keys, True)
+
+    # -- the running request -----------------------------------------------------------------------------------
+
+    def begin_request(self, upstream_writes: Iterable[str]) -> None:
+        """Starts a NORMAL request's run: ``upstream_writes`` are the keys its upstream functions wrote."""
+        self._upstream_writes = frozenset(upstream_writes)
+        self._writes = set()
+
+    def end_request(self) -> tuple[str, ...]:
+        """Ends the run; returns every key the request has written so far, for the functions downstream."""
+        written = tuple(sorted(self._upstream_writes | self._writes))
+        self._upstream_writes = frozenset()
+        self._writes = set()
+        return written
+
+    def get_lattices(self, keys: Sequence[str], *, timeout: float) -> dict[str, StorableLattice | None]:
+        """Reads lattices: through the node cache, except keys written upstream in the running request.
+
+        Those are read from the KVS itself: the node cache here may not have received the write yet, and a request
+        must read its own writes wherever its functions run.
+        """
+        own = [key for key in keys if key in self._upstream_writes]
+        if not own:
+            return self._kvs.get_many(keys, timeout=timeout)
+        found = self._store.get_many(own, timeout=timeout)
+        others = [key for key in keys if key not in found]
+        if others:
+            found.update(self._kvs.get_many(others, timeout=timeout))
+        return found
 
     @overload
     def causal_get(self, key: str, deserialize: bool = True) -> Any: ...  # noqa: ANN401 - user data

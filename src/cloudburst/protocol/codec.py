@@ -597,6 +597,8 @@ def _schedule_to_pb(schedule: DagSchedule, out: cloudburst_pb2.DagSchedule) -> N
     if schedule.continuation is not None:
         _continuation_to_pb(schedule.continuation, out.continuation)
     out.delivery = schedule.delivery  # type: ignore[assignment]
+    for name, keys in schedule.references.items():
+        out.references[name].keys.extend(keys)
 
 
 def _schedule_from_pb(pb: cloudburst_pb2.DagSchedule, what: str) -> DagSchedule:
@@ -616,6 +618,7 @@ def _schedule_from_pb(pb: cloudburst_pb2.DagSchedule, what: str) -> DagSchedule:
         if pb.HasField("continuation")
         else None,
         delivery=_enum(ResultDelivery, pb.delivery, f"{what}.delivery"),
+        references={name: tuple(keys.keys) for name, keys in pb.references.items()},
     )
 
 

@@ -214,10 +214,12 @@ class DagSchedule:
     start_time: float = 0.0
     continuation: Continuation | None = None
     delivery: ResultDelivery = ResultDelivery.LEGACY
+    references: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "locations", _frozen_map(self.locations))
         object.__setattr__(self, "arguments", _frozen_map(self.arguments))
+        object.__setattr__(self, "references", _frozen_map(self.references))
 
 
 @dataclass(frozen=True, slots=True)

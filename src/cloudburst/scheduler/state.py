@@ -1571,6 +1571,7 @@ class SchedulerState:
                 start_time=self._wall,
                 continuation=call.continuation,
                 delivery=call.delivery,
+                references=call.references,
             )
             out.append(PushInstruction(self._executor_endpoint(eid), schedule))
         for source in entry.sources:

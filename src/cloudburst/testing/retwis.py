@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudburst.client.connection import Connection
-from cloudburst.errors import CloudburstError, DagAlreadyExists
+from cloudburst.errors import CausalConflict, CloudburstError, DagAlreadyExists
 from cloudburst.protocol.messages import ConsistencyType
+from cloudburst.protocol.runtime_messages import DagCall
 from cloudburst.testing.causal_checker import ObservedRead, ObservedWrite, RequestRecord
 
 #: Posts a timeline keeps (the newest).
@@ -152,11 +153,36 @@ def to_record(request_id: str, result: dict[str, Any]) -> RequestRecord:
 
 @dataclass(slots=True)
 class RetwisRun:
-    """The outcome of :func:`run`: records of completed requests, failures, and latencies in seconds."""
+    """The outcome of :func:`run`: records of completed requests, failures, retries, and latencies in seconds.
+
+    Attributes:
+        conflicts: MULTI requests retried after a ``CausalConflict`` (as the error advises).
+    """
 
     records: list[RequestRecord] = field(default_factory=list)
     errors: list[CloudburstError] = field(default_factory=list)
+    conflicts: int = 0
     latencies: dict[str, list[float]] = field(default_factory=lambda: {"retwis-post": [], "retwis-read": []})
+
+
+#: Attempts of one request that keeps meeting ``CausalConflict``.
+MAX_ATTEMPTS = 5
+
+
+def _call_retrying_conflicts(
+    connection: Connection, call: DagCall, timeout: float, outcome: RetwisRun, lock: threading.Lock
+) -> dict[str, Any]:
+    attempts = 1
+    while True:
+        try:
+            result: dict[str, Any] = connection.call_dag(call).result(timeout)
+            return result
+        except CausalConflict:
+            if attempts == MAX_ATTEMPTS:
+                raise
+            attempts += 1
+            with lock:
+                outcome.conflicts += 1
 
 
 def run(
@@ -208,6 +234,7 @@ def run(
                     "retwis_scan": [consistency.name, ns, user],
                     "retwis_check": [consistency.name, ns, user, pause],
                 }
+                reads = {"retwis_scan": [f"{ns}:tl:{user}"]}
             else:
                 dag = "retwis-post"
                 other = rng.choice([name for name in names if name != user] or names)
@@ -216,10 +243,13 @@ def run(
                     "retwis_pick": [consistency.name, ns, other],
                     "retwis_publish": [consistency.name, ns, user, post_id, f"tl-{post_id}"],
                 }
-            call = connection.build_dag_call(dag, arguments, consistency=consistency)
+                # The author's timeline is read where it is written, in the last stage (not declared): read in the
+                # snapshot of the first stage, it would be older than the write it is the base of.
+                reads = {"retwis_pick": [f"{ns}:tl:{other}"]}
+            call = connection.build_dag_call(dag, arguments, consistency=consistency, reads=reads)
             started = time.perf_counter()
             try:
-                result = connection.call_dag(call).result(timeout)
+                result = _call_retrying_conflicts(connection, call, timeout, outcome, lock)
             except CloudburstError as error:
                 with lock:
                     outcome.errors.append(error)

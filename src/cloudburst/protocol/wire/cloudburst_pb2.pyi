@@ -577,6 +577,27 @@ class DagSchedule(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class ReferencesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _shared_pb2.StringSet: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _shared_pb2.StringSet | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     DAG_FIELD_NUMBER: _builtins.int
     TARGET_FUNCTION_FIELD_NUMBER: _builtins.int
@@ -590,6 +611,7 @@ class DagSchedule(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     CONTINUATION_FIELD_NUMBER: _builtins.int
     DELIVERY_FIELD_NUMBER: _builtins.int
+    REFERENCES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     target_function: _builtins.str
     consistency: Global___ConsistencyType.ValueType
@@ -598,7 +620,7 @@ class DagSchedule(_message.Message):
     client_id: _builtins.str
     start_time: _builtins.float
     delivery: Global___ResultDelivery.ValueType
-    """Extension."""
+    """Extensions."""
     @_builtins.property
     def dag(self) -> Global___Dag: ...
     @_builtins.property
@@ -611,6 +633,10 @@ class DagSchedule(_message.Message):
     def arguments(self) -> _containers.MessageMap[_builtins.str, Global___Arguments]: ...
     @_builtins.property
     def continuation(self) -> Global___Continuation: ...
+    @_builtins.property
+    def references(self) -> _containers.MessageMap[_builtins.str, _shared_pb2.StringSet]:
+        """Per function, the keys it reads (DagCall.references): under MULTI the request's first read keeps them."""
+
     def __init__(
         self,
         *,
@@ -627,10 +653,11 @@ class DagSchedule(_message.Message):
         start_time: _builtins.float = ...,
         continuation: Global___Continuation | None = ...,
         delivery: Global___ResultDelivery.ValueType = ...,
+        references: _abc.Mapping[_builtins.str, _shared_pb2.StringSet] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["continuation", b"continuation", "dag", b"dag"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "client_id", b"client_id", "consistency", b"consistency", "continuation", b"continuation", "dag", b"dag", "delivery", b"delivery", "id", b"id", "locations", b"locations", "output_key", b"output_key", "response_address", b"response_address", "start_time", b"start_time", "target_function", b"target_function", "triggers", b"triggers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "client_id", b"client_id", "consistency", b"consistency", "continuation", b"continuation", "dag", b"dag", "delivery", b"delivery", "id", b"id", "locations", b"locations", "output_key", b"output_key", "references", b"references", "response_address", b"response_address", "start_time", b"start_time", "target_function", b"target_function", "triggers", b"triggers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
