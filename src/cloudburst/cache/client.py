@@ -2,9 +2,8 @@
 
 The cache speaks a KVS storage thread's protocol, so the KVS client's request matching, deadlines, retries and
 error mapping apply unchanged; only routing differs (every key goes to the one cache endpoint, there is no routing
-tier to ask). Rather than copy that code, this module reuses it: a private :class:`KvsClient` subclass replaces the
-address lookup, and :class:`NodeCacheClient` exposes only the calls an executor needs, so code written against it
-can take either client.
+tier to ask: :class:`KvsClient`'s ``fixed_endpoint``). :class:`NodeCacheClient` exposes only the calls an executor
+needs, so code written against it can take either client.
 """
 
 from __future__ import annotations
@@ -16,22 +15,6 @@ from cloudburst.kvs.client import KvsClient
 from cloudburst.lattices import Lattice
 from cloudburst.protocol.codec import StorableLattice
 from cloudburst.retry import RetryPolicy
-
-
-class _CacheRoutedClient(KvsClient):
-    """A :class:`KvsClient` that sends every key to one endpoint instead of asking a routing tier."""
-
-    def __init__(
-        self, endpoint: str, *, host: str, timeout: float, retry: RetryPolicy | None, clock: Clock | None
-    ) -> None:
-        super().__init__(endpoint, host=host, timeout=timeout, retry=retry, clock=clock)
-        self._cache_endpoint = endpoint
-
-    def _resolve(self, keys: list[str], deadline: float, guess: bool = False) -> None:
-        # The cache answers for every key; it never redirects, so the address never needs looking up again.
-        for key in keys:
-            if key not in self._address_cache:
-                self._remember(key, (self._cache_endpoint,))
 
 
 class NodeCacheClient:
@@ -55,7 +38,7 @@ class NodeCacheClient:
         clock: Clock | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self._client = _CacheRoutedClient(endpoint, host=host, timeout=timeout, retry=retry, clock=clock)
+        self._client = KvsClient(endpoint, host=host, timeout=timeout, retry=retry, clock=clock, fixed_endpoint=True)
 
     def __enter__(self) -> NodeCacheClient:
         return self
