@@ -1,0 +1,508 @@
+"""The management service's state: a live view of the cluster, events in, scaling instructions out.
+
+:class:`ManagementState` keeps what the original management server (hydro-project/cluster) kept in its loop, minus
+the sockets, the Kubernetes calls and the clock. The server feeds it executors' status reports, executors' and
+schedulers' statistics, node membership changes and ticks, each with the current monotonic time, and carries out
+the instructions it returns. The decisions themselves come from :mod:`cloudburst.management.policy`.
+
+The view.
+
+* *Threads* are known from their own ``ThreadStatus`` reports and forgotten after ``thread_timeout`` without one.
+  The original kept them forever, so dead executors skewed every average (B47).
+* A *node* is an address. It is known while it has threads, or for ``thread_timeout`` after it joined or last
+  reported. Its thread count is whatever its executors report, not an assumed 3 (B47).
+* *Statistics* are summed over a window of one report period: DAG call counts from schedulers, execution counts and
+  times from executors. When a tick finds the window complete, the policies run on it and a new window starts. The
+  load comparison uses the window's measured length, so a late tick does not look like a load spike.
+* *Node changes in flight*. An added node counts as pending until a node joins (by an event, or by a first status
+  from a new address) or ``node_join_timeout`` passes. A node being drained stays in the view, marked draining and
+  left out of every average and placement, until the server reports it drained or its threads fall silent.
+  Statuses from a node reported drained are ignored for ``thread_timeout``, since its executors' last reports may
+  still be in flight.
+* *Schedulers* are known from their periodic statistics and forgotten like threads. The server can answer
+  scheduler-list queries from this set, so that executors find schedulers that started after them (the original
+  gave each executor a fixed list at start, B52).
+
+Every instruction carries a ``reason`` for people; the most recent ones are kept, with their times, in
+:meth:`ManagementState.decisions`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import assert_never
+
+from cloudburst.management.policy import (
+    AddNodesInstruction,
+    DereplicateFunctionInstruction,
+    DrainNodeInstruction,
+    FunctionScalingInstruction,
+    FunctionWindow,
+    LatencyHistory,
+    ManagementPolicyConfig,
+    NodePolicy,
+    NodeView,
+    ReplicaPolicy,
+    ReplicateFunctionInstruction,
+    ThreadView,
+    average_utilization,
+    pinned_ratio,
+)
+from cloudburst.protocol.runtime_messages import ExecutorStatistics, ThreadStatus
+
+#: Decisions kept for :meth:`ManagementState.decisions`.
+DECISION_HISTORY = 256
+#: Nodes known at once; statuses from further addresses are ignored.
+MAX_NODES = 16_384
+#: Threads known at once; statuses from further threads are ignored.
+MAX_THREADS = 65_536
+#: Function names tracked at once (in a window, in the latency history); statistics of further names are ignored.
+MAX_FUNCTIONS = 65_536
+#: DAG names tracked in a window.
+MAX_DAGS = 65_536
+#: Schedulers known at once.
+MAX_SCHEDULERS = 1_024
+
+
+# -- events ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadStatusEvent:
+    """An executor thread reported its status."""
+
+    status: ThreadStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorStatisticsEvent:
+    """An executor's statistics for one of its report periods: execution counts and times per function, and the
+    end-to-end times of DAG requests that finished there."""
+
+    statistics: ExecutorStatistics
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStatisticsEvent:
+    """A scheduler's statistics for one of its report periods: DAG call counts per function, and calls and
+    inter-arrival times per DAG.
+
+    Attributes:
+        host: The scheduler's host, as executors and peers reach it.
+        statistics: The report (its function entries carry counts only, no runtimes).
+    """
+
+    host: str
+    statistics: ExecutorStatistics
+
+
+@dataclass(frozen=True, slots=True)
+class NodeJoinedEvent:
+    """A node is up; its executors will report. Resolves one pending addition if the node is new."""
+
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDrainedEvent:
+    """A node has left (drained and released, or lost). It is forgotten at once."""
+
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class ManagementTickEvent:
+    """Time passed: threads are aged out on every tick, and the policies run once per report period."""
+
+
+ManagementEvent = (
+    ThreadStatusEvent
+    | ExecutorStatisticsEvent
+    | SchedulerStatisticsEvent
+    | NodeJoinedEvent
+    | NodeDrainedEvent
+    | ManagementTickEvent
+)
+#: What the server must carry out.
+ManagementInstruction = (
+    AddNodesInstruction | DrainNodeInstruction | ReplicateFunctionInstruction | DereplicateFunctionInstruction
+)
+
+
+# -- views -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ManagementDecision:
+    """An instruction the state issued, and when.
+
+    Attributes:
+        at: The time of the tick that decided it.
+        instruction: What was decided; its ``reason`` says why.
+    """
+
+    at: float
+    instruction: ManagementInstruction
+
+    @property
+    def reason(self) -> str:
+        """Why the decision was made."""
+        return self.instruction.reason
+
+
+@dataclass(frozen=True, slots=True)
+class DagLoad:
+    """One report period's figures for a DAG. Shown, not acted on: no policy uses them, as in the original.
+
+    Attributes:
+        name: The DAG.
+        calls: Calls the schedulers counted.
+        mean_interarrival: Mean seconds between calls, or ``None`` without inter-arrival samples.
+        completions: Requests that finished, as the executors running its sink reported.
+        mean_runtime: Mean end-to-end seconds of those requests, or ``None`` without samples.
+    """
+
+    name: str
+    calls: int = 0
+    mean_interarrival: float | None = None
+    completions: int = 0
+    mean_runtime: float | None = None
+
+
+# -- internal records ------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Node:
+    threads: dict[int, ThreadView] = field(default_factory=dict)
+    last_seen: float = 0.0
+    draining: bool = False
+
+
+@dataclass(slots=True)
+class _RuntimeTally:
+    executions: int = 0
+    total: float = 0.0
+    samples: int = 0
+
+
+@dataclass(slots=True)
+class _DagFigures:
+    calls: int = 0
+    interarrival_total: float = 0.0
+    interarrivals: int = 0
+    completions: int = 0
+    runtime_total: float = 0.0
+    runtimes: int = 0
+
+
+class ManagementState:
+    """The management service's view of the cluster and its scaling decisions; see the module docstring.
+
+    Time comes only from the ``now`` passed to :meth:`handle`; an earlier time than one already seen is taken as
+    the latest seen, so decisions never depend on a clock stepping back.
+
+    Args:
+        config: Policy thresholds and timeouts.
+        decision_history: How many recent decisions :meth:`decisions` keeps.
+    """
+
+    def __init__(
+        self, config: ManagementPolicyConfig | None = None, *, decision_history: int = DECISION_HISTORY
+    ) -> None:
+        self.config = config or ManagementPolicyConfig()
+        self.replica_policy = ReplicaPolicy(self.config)
+        self.node_policy = NodePolicy(self.config)
+        #: Known nodes by address, each with its threads by tid.
+        self._nodes: dict[str, _Node] = {}
+        self._thread_count = 0
+        #: Nodes reported drained -> when; their late statuses are ignored until ``thread_timeout`` has passed.
+        self._drained: dict[str, float] = {}
+        #: Scheduler host -> when its last statistics arrived.
+        self._schedulers: dict[str, float] = {}
+        #: Deadlines of requested nodes that have not joined yet, earliest first.
+        self._pending: deque[float] = deque()
+        self._last_node_change: float | None = None
+        #: Function -> when its replica set was last changed.
+        self._replica_changes: dict[str, float] = {}
+        self._window_start: float | None = None
+        self._calls: Counter[str] = Counter()
+        self._runtimes: dict[str, _RuntimeTally] = {}
+        self._dag_tallies: dict[str, _DagFigures] = {}
+        self._history: dict[str, LatencyHistory] = {}
+        self._last_windows: tuple[FunctionWindow, ...] = ()
+        self._last_dags: tuple[DagLoad, ...] = ()
+        self._decisions: deque[ManagementDecision] = deque(maxlen=decision_history)
+        self._now = -math.inf
+
+    # -- public API --------------------------------------------------------------------------------------------
+
+    def handle(self, event: ManagementEvent, now: float) -> list[ManagementInstruction]:
+        """Applies ``event`` at time ``now`` and returns what the server must do, in order.
+
+        Only a :class:`ManagementTickEvent` can produce instructions; every other event just updates the view.
+
+        Args:
+            event: What happened.
+            now: Monotonic seconds.
+        """
+        now = max(now, self._now)
+        self._now = now
+        if self._window_start is None:
+            self._window_start = now
+        if isinstance(event, ThreadStatusEvent):
+            self._handle_status(event.status, now)
+        elif isinstance(event, ExecutorStatisticsEvent):
+            self._handle_executor_statistics(event.statistics)
+        elif isinstance(event, SchedulerStatisticsEvent):
+            self._handle_scheduler_statistics(event.host, event.statistics, now)
+        elif isinstance(event, NodeJoinedEvent):
+            self._handle_joined(event.node, now)
+        elif isinstance(event, NodeDrainedEvent):
+            self._handle_drained(event.node, now)
+        elif isinstance(event, ManagementTickEvent):
+            return self._handle_tick(now)
+        else:
+            assert_never(event)
+        return []
+
+    def nodes(self) -> Mapping[str, NodeView]:
+        """Every known node by address, draining ones included, sorted by address."""
+        return {ip: self._view(ip, node) for ip, node in sorted(self._nodes.items())}
+
+    def threads(self, node: str) -> tuple[ThreadView, ...]:
+        """The threads of ``node`` that reported recently, by tid (empty for an unknown node)."""
+        record = self._nodes.get(node)
+        return self._view(node, record).threads if record is not None else ()
+
+    def average_utilization(self) -> float | None:
+        """The mean utilization of the running threads on nodes not being drained, or ``None`` if there are none."""
+        return average_utilization(self._placeable_threads())
+
+    def pinned_ratio(self) -> float | None:
+        """The mean number of pinned functions per running thread on nodes not being drained, or ``None``."""
+        return pinned_ratio(self._placeable_threads())
+
+    def pending_nodes(self) -> int:
+        """Nodes requested and not joined yet (nor given up on)."""
+        return len(self._pending)
+
+    def last_node_change(self) -> float | None:
+        """When the last addition or drain was ordered, or ``None`` if never."""
+        return self._last_node_change
+
+    def schedulers(self) -> tuple[str, ...]:
+        """The hosts of the schedulers that reported recently, sorted."""
+        return tuple(sorted(self._schedulers))
+
+    def decisions(self) -> tuple[ManagementDecision, ...]:
+        """The most recent decisions, oldest first."""
+        return tuple(self._decisions)
+
+    def function_windows(self) -> tuple[FunctionWindow, ...]:
+        """Every function's statistics in the last complete window, by name."""
+        return self._last_windows
+
+    def dag_loads(self) -> tuple[DagLoad, ...]:
+        """Every DAG's figures in the last complete window, by name."""
+        return self._last_dags
+
+    def latency_history(self) -> Mapping[str, LatencyHistory]:
+        """Each function's latency history, as the drift rule compares against."""
+        return dict(self._history)
+
+    # -- inputs ------------------------------------------------------------------------------------------------
+
+    def _handle_status(self, status: ThreadStatus, now: float) -> None:
+        if not status.ip or status.ip in self._drained:
+            return
+        node = self._nodes.get(status.ip)
+        if node is None:
+            # A departing executor of a node no longer tracked must not bring the node back.
+            if not status.running or len(self._nodes) >= MAX_NODES:
+                return
+            node = self._nodes[status.ip] = _Node(last_seen=now)
+            self._node_arrived()
+        if status.tid not in node.threads:
+            if self._thread_count >= MAX_THREADS:
+                return
+            self._thread_count += 1
+        utilization = status.utilization if math.isfinite(status.utilization) else 0.0
+        node.threads[status.tid] = ThreadView(
+            ip=status.ip,
+            tid=status.tid,
+            functions=tuple(dict.fromkeys(status.functions)),
+            utilization=min(1.0, max(0.0, utilization)),
+            type=status.type,
+            running=status.running,
+            last_seen=now,
+        )
+        node.last_seen = now
+
+    def _handle_executor_statistics(self, statistics: ExecutorStatistics) -> None:
+        for entry in statistics.functions:
+            samples = [r for r in entry.runtimes if math.isfinite(r) and r >= 0]
+            if not entry.name or not samples:
+                continue
+            tally = self._runtimes.get(entry.name)
+            if tally is None:
+                if len(self._runtimes) >= MAX_FUNCTIONS:
+                    continue
+                tally = self._runtimes[entry.name] = _RuntimeTally()
+            tally.executions += max(entry.call_count, len(samples))
+            tally.total += sum(samples)
+            tally.samples += len(samples)
+        for dag in statistics.dags:
+            runtimes = [r for r in dag.runtimes if math.isfinite(r) and r >= 0]
+            dag_tally = self._dag_tally(dag.name)
+            if dag_tally is not None and runtimes:
+                dag_tally.completions += max(dag.call_count, len(runtimes))
+                dag_tally.runtime_total += sum(runtimes)
+                dag_tally.runtimes += len(runtimes)
+
+    def _handle_scheduler_statistics(self, host: str, statistics: ExecutorStatistics, now: float) -> None:
+        if host and (host in self._schedulers or len(self._schedulers) < MAX_SCHEDULERS):
+            self._schedulers[host] = now
+        for entry in statistics.functions:
+            if entry.name and entry.call_count > 0 and (entry.name in self._calls or len(self._calls) < MAX_FUNCTIONS):
+                self._calls[entry.name] += entry.call_count
+        for dag in statistics.dags:
+            interarrivals = [t for t in dag.interarrivals if math.isfinite(t) and t >= 0]
+            dag_tally = self._dag_tally(dag.name)
+            if dag_tally is not None:
+                dag_tally.calls += max(dag.call_count, 0)
+                dag_tally.interarrival_total += sum(interarrivals)
+                dag_tally.interarrivals += len(interarrivals)
+
+    def _handle_joined(self, ip: str, now: float) -> None:
+        if not ip:
+            return
+        # A join after a drain report is a new node at a reused address.
+        self._drained.pop(ip, None)
+        node = self._nodes.get(ip)
+        if node is not None:
+            node.last_seen = now
+        elif len(self._nodes) < MAX_NODES:
+            self._nodes[ip] = _Node(last_seen=now)
+            self._node_arrived()
+
+    def _handle_drained(self, ip: str, now: float) -> None:
+        node = self._nodes.pop(ip, None)
+        if node is not None:
+            self._thread_count -= len(node.threads)
+        if ip and (ip in self._drained or len(self._drained) < MAX_NODES):
+            self._drained[ip] = now
+
+    def _node_arrived(self) -> None:
+        if self._pending:
+            self._pending.popleft()
+
+    # -- periodic work -----------------------------------------------------------------------------------------
+
+    def _handle_tick(self, now: float) -> list[ManagementInstruction]:
+        self._age(now)
+        assert self._window_start is not None
+        if now - self._window_start < self.config.report_period:
+            return []
+        window_seconds = now - self._window_start
+        self._window_start = now
+        windows = self._take_windows()
+        threads = self._placeable_threads()
+        out: list[ManagementInstruction] = []
+
+        function_changes: list[FunctionScalingInstruction] = self.replica_policy.decide(
+            windows, threads, window_seconds, self._history, skip=self._replica_changes.keys()
+        )
+        changed = self._replica_changes.keys() | {change.function for change in function_changes}
+        function_changes.extend(self.replica_policy.hot_threads(threads, skip=changed))
+        for change in function_changes:
+            self._replica_changes[change.function] = now
+        out.extend(function_changes)
+        self._update_history(windows)
+
+        node_change = self.node_policy.decide(
+            tuple(self.nodes().values()), len(self._pending), self._last_node_change, now
+        )
+        if isinstance(node_change, AddNodesInstruction):
+            self._pending.extend([now + self.config.node_join_timeout] * node_change.count)
+        elif isinstance(node_change, DrainNodeInstruction):
+            self._nodes[node_change.node].draining = True
+        if node_change is not None:
+            self._last_node_change = now
+            out.append(node_change)
+
+        self._decisions.extend(ManagementDecision(now, instruction) for instruction in out)
+        return out
+
+    def _age(self, now: float) -> None:
+        config = self.config
+        cutoff = now - config.thread_timeout
+        for ip, node in list(self._nodes.items()):
+            stale = [tid for tid, thread in node.threads.items() if thread.last_seen < cutoff]
+            for tid in stale:
+                del node.threads[tid]
+            self._thread_count -= len(stale)
+            if not node.threads and node.last_seen < cutoff:
+                del self._nodes[ip]
+        self._drained = {ip: at for ip, at in self._drained.items() if at >= cutoff}
+        self._schedulers = {host: at for host, at in self._schedulers.items() if at >= cutoff}
+        while self._pending and self._pending[0] <= now:
+            self._pending.popleft()
+        self._replica_changes = {
+            name: at for name, at in self._replica_changes.items() if now - at < config.replica_cooldown
+        }
+
+    def _take_windows(self) -> tuple[FunctionWindow, ...]:
+        windows = []
+        for name in sorted(self._calls.keys() | self._runtimes.keys()):
+            tally = self._runtimes.get(name, _RuntimeTally())
+            windows.append(FunctionWindow(name, self._calls[name], tally.executions, tally.total, tally.samples))
+        self._last_windows = tuple(windows)
+        self._last_dags = tuple(
+            DagLoad(
+                name,
+                calls=tally.calls,
+                mean_interarrival=tally.interarrival_total / tally.interarrivals if tally.interarrivals else None,
+                completions=tally.completions,
+                mean_runtime=tally.runtime_total / tally.runtimes if tally.runtimes else None,
+            )
+            for name, tally in sorted(self._dag_tallies.items())
+        )
+        self._calls = Counter()
+        self._runtimes = {}
+        self._dag_tallies = {}
+        return self._last_windows
+
+    def _update_history(self, windows: Iterable[FunctionWindow]) -> None:
+        for window in windows:
+            past = self._history.get(window.name)
+            if past is None and len(self._history) >= MAX_FUNCTIONS:
+                continue
+            updated = (past or LatencyHistory()).updated(window)
+            if updated.executions > 0:
+                self._history[window.name] = updated
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _placeable_threads(self) -> list[ThreadView]:
+        """Running threads on nodes not being drained: the ones that count as replicas and can take new ones."""
+        return [
+            thread
+            for _, node in sorted(self._nodes.items())
+            if not node.draining
+            for _, thread in sorted(node.threads.items())
+            if thread.running
+        ]
+
+    def _dag_tally(self, name: str) -> _DagFigures | None:
+        tally = self._dag_tallies.get(name)
+        if tally is None and name and len(self._dag_tallies) < MAX_DAGS:
+            tally = self._dag_tallies[name] = _DagFigures()
+        return tally
+
+    @staticmethod
+    def _view(ip: str, node: _Node) -> NodeView:
+        return NodeView(ip, tuple(thread for _, thread in sorted(node.threads.items())), node.draining)
