@@ -79,10 +79,15 @@ class RuntimePorts:
     status_query: int = 5012
     executor_control: int = 4000
     executor_inbox: int = 5500
+    management: int = 7003
 
     def scheduler_internal_endpoint(self, host: str) -> str:
         """Where executors and peer schedulers reach the scheduler on ``host``."""
         return f"tcp://{host}:{self.scheduler_internal}"
+
+    def management_endpoint(self, host: str) -> str:
+        """Where executors send the management service on ``host`` their status and statistics reports."""
+        return f"tcp://{host}:{self.management}"
 
     def executor_control_endpoint(self, host: str, tid: int) -> str:
         """Where schedulers and upstream executors reach executor ``tid`` on ``host``."""
@@ -144,6 +149,7 @@ class ExecutorConfig:
         cache_invalidations: The node cache's invalidation endpoint; with it, the executor keeps its own copies
             of what it reads (a repeated read is a dictionary lookup).
         cache_causal: The node cache's causal-read endpoint; without it SINGLE and MULTI requests fail.
+        management: The management service's host, which gets the status and statistics reports too.
     """
 
     host: str = "127.0.0.1"
@@ -160,6 +166,7 @@ class ExecutorConfig:
     cache_address: str | None = None
     cache_invalidations: str | None = None
     cache_causal: str | None = None
+    management: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.tid < MAX_EXECUTORS_PER_NODE:

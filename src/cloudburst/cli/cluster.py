@@ -15,6 +15,7 @@ from types import FrameType
 from cloudburst.client.connection import Connection
 from cloudburst.cluster.local import ClusterConfig, LocalCluster, write_state
 from cloudburst.errors import CloudburstError, DeadlineExceeded
+from cloudburst.management.policy import ManagementPolicyConfig
 
 _STATE_FILE = "cluster.json"
 _SUPERVISE_EVERY = 0.2
@@ -73,6 +74,13 @@ def up(args: argparse.Namespace) -> int:
         nodes=args.nodes,
         data_dir=None if args.in_memory else args.data_dir,
         report_period=args.report_period,
+        autoscale=args.autoscale,
+        scaling=ManagementPolicyConfig(
+            report_period=args.report_period,
+            thread_timeout=3 * args.report_period,
+            min_nodes=args.nodes,
+            max_nodes=max(args.nodes, args.max_nodes),
+        ),
     )
     cluster = LocalCluster(config)
     stopping = False
@@ -114,6 +122,7 @@ def _up_detached(args: argparse.Namespace) -> int:
     command += ["--nodes", str(args.nodes)]
     command += ["--data-dir", str(args.data_dir), "--report-period", str(args.report_period)]
     command += ["--in-memory"] if args.in_memory else []
+    command += ["--autoscale", "--max-nodes", str(args.max_nodes)] if args.autoscale else []
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     give_up = time.monotonic() + 120

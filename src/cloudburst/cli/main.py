@@ -66,6 +66,7 @@ def _add_executor_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     executor.add_argument("--cache", help="the node cache's request endpoint (default: use the KVS directly)")
     executor.add_argument("--cache-invalidations", help="the node cache's invalidation endpoint (local copies)")
     executor.add_argument("--cache-causal", help="the node cache's causal-read endpoint (SINGLE and MULTI calls)")
+    executor.add_argument("--management", help="the management service's host, which gets the reports too")
     executor.add_argument("--report-period", type=float, default=5.0, help="seconds between reports")
     _add_child_options(executor)
 
@@ -87,6 +88,12 @@ def _add_cluster_parsers(commands: _Commands[argparse.ArgumentParser]) -> None:
     storage.add_argument("--in-memory", action="store_true", help="throw the data away when the cluster stops")
     up.add_argument("--detach", action="store_true", help="return once the cluster is ready; stop it with down")
     up.add_argument("--report-period", type=float, default=5.0, help="seconds between reports")
+    up.add_argument(
+        "--autoscale",
+        action="store_true",
+        help="run the management service: add nodes under load and drain idle ones, down to --nodes",
+    )
+    up.add_argument("--max-nodes", type=int, default=8, help="with --autoscale, the most nodes (default: %(default)s)")
     down = commands.add_parser("down", help="stop a cluster started with up --detach")
     down.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: %(default)s")
     status = commands.add_parser("status", help="show executors, pinned functions and DAGs")
@@ -171,6 +178,7 @@ def _run_executor(args: argparse.Namespace) -> int:
         cache_address=args.cache,
         cache_invalidations=args.cache_invalidations,
         cache_causal=args.cache_causal,
+        management=args.management,
     )
     return run_executor(config, args.ready_file)
 

@@ -12,15 +12,23 @@ import json
 import logging
 import random
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import zmq
 
 from cloudburst.client.connection import Connection
 from cloudburst.cluster.child import ChildProcess
-from cloudburst.config import DEFAULT_DATA_DIR, MAX_EXECUTORS_PER_NODE
+from cloudburst.config import DEFAULT_DATA_DIR, MAX_EXECUTORS_PER_NODE, RuntimePorts
 from cloudburst.errors import ConfigError
 from cloudburst.kvs.server import KvsAddresses
+from cloudburst.management.policy import ManagementPolicyConfig
+from cloudburst.management.server import ManagementServer
+from cloudburst.protocol import codec
+from cloudburst.protocol.runtime_messages import SelfDepart
+from cloudburst.transport.zmq import PushSocketCache
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +57,9 @@ class ClusterConfig:
         max_restarts: Restarts of one executor allowed within ``restart_window`` seconds before the supervisor
             gives up on it (a crash loop should be seen, not hidden).
         restart_window: See ``max_restarts``.
+        autoscale: Run the management service, which adds and drains nodes (and replicas) as load asks, within
+            ``scaling``'s bounds.
+        scaling: The management service's policy thresholds and node bounds.
     """
 
     host: str = "127.0.0.1"
@@ -58,6 +69,8 @@ class ClusterConfig:
     report_period: float = 5.0
     max_restarts: int = 5
     restart_window: float = 60.0
+    autoscale: bool = False
+    scaling: ManagementPolicyConfig = field(default_factory=ManagementPolicyConfig)
 
     def __post_init__(self) -> None:
         if not 1 <= self.executors <= MAX_EXECUTORS_PER_NODE:
@@ -97,8 +110,28 @@ class RestartBudget:
         return True
 
 
+@dataclass(slots=True)
+class _NodeGroup:
+    """One node's processes: its cache and its executors (by tid), with the executors' restart budgets."""
+
+    cache: ChildProcess
+    executors: list[ChildProcess] = field(default_factory=list)
+    budgets: list[RestartBudget] = field(default_factory=list)
+    given_up: set[int] = field(default_factory=set)
+    draining: bool = False
+
+    def departed(self) -> bool:
+        """Whether every executor has exited."""
+        return all(executor.exit_code() is not None for executor in self.executors)
+
+    def stop(self) -> None:
+        for executor in self.executors:
+            executor.stop()
+        self.cache.stop()
+
+
 class LocalCluster:
-    """Starts, supervises and stops a deployment's processes.
+    """Starts, supervises and stops a deployment's processes; the local provisioner of the management service.
 
     Args:
         config: What to run.
@@ -111,15 +144,16 @@ class LocalCluster:
         self.kvs_routing = ""
         self._kvs: ChildProcess | None = None
         self._scheduler: ChildProcess | None = None
-        self._caches: list[ChildProcess] = []
+        #: Running nodes by address, in the order they were added.
+        self._nodes: dict[str, _NodeGroup] = {}
         #: Each node's cache request endpoint, by node address.
         self.cache_addresses: dict[str, str] = {}
-        self._cache_invalidations: dict[str, str] = {}
-        self._cache_causal: dict[str, str] = {}
-        self._executors: list[ChildProcess] = []
-        count = config.executors * config.nodes
-        self._budgets = [RestartBudget(config.max_restarts, config.restart_window) for _ in range(count)]
-        self._given_up: set[int] = set()
+        # Nodes are added and drained from the management thread while the supervisor loop runs.
+        self._lock = threading.RLock()
+        self.config_ports = RuntimePorts()
+        #: The management service, when ``config.autoscale``; it runs in a thread of this process.
+        self.management: ManagementServer | None = None
+        self._management_thread: threading.Thread | None = None
 
     @property
     def scheduler(self) -> str:
@@ -159,19 +193,13 @@ class LocalCluster:
             )
             self._scheduler.start()
             for node in self.config.node_hosts():
-                cache = ChildProcess(
-                    ["cache", "--host", node, "--kvs", self.kvs_routing], self.workdir, f"cache@{node}"
+                self.add_node(node)
+            if self.config.autoscale:
+                self.management = ManagementServer(host, self, ports=self.config_ports, config=self.config.scaling)
+                self._management_thread = threading.Thread(
+                    target=self.management.serve_forever, name="management", daemon=True
                 )
-                self._caches.append(cache)
-                ready = json.loads(cache.start())
-                self.cache_addresses[node] = ready["requests"]
-                self._cache_invalidations[node] = ready["invalidations"]
-                self._cache_causal[node] = ready["causal"]
-            self._executors = [
-                self._executor(node, tid) for node in self.config.node_hosts() for tid in range(self.config.executors)
-            ]
-            for executor in self._executors:
-                executor.start()
+                self._management_thread.start()
         except BaseException:
             self.stop()
             raise
@@ -183,7 +211,83 @@ class LocalCluster:
             self.kvs_routing,
         )
 
-    def _executor(self, node: str, tid: int) -> ChildProcess:
+    def add_node(self, node: str | None = None) -> str:
+        """Starts a node: its cache, then its executors, on ``node`` or else the address after the last node's.
+
+        Returns:
+            The node's address.
+
+        Raises:
+            DeadlineExceeded: A process of the node did not start (nothing of the node is left running).
+        """
+        with self._lock:
+            node = node or self._next_node_address()
+            cache = ChildProcess(["cache", "--host", node, "--kvs", self.kvs_routing], self.workdir, f"cache@{node}")
+            group = _NodeGroup(cache)
+            try:
+                ready = json.loads(cache.start())
+                for tid in range(self.config.executors):
+                    executor = self._executor(node, tid, ready)
+                    group.executors.append(executor)
+                    group.budgets.append(RestartBudget(self.config.max_restarts, self.config.restart_window))
+                    executor.start()
+            except BaseException:
+                group.stop()
+                raise
+            self._nodes[node] = group
+            self.cache_addresses[node] = ready["requests"]
+            logger.info("node %s up: a cache and %d executors", node, self.config.executors)
+            return node
+
+    def add_nodes(self, count: int) -> list[str]:
+        """Starts ``count`` nodes on the next free addresses (the management service's provisioner call)."""
+        return [self.add_node() for _ in range(count)]
+
+    def drain(self, node: str) -> None:
+        """Asks every executor of ``node`` to depart: they stop taking work, finish what they hold, and exit."""
+        with self._lock:
+            group = self._nodes.get(node)
+            if group is None or group.draining:
+                return
+            group.draining = True
+            context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+            try:
+                push = PushSocketCache(context)
+                for tid in range(len(group.executors)):
+                    endpoint = self.config_ports.executor_control_endpoint(node, tid)
+                    push.send(endpoint, codec.encode_executor_request(SelfDepart()))
+                push.close()
+            finally:
+                context.term()
+            logger.info("draining node %s", node)
+
+    def finished_drains(self) -> list[str]:
+        """Nodes whose executors have all departed: their caches are stopped and the nodes forgotten."""
+        with self._lock:
+            done = [
+                n for n, g in self._nodes.items() if g.draining and all(e.exit_code() is not None for e in g.executors)
+            ]
+            for node in done:
+                self._nodes.pop(node).stop()
+                self.cache_addresses.pop(node, None)
+                logger.info("node %s drained and stopped", node)
+            return done
+
+    def nodes(self) -> list[str]:
+        """The running nodes' addresses, draining ones included."""
+        with self._lock:
+            return list(self._nodes)
+
+    def _next_node_address(self) -> str:
+        if not self._nodes:
+            return self.config.host
+        last = max(ipaddress.IPv4Address(node) for node in self._nodes)
+        candidate = last + 1
+        if int(candidate) % 256 > 254:
+            raise ConfigError(f"no loopback address left after {last} for another node")
+        return str(candidate)
+
+    def _executor(self, node: str, tid: int, cache: dict[str, str]) -> ChildProcess:
         return ChildProcess(
             [
                 "executor",
@@ -196,13 +300,14 @@ class LocalCluster:
                 "--kvs",
                 self.kvs_routing,
                 "--cache",
-                self.cache_addresses[node],
+                cache["requests"],
                 "--cache-invalidations",
-                self._cache_invalidations[node],
+                cache["invalidations"],
                 "--cache-causal",
-                self._cache_causal[node],
+                cache["causal"],
                 "--report-period",
                 str(self.config.report_period),
+                *(["--management", self.config.host] if self.config.autoscale else []),
             ],
             self.workdir,
             f"executor-{tid}@{node}",
@@ -216,32 +321,46 @@ class LocalCluster:
         """
         now = time.monotonic() if now is None else now
         restarted = []
-        for index, executor in enumerate(self._executors):
-            code = executor.exit_code()
-            # Exit code 0 is a finished departure (a drain), not a crash: it is not undone.
-            if code is None or code == 0 or index in self._given_up:
-                continue
-            if not self._budgets[index].allow(now):
-                self._given_up.add(index)
-                logger.error("%s keeps crashing (exit code %s); not restarting it again", executor.name, code)
-                continue
-            logger.warning("%s exited with code %s; restarting it", executor.name, code)
-            executor.stop()
-            executor.start()
-            restarted.append(index)
+        with self._lock:
+            executors = [(group, i) for group in self._nodes.values() for i in range(len(group.executors))]
+            for index, (group, i) in enumerate(executors):
+                executor = group.executors[i]
+                code = executor.exit_code()
+                # Exit code 0 is a finished departure (a drain), not a crash: it is not undone; nor is a draining
+                # node's executor brought back.
+                if code is None or code == 0 or group.draining or i in group.given_up:
+                    continue
+                if not group.budgets[i].allow(now):
+                    group.given_up.add(i)
+                    logger.error("%s keeps crashing (exit code %s); not restarting it again", executor.name, code)
+                    continue
+                logger.warning("%s exited with code %s; restarting it", executor.name, code)
+                executor.stop()
+                executor.start()
+                restarted.append(index)
         return restarted
 
     def executor_pids(self) -> list[int]:
         """The executors' process ids, node by node, then by tid."""
-        return [executor.pid for executor in self._executors]
+        with self._lock:
+            return [executor.pid for group in self._nodes.values() for executor in group.executors]
 
     def stop(self) -> None:
-        """Stops executors, then the scheduler, then the KVS; nothing is left running."""
-        for executor in self._executors:
-            executor.terminate()
-        for executor in self._executors:
-            executor.stop()
-        for child in (*self._caches, self._scheduler, self._kvs):
+        """Stops the management service, the nodes, then the scheduler, then the KVS; nothing is left running."""
+        if self.management is not None:
+            self.management.stop()
+            if self._management_thread is not None:
+                self._management_thread.join(timeout=10)
+            self.management.close()
+            self.management = None
+        with self._lock:
+            for group in self._nodes.values():
+                for executor in group.executors:
+                    executor.terminate()
+            for group in self._nodes.values():
+                group.stop()
+            self._nodes.clear()
+        for child in (self._scheduler, self._kvs):
             if child is not None:
                 child.stop()
         self._scratch.cleanup()
@@ -257,7 +376,7 @@ class LocalCluster:
             "scheduler": self.scheduler,
             "kvs": self.kvs_routing,
             "executors": self.config.executors,
-            "nodes": self.config.node_hosts(),
+            "nodes": self.nodes(),
             "data_dir": str(self.config.data_dir) if self.config.data_dir else None,
         }
 

@@ -1003,8 +1003,14 @@ class ExecutorState:
         out.extend(self._to_schedulers(self.status()))
 
     def _to_schedulers(self, message: SchedulerMessage) -> list[ExecutorInstruction]:
+        """``message`` for every scheduler, and for the management service when there is one."""
         ports = self.config.ports
-        return [SendInstruction(ports.scheduler_internal_endpoint(host), message) for host in self.config.schedulers]
+        out: list[ExecutorInstruction] = [
+            SendInstruction(ports.scheduler_internal_endpoint(host), message) for host in self.config.schedulers
+        ]
+        if self.config.management and isinstance(message, ThreadStatus | ExecutorStatistics):
+            out.append(SendInstruction(ports.management_endpoint(self.config.management), message))
+        return out
 
     def _next_scheduler(self) -> str:
         """The scheduler that gets the next continuation: rotated, so no single scheduler takes them all."""
