@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from benchmarks import consistency, kvs_latency, locality, runtime_latency, visibility
+from benchmarks import consistency, kvs_latency, locality, runtime_latency, suite, visibility
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     modes = workloads.add_parser("consistency", help="the same DAGs in NORMAL, SINGLE and MULTI")
     consistency.add_arguments(modes)
     modes.set_defaults(run=consistency.main)
+    peers = workloads.add_parser("suite", help="this system, Ray and Dask on the same workloads against pyzmq floors")
+    suite.add_arguments(peers)
+    peers.set_defaults(run=suite.main)
     args = parser.parse_args(argv)
     # A terminated benchmark unwinds like an interrupted one, so its server processes are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

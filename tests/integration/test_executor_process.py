@@ -80,6 +80,8 @@ class Deployment:
         self.scheduler_host = random_loopback()
         self.context = zmq.Context()
         self.scheduler = self._pull(f"tcp://{self.scheduler_host}:5007")
+        #: Scheduler messages received while waiting for another kind.
+        self.backlog = []
         self.results = self.context.socket(zmq.PULL)
         self.results.setsockopt(zmq.LINGER, 0)
         self.result_address = f"tcp://127.0.0.1:{self.results.bind_to_random_port('tcp://127.0.0.1')}"
@@ -141,12 +143,21 @@ class Deployment:
         self.push.send(server.control_endpoint, codec.encode_executor_request(request))
 
     def scheduler_message(self, kind, predicate=lambda m: True, timeout=WAIT):
+        """The first message of ``kind`` matching ``predicate``; others are kept for later calls, in order."""
+
+        def matches(message):
+            return isinstance(message, kind) and predicate(message)
+
+        for index, message in enumerate(self.backlog):
+            if matches(message):
+                return self.backlog.pop(index)
         give_up = time.monotonic() + timeout
         while (remaining := give_up - time.monotonic()) > 0:
             if self.scheduler.poll(int(remaining * 1000)):
                 message = codec.decode_scheduler_message(self.scheduler.recv())
-                if isinstance(message, kind) and predicate(message):
+                if matches(message):
                     return message
+                self.backlog.append(message)
         raise AssertionError(f"no {kind.__name__} reached the scheduler")
 
     def result(self, timeout=WAIT):

@@ -192,13 +192,14 @@ def test_start_announces_the_executor_to_every_scheduler():
     assert status == ThreadStatus(HOST, TID, (), 0.0, True, ExecutorType.GPU, "incarnation-1")
 
 
-def test_pin_replies_only_after_the_function_is_loaded_then_reports_it():
+def test_pin_replies_only_after_the_function_is_loaded_and_after_reporting_it_to_every_scheduler():
     harness = Harness()
     out = harness.receive(PinFunction("f", PIN_REPLY, "pin-7"))
     assert out == [LoadFunctionInstruction("f")]
     assert harness.state.pinned_functions() == ()
     out = harness.step(FunctionLoadedEvent("f"))
-    assert out[0] == SendInstruction(PIN_REPLY, GenericResponse(True, "pin-7"))
+    # The status goes out first, so no scheduler learns of the commit before the location.
+    assert out[-1] == SendInstruction(PIN_REPLY, GenericResponse(True, "pin-7"))
     statuses = sends(out, ThreadStatus)
     assert [s.address for s in statuses] == list(SCHEDULER_ENDPOINTS)
     assert statuses[0].message.functions == ("f",)

@@ -15,6 +15,7 @@ from cloudburst import keys
 from cloudburst.config import SchedulerConfig
 from cloudburst.errors import DagNotFound, DeadlineExceeded, NoResources
 from cloudburst.kvs.engine import MemoryEngine
+from cloudburst.kvs.state import reads_as_missing
 from cloudburst.lattices import LwwLattice, SetLattice
 from cloudburst.protocol import codec, values
 from cloudburst.protocol.codec import decode_lattice
@@ -151,9 +152,11 @@ class Harness:
             if self.kvs_error is not None:
                 return KvsReadDoneEvent(instruction.token, error=self.kvs_error)
             stored = self.kvs.get_many(list(instruction.keys))
+            decoded = [None if item is None else decode_lattice(item.lattice_type, item.payload) for item in stored]
+            # As the KVS answers: a tombstone (an empty LWW value) reads as a missing key.
             lattices = {
-                key: None if item is None else decode_lattice(item.lattice_type, item.payload)
-                for key, item in zip(instruction.keys, stored, strict=True)
+                key: None if lattice is None or reads_as_missing(lattice) else lattice
+                for key, lattice in zip(instruction.keys, decoded, strict=True)
             }
             return KvsReadDoneEvent(instruction.token, lattices=lattices)
         self.kvs_writes.append(dict(instruction.items))

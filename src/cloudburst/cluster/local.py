@@ -57,6 +57,8 @@ class ClusterConfig:
         max_restarts: Restarts of one executor allowed within ``restart_window`` seconds before the supervisor
             gives up on it (a crash loop should be seen, not hidden).
         restart_window: See ``max_restarts``.
+        schedulers: Schedulers, on ``host`` and the next addresses, gossiping with one another; executors report
+            to all of them and clients may use any.
         autoscale: Run the management service, which adds and drains nodes (and replicas) as load asks, within
             ``scaling``'s bounds.
         scaling: The management service's policy thresholds and node bounds.
@@ -69,28 +71,36 @@ class ClusterConfig:
     report_period: float = 5.0
     max_restarts: int = 5
     restart_window: float = 60.0
+    schedulers: int = 1
     autoscale: bool = False
     scaling: ManagementPolicyConfig = field(default_factory=ManagementPolicyConfig)
 
     def __post_init__(self) -> None:
         if not 1 <= self.executors <= MAX_EXECUTORS_PER_NODE:
             raise ConfigError(f"executors must be in 1..{MAX_EXECUTORS_PER_NODE}, not {self.executors}")
-        if self.nodes < 1:
-            raise ConfigError(f"nodes must be at least 1, not {self.nodes}")
-        if self.nodes > 1:
+        if self.nodes < 1 or self.schedulers < 1:
+            raise ConfigError(f"nodes and schedulers must be at least 1, not {self.nodes} and {self.schedulers}")
+        if max(self.nodes, self.schedulers) > 1:
             try:
                 address = ipaddress.IPv4Address(self.host)
             except ValueError:
-                raise ConfigError(f"a cluster of {self.nodes} nodes needs an IPv4 host, not {self.host!r}") from None
-            if int(address) % 256 + self.nodes - 1 > 254:
+                raise ConfigError(f"several nodes or schedulers need an IPv4 host, not {self.host!r}") from None
+            if int(address) % 256 + max(self.nodes, self.schedulers) - 1 > 254:
                 raise ConfigError(f"{self.nodes} nodes from {self.host} would run past the end of its /24")
 
     def node_hosts(self) -> list[str]:
         """Each node's address, the first being ``host``."""
-        if self.nodes == 1:
+        return self._consecutive(self.nodes)
+
+    def scheduler_hosts(self) -> list[str]:
+        """Each scheduler's address, the first being ``host``."""
+        return self._consecutive(self.schedulers)
+
+    def _consecutive(self, count: int) -> list[str]:
+        if count == 1:
             return [self.host]
         first = ipaddress.IPv4Address(self.host)
-        return [str(first + offset) for offset in range(self.nodes)]
+        return [str(first + offset) for offset in range(count)]
 
 
 class RestartBudget:
@@ -143,7 +153,7 @@ class LocalCluster:
         self.workdir = Path(self._scratch.name)
         self.kvs_routing = ""
         self._kvs: ChildProcess | None = None
-        self._scheduler: ChildProcess | None = None
+        self._schedulers: list[ChildProcess] = []
         #: Running nodes by address, in the order they were added.
         self._nodes: dict[str, _NodeGroup] = {}
         #: Each node's cache request endpoint, by node address.
@@ -178,20 +188,25 @@ class LocalCluster:
             storage = ["--in-memory"] if self.config.data_dir is None else ["--data-dir", str(self.config.data_dir)]
             self._kvs = ChildProcess(["kvs", "--host", host, *storage], self.workdir, "kvs")
             self.kvs_routing = KvsAddresses.from_json(self._kvs.start()).routing
-            self._scheduler = ChildProcess(
-                [
-                    "scheduler",
-                    "--host",
-                    host,
-                    "--kvs",
-                    self.kvs_routing,
-                    "--report-period",
-                    str(self.config.report_period),
-                ],
-                self.workdir,
-                "scheduler",
-            )
-            self._scheduler.start()
+            hosts = self.config.scheduler_hosts()
+            for index, scheduler_host in enumerate(hosts):
+                peers = [arg for peer in hosts if peer != scheduler_host for arg in ("--peer", peer)]
+                scheduler = ChildProcess(
+                    [
+                        "scheduler",
+                        "--host",
+                        scheduler_host,
+                        "--kvs",
+                        self.kvs_routing,
+                        "--report-period",
+                        str(self.config.report_period),
+                        *peers,
+                    ],
+                    self.workdir,
+                    "scheduler" if index == 0 else f"scheduler@{scheduler_host}",
+                )
+                self._schedulers.append(scheduler)
+                scheduler.start()
             for node in self.config.node_hosts():
                 self.add_node(node)
             if self.config.autoscale:
@@ -295,8 +310,7 @@ class LocalCluster:
                 node,
                 "--tid",
                 str(tid),
-                "--scheduler",
-                self.config.host,
+                *(arg for scheduler in self.config.scheduler_hosts() for arg in ("--scheduler", scheduler)),
                 "--kvs",
                 self.kvs_routing,
                 "--cache",
@@ -360,9 +374,10 @@ class LocalCluster:
             for group in self._nodes.values():
                 group.stop()
             self._nodes.clear()
-        for child in (self._scheduler, self._kvs):
-            if child is not None:
-                child.stop()
+        for scheduler in self._schedulers:
+            scheduler.stop()
+        if self._kvs is not None:
+            self._kvs.stop()
         self._scratch.cleanup()
 
     def connect(self, timeout: float = 30.0) -> Connection:

@@ -596,12 +596,14 @@ class ExecutorState:
             return
         pins, fn.waiting_pins = fn.waiting_pins, []
         fn.phase = _PinPhase.PINNED
-        for pin in pins:
-            self._reply_pin(pin, True, out)
         if fn.unpin_after_load:
             fn.unpin_after_load = False
             self._unpin(fn, out)
+        # Status first: every scheduler should know the new location before the pinning one commits the DAG and
+        # its client calls another scheduler.
         self._send_status(out)
+        for pin in pins:
+            self._reply_pin(pin, True, out)
         self._dispatch(dict.fromkeys(key for key in self._requests if key[1] == event.name), out)
 
     def _handle_function_load_failed(

@@ -1294,8 +1294,8 @@ class SchedulerState:
             live = _live_lww(stored)
             if entry is None or name in self._deleting:
                 continue
-            if live is None and stored is not None:
-                # The peer that deleted it unpins; here it only stops being served.
+            if live is None:
+                # A tombstone reads as missing. The peer that deleted it unpins; here it only stops being served.
                 self._delete_dag(name, out, unpin=False)
                 self._remember(name, "deleted by a peer")
             elif live is not None and live.timestamp > entry.timestamp:

@@ -1,0 +1,96 @@
+"""Ray as a contender: default tasks on a local Ray instance with two CPUs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator
+
+from benchmarks.contenders import (
+    CHAIN,
+    CHAIN_ARGUMENT,
+    LARGE,
+    LARGE_ARGUMENT,
+    NULL,
+    READ,
+    SMALL_VALUE,
+    THROUGHPUT,
+    Contender,
+    Op,
+    verify,
+)
+
+NAME = "ray"
+
+
+def identity(value: object) -> object:
+    return value
+
+
+def increment(value: int) -> int:
+    return value + 1
+
+
+def square(value: int) -> int:
+    return value * value
+
+
+def timed_read(boxed: list[object]) -> int:
+    """Nanoseconds one ``ray.get`` of the object ref in ``boxed`` takes.
+
+    The ref comes inside a list, which Ray passes as is, so the read happens here rather than before the call.
+    """
+    import ray  # the module is importable without Ray
+
+    started = time.perf_counter_ns()
+    value = ray.get(boxed[0])
+    elapsed = time.perf_counter_ns() - started
+    if value != SMALL_VALUE:
+        raise LookupError(f"the object ref read as {value!r}")
+    return elapsed
+
+
+@contextlib.contextmanager
+def started(cpus: int) -> Iterator[Contender]:
+    """Starts a local Ray instance (raises ``ImportError`` without Ray) and stops it afterwards.
+
+    The dashboard is off: it is not on the call path, and its dozen processes would only add background load that
+    every system on this machine pays for.
+    """
+    import ray  # Ray is optional
+    from ray import cloudpickle
+
+    # Workers need not find this project on their path: the task functions travel by value.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        call, plus_one, squared, read = (ray.remote(task) for task in (identity, increment, square, timed_read))
+        small = [ray.put(SMALL_VALUE)]
+
+        def burst(count: int) -> None:
+            ray.get([call.remote(index) for index in range(count)])
+
+        yield verify(
+            Contender(
+                NAME,
+                f"ray {ray.__version__}: ray.init(num_cpus={cpus}, include_dashboard=False, log_to_driver=False), "
+                "default tasks",
+                {
+                    NULL: Op(lambda index: ray.get(call.remote(index)), "ray.get(f.remote(i))"),
+                    CHAIN: Op(
+                        lambda _index: ray.get(squared.remote(plus_one.remote(CHAIN_ARGUMENT))),
+                        "ray.get(square.remote(increment.remote(x))), the ref passed on",
+                    ),
+                    LARGE: Op(lambda _index: ray.get(call.remote(LARGE_ARGUMENT)), "ray.get(f.remote(data))"),
+                    THROUGHPUT: Op(burst, "ray.get([f.remote(i) for i in range(n)])"),
+                    READ: Op(
+                        lambda _index: ray.get(read.remote(small)),
+                        "ray.get(ref) inside the task of an object ref made with ray.put and read before",
+                    ),
+                },
+            )
+        )
+    finally:
+        ray.shutdown()
