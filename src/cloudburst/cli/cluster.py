@@ -72,6 +72,7 @@ def up(args: argparse.Namespace) -> int:
         host=args.host,
         executors=args.executors,
         nodes=args.nodes,
+        gpu_executors=args.gpu_executors,
         data_dir=None if args.in_memory else args.data_dir,
         report_period=args.report_period,
         autoscale=args.autoscale,
@@ -119,7 +120,7 @@ def _up_detached(args: argparse.Namespace) -> int:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = args.data_dir / "cluster.log"
     command = [sys.executable, "-m", "cloudburst", "up", "--host", args.host, "--executors", str(args.executors)]
-    command += ["--nodes", str(args.nodes)]
+    command += ["--nodes", str(args.nodes), "--gpu-executors", str(args.gpu_executors)]
     command += ["--data-dir", str(args.data_dir), "--report-period", str(args.report_period)]
     command += ["--in-memory"] if args.in_memory else []
     command += ["--autoscale", "--max-nodes", str(args.max_nodes)] if args.autoscale else []

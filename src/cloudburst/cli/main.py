@@ -82,6 +82,7 @@ def _add_cluster_parsers(commands: _Commands[argparse.ArgumentParser]) -> None:
     up = commands.add_parser("up", help="run a local cluster (KVS, scheduler, executors)")
     up.add_argument("--executors", type=int, default=3, help="executor processes per node (default: %(default)s)")
     up.add_argument("--nodes", type=int, default=1, help="nodes on consecutive addresses from --host (default: 1)")
+    up.add_argument("--gpu-executors", type=int, default=0, help="GPU executors per node, for GPU functions")
     up.add_argument("--host", default="127.0.0.1", help="address every role binds (default: %(default)s)")
     storage = up.add_mutually_exclusive_group()
     storage.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: %(default)s")

@@ -57,6 +57,8 @@ class ClusterConfig:
         max_restarts: Restarts of one executor allowed within ``restart_window`` seconds before the supervisor
             gives up on it (a crash loop should be seen, not hidden).
         restart_window: See ``max_restarts``.
+        gpu_executors: GPU executors per node besides ``executors`` (the flag only: they take GPU functions, pinned
+            nowhere else), with the tids after the CPU executors'.
         schedulers: Schedulers, on ``host`` and the next addresses, gossiping with one another; executors report
             to all of them and clients may use any.
         autoscale: Run the management service, which adds and drains nodes (and replicas) as load asks, within
@@ -71,13 +73,17 @@ class ClusterConfig:
     report_period: float = 5.0
     max_restarts: int = 5
     restart_window: float = 60.0
+    gpu_executors: int = 0
     schedulers: int = 1
     autoscale: bool = False
     scaling: ManagementPolicyConfig = field(default_factory=ManagementPolicyConfig)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.executors <= MAX_EXECUTORS_PER_NODE:
-            raise ConfigError(f"executors must be in 1..{MAX_EXECUTORS_PER_NODE}, not {self.executors}")
+        if not 1 <= self.executors <= MAX_EXECUTORS_PER_NODE - self.gpu_executors or self.gpu_executors < 0:
+            raise ConfigError(
+                f"executors ({self.executors}) plus GPU executors ({self.gpu_executors}) must be in "
+                f"1..{MAX_EXECUTORS_PER_NODE}"
+            )
         if self.nodes < 1 or self.schedulers < 1:
             raise ConfigError(f"nodes and schedulers must be at least 1, not {self.nodes} and {self.schedulers}")
         if max(self.nodes, self.schedulers) > 1:
@@ -241,7 +247,7 @@ class LocalCluster:
             group = _NodeGroup(cache)
             try:
                 ready = json.loads(cache.start())
-                for tid in range(self.config.executors):
+                for tid in range(self.config.executors + self.config.gpu_executors):
                     executor = self._executor(node, tid, ready)
                     group.executors.append(executor)
                     group.budgets.append(RestartBudget(self.config.max_restarts, self.config.restart_window))
@@ -322,6 +328,7 @@ class LocalCluster:
                 "--report-period",
                 str(self.config.report_period),
                 *(["--management", self.config.host] if self.config.autoscale else []),
+                *(["--gpu"] if tid >= self.config.executors else []),
             ],
             self.workdir,
             f"executor-{tid}@{node}",
