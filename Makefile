@@ -40,8 +40,13 @@ protos: $(STAMP)
 		(git status --short -- src/cloudburst/protocol/wire; \
 		 echo "generated protobuf code is stale: commit the output of scripts/gen_protos.py"; exit 1)
 
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks kvs
+## The benchmark suite against a bare ZeroMQ floor, Ray and Dask (installs the peers first).
+bench: $(VENV)/.peers
+	$(BIN)/python -m benchmarks suite --full
+
+$(VENV)/.peers: $(STAMP)
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e '.[dev,peers]'
+	touch $(VENV)/.peers
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from benchmarks import consistency, kvs_latency, locality, runtime_latency, suite, visibility
+from benchmarks import autoscale, consistency, kvs_latency, locality, runtime_latency, suite, visibility
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     peers = workloads.add_parser("suite", help="this system, Ray and Dask on the same workloads against pyzmq floors")
     suite.add_arguments(peers)
     peers.set_defaults(run=suite.main)
+    scaling = workloads.add_parser("autoscale", help="a rising load on an autoscaling cluster: latency and nodes")
+    autoscale.add_arguments(scaling)
+    scaling.set_defaults(run=autoscale.main)
     args = parser.parse_args(argv)
     # A terminated benchmark unwinds like an interrupted one, so its server processes are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

@@ -213,14 +213,13 @@ def summarize(entries: list[Entry], table: dict[str, list[Entry]]) -> dict[str, 
 
 
 def locality_rows(rounds: int) -> dict[str, dict[str, object]]:
-    """Cloudburst's cached and uncached calls over 10 x 8 MB arrays (:mod:`benchmarks.locality`), in microseconds."""
+    """Cloudburst's cached and uncached calls over 10 x 8 MB arrays (:mod:`benchmarks.locality`), in milliseconds."""
     rows: dict[str, dict[str, object]] = {}
-    for label, milliseconds in locality.run(rounds).items():
-        per_round = [round(value * 1000) for value in milliseconds]
+    for label, per_round in locality.run(rounds).items():
         rows[label] = {
-            "median_us": round(statistics.median(per_round), 1),
-            "p99_us": round(percentile(sorted(per_round), 0.99), 1),
-            "round_us": per_round,
+            "median_ms": round(statistics.median(per_round), 1),
+            "p99_ms": round(percentile(sorted(per_round), 0.99), 1),
+            "round_ms": [round(value, 1) for value in per_round],
         }
     return rows
 
@@ -254,10 +253,8 @@ def run(config: Config) -> dict[str, Any]:
     leftovers = leftover_processes()
     if leftovers:
         print(f"note: still running after every system stopped: {leftovers}", file=sys.stderr)
-    locality_results: dict[str, dict[str, object]] = {}
-    if config.locality_rounds:
-        print(f"locality, {config.locality_rounds} rounds", file=sys.stderr, flush=True)
-        locality_results = locality_rows(config.locality_rounds)
+    print(f"locality, {config.locality_rounds} rounds", file=sys.stderr, flush=True)
+    locality_results = locality_rows(config.locality_rounds)
     return {
         "benchmark": "suite",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -297,9 +294,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"used {results['other_load']:.0%} of the machine's CPU time during the run.",
         "",
     ]
-    lines += [f"**{name} skipped**: {reason}." for name, reason in skipped.items()]
+    for name, reason in skipped.items():
+        lines += [f"**{name} skipped**: {reason}.", ""]
     lines += [
-        "",
         "| workload | system | median (us) | p99 (us) | calls/s | x floor | per round |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
@@ -313,20 +310,19 @@ def markdown(results: dict[str, Any]) -> str:
                 spread = ", ".join(f"{value:,}" for value in row["round_calls_per_s"])
             rate = f"{row['calls_per_s']:,}" if "calls_per_s" in row else "-"
             lines.append(f"| {workload} | {name} | {timing} | {rate} | {row['ratio_to_floor']:.2f}x | {spread} |")
-    if locality_results:
-        uncached, cached = locality_results["uncached"]["median_us"], locality_results["cached"]["median_us"]
-        lines += [
-            "",
-            f"Locality, Cloudburst only ({config['locality_rounds']} rounds of `python -m benchmarks locality`: "
-            "1 executor, a function touching 10 x 8 MB arrays passed as references):",
-            "",
-            "| reads | median (us) | p99 (us) | per round |",
-            "|---|---:|---:|---|",
-        ]
-        for label, row in locality_results.items():
-            rounds_us = ", ".join(f"{value:,}" for value in row["round_us"])
-            lines.append(f"| {label} | {row['median_us']:,.1f} | {row['p99_us']:,.1f} | {rounds_us} |")
-        lines += ["", f"Cached is {uncached / cached:.1f}x faster than uncached."]
+    uncached, cached = locality_results["uncached"]["median_ms"], locality_results["cached"]["median_ms"]
+    lines += [
+        "",
+        f"Locality, Cloudburst only ({config['locality_rounds']} rounds of `python -m benchmarks locality`: "
+        "1 executor, a function touching 10 x 8 MB arrays passed as references):",
+        "",
+        "| reads | median (ms) | p99 (ms) | per round |",
+        "|---|---:|---:|---|",
+    ]
+    for label, row in locality_results.items():
+        per_round = ", ".join(f"{value:,g}" for value in row["round_ms"])
+        lines.append(f"| {label} | {row['median_ms']:,.1f} | {row['p99_ms']:,.1f} | {per_round} |")
+    lines += ["", f"Cached is {uncached / cached:.1f}x faster than uncached."]
     lines += ["", "What each row runs:", ""]
     for name, how in setup.items():
         lines.append(f"* **{name}**: {how}.")
