@@ -210,7 +210,7 @@ def _register(connection: Connection) -> None:
         raise RuntimeError(f"the DAG square(increment({DAG_ARGUMENT})) returned {chained!r}, not {DAG_RESULT}")
 
 
-def _echo_op(client: PushPullClient | ReqRepClient, name: str) -> Callable[[int], object]:
+def echo_op(client: PushPullClient | ReqRepClient, name: str) -> Callable[[int], object]:
     if client.round_trip(FLOOR_PAYLOAD) != FLOOR_PAYLOAD:
         raise RuntimeError(f"{name} did not echo its payload")
 
@@ -220,7 +220,7 @@ def _echo_op(client: PushPullClient | ReqRepClient, name: str) -> Callable[[int]
     return op
 
 
-def _echo_burst(client: PushPullClient) -> Callable[[int], object]:
+def echo_burst(client: PushPullClient) -> Callable[[int], object]:
     def run(count: int) -> None:
         for _ in range(count):
             client.send(FLOOR_PAYLOAD)
@@ -291,15 +291,15 @@ def run(config: Config) -> dict[str, object]:
             }
             null_burst.watched[os.getpid()] = "client (this process)"
             workloads = [
-                Workload("null call", System("floor: REQ/REP echo", _echo_op(reqrep, "the REQ/REP floor")), null_call),
+                Workload("null call", System("floor: REQ/REP echo", echo_op(reqrep, "the REQ/REP floor")), null_call),
                 Workload(
                     "2-function DAG",
-                    System("floor: 2-hop PUSH chain", _echo_op(chain_client, "the 2-hop floor chain")),
+                    System("floor: 2-hop PUSH chain", echo_op(chain_client, "the 2-hop floor chain")),
                     dag_call,
                 ),
                 Workload(
                     f"throughput, {config.outstanding} outstanding",
-                    Burst("floor: N PUSH, then N PULL", _echo_burst(burst_client)),
+                    Burst("floor: N PUSH, then N PULL", echo_burst(burst_client)),
                     null_burst,
                 ),
             ]
@@ -351,7 +351,7 @@ def run(config: Config) -> dict[str, object]:
     }
 
 
-def _latency(system: System, floor_median_ns: float) -> dict[str, object]:
+def latency_row(system: System, floor_median_ns: float) -> dict[str, object]:
     ordered = sorted(system.latencies_ns)
     median = statistics.median(ordered)
     return {
@@ -364,7 +364,7 @@ def _latency(system: System, floor_median_ns: float) -> dict[str, object]:
     }
 
 
-def _throughput(burst: Burst, floor_rate: float) -> dict[str, object]:
+def throughput_row(burst: Burst, floor_rate: float) -> dict[str, object]:
     rate = statistics.median(burst.round_rates)
     row: dict[str, object] = {
         "calls_per_s": round(rate),
@@ -387,15 +387,15 @@ def summarize(workload: Workload) -> dict[str, dict[str, object]]:
     if isinstance(workload.floor, System) and isinstance(workload.system, System):
         floor_median = statistics.median(workload.floor.latencies_ns)
         return {
-            workload.floor.name: _latency(workload.floor, floor_median),
-            workload.system.name: _latency(workload.system, floor_median),
+            workload.floor.name: latency_row(workload.floor, floor_median),
+            workload.system.name: latency_row(workload.system, floor_median),
         }
     assert isinstance(workload.floor, Burst)
     assert isinstance(workload.system, Burst)
     floor_rate = statistics.median(workload.floor.round_rates)
     return {
-        workload.floor.name: _throughput(workload.floor, floor_rate),
-        workload.system.name: _throughput(workload.system, floor_rate),
+        workload.floor.name: throughput_row(workload.floor, floor_rate),
+        workload.system.name: throughput_row(workload.system, floor_rate),
     }
 
 

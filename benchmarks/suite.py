@@ -47,15 +47,15 @@ from benchmarks.contenders import (
 )
 from benchmarks.runtime_latency import (
     Burst,
-    _latency,
-    _throughput,
     cpu_seconds,
     descendants,
+    latency_row,
     machine_busy_seconds,
     measure_burst,
     other_load,
     pin_children,
     role,
+    throughput_row,
 )
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -202,10 +202,10 @@ def summarize(entries: list[Entry], table: dict[str, list[Entry]]) -> dict[str, 
     for entry in entries if floor in entries else [floor, *entries]:
         if isinstance(entry.measured, Burst):
             assert isinstance(floor.measured, Burst)
-            row = _throughput(entry.measured, statistics.median(floor.measured.round_rates))
+            row = throughput_row(entry.measured, statistics.median(floor.measured.round_rates))
         else:
             assert isinstance(floor.measured, System)
-            row = _latency(entry.measured, statistics.median(floor.measured.latencies_ns))
+            row = latency_row(entry.measured, statistics.median(floor.measured.latencies_ns))
             if entry.workload == READ:
                 del row["calls_per_s"]  # the round trips' rate, not the reads'
         rows[entry.contender] = {"does": entry.does if entry in entries else f"the {NULL} floor", **row}

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from benchmarks.contenders import CHAIN, LARGE, LARGE_ARGUMENT, NULL, THROUGHPUT, Contender, Op
 from benchmarks.floor import FloorChain, FloorServer, PushPullClient, ReqRepClient
-from benchmarks.runtime_latency import FLOOR_PAYLOAD, _echo_burst, _echo_op
+from benchmarks.runtime_latency import FLOOR_PAYLOAD, echo_burst, echo_op
 
 NAME = "floor"
 
@@ -32,12 +32,12 @@ def started() -> Iterator[Contender]:
             NAME,
             "bare pyzmq servers, one process each",
             {
-                NULL: Op(_echo_op(reqrep, "the REQ/REP floor"), f"{payload} REQ/REP echo"),
+                NULL: Op(echo_op(reqrep, "the REQ/REP floor"), f"{payload} REQ/REP echo"),
                 CHAIN: Op(
-                    _echo_op(chain_client, "the 2-hop floor chain"),
+                    echo_op(chain_client, "the 2-hop floor chain"),
                     f"{payload} message PUSHed through two forwarding processes back to the client",
                 ),
                 LARGE: Op(lambda _index: reqrep.round_trip(LARGE_ARGUMENT), "1 MB REQ/REP echo"),
-                THROUGHPUT: Op(_echo_burst(burst_client), f"n {payload} PUSHes to an echo server, then n PULLs"),
+                THROUGHPUT: Op(echo_burst(burst_client), f"n {payload} PUSHes to an echo server, then n PULLs"),
             },
         )
