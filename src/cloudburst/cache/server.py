@@ -114,6 +114,23 @@ class _PendingReply:
     remaining: int = 0
 
 
+@dataclass(slots=True)
+class _CausalReadScratch:
+    """What one causal read has learned so far.
+
+    Attributes:
+        deadline: When the read gives up on the KVS.
+        known: The freshest value of each key seen (``None``: missing).
+        errors: Keys that cannot be answered, and why.
+        complete: Joined clocks of values read from the KVS itself, which hold every version up to them.
+    """
+
+    deadline: float
+    known: dict[str, MultiKeyCausalLattice | None] = field(default_factory=dict)
+    errors: dict[str, AnnaError] = field(default_factory=dict)
+    complete: dict[str, VectorClock] = field(default_factory=dict)
+
+
 class CacheServer:
     """The node cache: one request socket, one update socket, one loop.
 
@@ -161,8 +178,6 @@ class CacheServer:
         self._session_requests = pull_socket(self._context, MAX_MESSAGE_BYTES)
         self.sessions = SessionVersions(sessions)
         self.cut = CausalCut()
-        #: Joined clocks of values just read from the KVS (complete up to them), until admitted to the cut.
-        self._complete: dict[str, VectorClock] = {}
         self._invalidations = self._context.socket(zmq.PUB)
         self._invalidations.setsockopt(zmq.LINGER, 0)
         self._invalidation_sequence = 0
@@ -334,20 +349,20 @@ class CacheServer:
         """Answers a causal read per :mod:`cloudburst.cache.causal`."""
         multi = request.consistency == ConsistencyType.MULTI
         now = self._clock.now()
-        deadline = now + self._kvs_timeout
         keys = list(dict.fromkeys(request.keys + (request.future_read_set if multi else ())))
         bounds: dict[str, VectorClock] = {}
         for version in request.lower_bounds:
             bounds[version.key] = bounds.get(version.key, VectorClock()).merge(version.vector_clock)
         kept = self.sessions.get(request.session_id, keys, now) if multi else {}
-        errors: dict[str, AnnaError] = {}
-        known = self._read_causal_copies([key for key in keys if key not in kept], errors)
+        scratch = _CausalReadScratch(now + self._kvs_timeout)
+        self._read_causal_copies([key for key in keys if key not in kept], scratch)
+        errors = scratch.errors
         chosen: dict[str, MultiKeyCausalLattice | None] = {}
         if multi:
             # The session's bounds first, then the freshest known version of every key read, each with its past.
             needs = list(bounds.items())
-            needs += [(key, value.vector_clock) for key, value in known.items() if value is not None]
-            self._cover(needs, known, errors, deadline)
+            needs += [(key, value.vector_clock) for key, value in scratch.known.items() if value is not None]
+            self._cover(needs, scratch)
             for key in keys:
                 held = kept.get(key)
                 if held is None:
@@ -356,7 +371,7 @@ class CacheServer:
                     chosen[key] = self._causal_value(key, held.payload) if held.payload else None
         else:
             for key in keys:
-                chosen[key] = self._at_least(key, bounds.get(key, VectorClock()), known, errors, deadline)
+                chosen[key] = self._at_least(key, bounds.get(key, VectorClock()), scratch)
         results: list[CausalKeyResult] = []
         kept_now: list[KeyVersion] = []
         for key in keys:
@@ -376,16 +391,12 @@ class CacheServer:
                 results.append(CausalKeyResult(key, error=AnnaError.KEY_DNE))
             else:
                 results.append(CausalKeyResult(key, payload))
-        self._complete.clear()
         return CausalReadResponse(request.request_id, tuple(results), self.session_address, tuple(kept_now))
 
-    def _read_causal_copies(
-        self, keys: list[str], errors: dict[str, AnnaError]
-    ) -> dict[str, MultiKeyCausalLattice | None]:
+    def _read_causal_copies(self, keys: list[str], scratch: _CausalReadScratch) -> None:
         """The cached copies of ``keys`` (fetched through the cache on a miss); non-causal values become errors."""
-        known: dict[str, MultiKeyCausalLattice | None] = {}
         if not keys:
-            return known
+            return
         internal = f"causal:{self._new_id()}"
         self._captured[internal] = ()
         self._feed(CacheGetEvent(internal, tuple(keys)))
@@ -393,22 +404,15 @@ class CacheServer:
             if result.value is not None:
                 value = self._causal_value(result.key, result.value.payload, result.value.lattice_type)
                 if value is None:
-                    errors[result.key] = AnnaError.LATTICE
+                    scratch.errors[result.key] = AnnaError.LATTICE
                 else:
-                    known[result.key] = value
+                    scratch.known[result.key] = value
             elif result.error == AnnaError.KEY_DNE:
-                known[result.key] = None
+                scratch.known[result.key] = None
             else:
-                errors[result.key] = result.error
-        return known
+                scratch.errors[result.key] = result.error
 
-    def _cover(
-        self,
-        needs: list[tuple[str, VectorClock]],
-        known: dict[str, MultiKeyCausalLattice | None],
-        errors: dict[str, AnnaError],
-        deadline: float,
-    ) -> None:
+    def _cover(self, needs: list[tuple[str, VectorClock]], scratch: _CausalReadScratch) -> None:
         """Makes the cut cover every ``(key, clock)`` in ``needs``, with everything the admitted versions depend on.
 
         New versions are gathered into one chain, closed under dependencies together with the cut, and admitted
@@ -421,18 +425,18 @@ class CacheServer:
             if self.cut.covers(key, clock):
                 return True
             value = chain.get(key)
-            return value is not None and satisfies(value, clock, complete=key in self._complete)
+            return value is not None and satisfies(value, clock, complete=key in scratch.complete)
 
+        errors = scratch.errors
         queue = [need for need in needs if not covered(*need)]
         while queue:
             key, clock = queue.pop()
             if key in errors or covered(key, clock):
                 continue
-            if self._clock.now() >= deadline:
+            if self._clock.now() >= scratch.deadline:
                 errors[key] = AnnaError.TIMEOUT
                 continue
-            base = chain.get(key, self.cut.get(key))
-            candidate = self._at_least(key, clock, known, errors, deadline, base=base)
+            candidate = self._at_least(key, clock, scratch, base=chain.get(key, self.cut.get(key)))
             if candidate is None:
                 continue  # an error is recorded, or the key does not exist and nothing is needed of it
             chain[key] = candidate
@@ -443,22 +447,16 @@ class CacheServer:
                 errors.setdefault(key, AnnaError.TIMEOUT)
                 del chain[key]
         for key, value in chain.items():
-            self.cut.admit(key, value, self._complete.get(key))
+            self.cut.admit(key, value, scratch.complete.get(key))
 
     def _at_least(
-        self,
-        key: str,
-        clock: VectorClock,
-        known: dict[str, MultiKeyCausalLattice | None],
-        errors: dict[str, AnnaError],
-        deadline: float,
-        base: MultiKeyCausalLattice | None = None,
+        self, key: str, clock: VectorClock, scratch: _CausalReadScratch, base: MultiKeyCausalLattice | None = None
     ) -> MultiKeyCausalLattice | None:
         """The freshest known value of ``key`` if it includes ``clock``; else re-read from the KVS until it does.
 
-        Returns ``None`` when the key does not exist and ``clock`` is empty, or on an error (recorded in ``errors``).
+        Returns ``None`` when the key does not exist and ``clock`` is empty, or on an error (recorded in ``scratch``).
         """
-        value = known.get(key)
+        value = scratch.known.get(key)
         if base is not None:
             value = base if value is None else base.merge(value)
         if not clock or (value is not None and satisfies(value, clock, complete=False)):
@@ -468,22 +466,22 @@ class CacheServer:
                 fresh = self._kvs.get(key)
             except CloudburstError as error:
                 logger.warning("causal re-read of %r from the KVS failed: %s", key, error)
-                errors[key] = AnnaError.TIMEOUT
+                scratch.errors[key] = AnnaError.TIMEOUT
                 return None
             if fresh is not None and not isinstance(fresh, MultiKeyCausalLattice):
-                errors[key] = AnnaError.LATTICE
+                scratch.errors[key] = AnnaError.LATTICE
                 return None
             if fresh is not None:
                 lattice_type, payload = codec.encode_lattice(fresh)
                 # As if pushed: a cached copy merges it, so the next reader need not go to the KVS again.
                 self._feed(CachePushEvent(key, lattice_type, payload))
                 value = fresh if value is None else value.merge(fresh)
-                known[key] = value
-                self._complete[key] = fresh.vector_clock
+                scratch.known[key] = value
+                scratch.complete[key] = fresh.vector_clock
                 if satisfies(value, clock, complete=True):
                     return value
-            if self._clock.now() >= deadline:
-                errors[key] = AnnaError.TIMEOUT
+            if self._clock.now() >= scratch.deadline:
+                scratch.errors[key] = AnnaError.TIMEOUT
                 return None
             # The KVS has not caught up (a write in flight to it): give it a moment rather than spinning.
             time.sleep(CAUSAL_REREAD_PAUSE)
