@@ -596,3 +596,15 @@ def test_a_message_sent_to_oneself_is_received_once(runtime):
     library.send(library.getid(), b"note to self")
     assert wait_until(library.recv, "the message") == [(library.getid(), b"note to self")]
     assert library.recv() == []
+
+
+def test_the_user_library_tracks_writes_only_within_a_normal_request(runtime):
+    _, _, library = runtime
+    key = f"tracked-{random.getrandbits(32):x}"
+    library.put(key, 1)  # a one-shot call's write: nothing is kept for it
+    library.begin_request(["upstream"])
+    assert library.end_request() == ("upstream",)
+    library.begin_request([])
+    library.put(key, 2)
+    library.put([f"{key}-a", f"{key}-b"], [3, 4])
+    assert library.end_request() == (key, f"{key}-a", f"{key}-b")

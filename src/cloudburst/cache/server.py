@@ -335,7 +335,8 @@ class CacheServer:
         for data in drain(self._causal, MAX_BATCH):
             try:
                 request = codec.decode_causal_read_request(data)
-                address = self._reply_gate.check(request.response_address)
+                # Checked before the read, which may cost KVS round trips, rather than only when replying.
+                self._reply_gate.check(request.response_address)
             except (DecodeError, TransportError) as error:
                 self._rejected("causal port", str(error))
                 continue
@@ -343,7 +344,7 @@ class CacheServer:
                 self._rejected("causal port", "a causal read needs a session id and consistency SINGLE or MULTI")
                 continue
             response = self._causal_read(request)
-            self._reply(address, codec.encode_causal_read_response(response))
+            self._reply(request.response_address, codec.encode_causal_read_response(response))
 
     def _causal_read(self, request: CausalReadRequest) -> CausalReadResponse:
         """Answers a causal read per :mod:`cloudburst.cache.causal`."""
@@ -510,11 +511,6 @@ class CacheServer:
             if not request.keys:
                 self.sessions.release(request.session_id)
                 continue
-            try:
-                address = self._reply_gate.check(request.response_address)
-            except TransportError as error:
-                self._rejected("session port", str(error))
-                continue
             kept = self.sessions.get(request.session_id, request.keys, now)
             results = tuple(
                 CausalKeyResult(key, kept[key].payload)
@@ -523,11 +519,11 @@ class CacheServer:
                 for key in request.keys
             )
             response = SessionVersionResponse(request.session_id, request.request_id, results)
-            self._reply(address, codec.encode_session_version_response(response))
+            self._reply(request.response_address, codec.encode_session_version_response(response))
 
     def _reply(self, address: str, data: bytes) -> None:
         try:
-            self._replies.send(address, data)
+            self._replies.send(self._reply_gate.check(address), data)
         except TransportError as error:
             self._rejected("reply", str(error))
 
@@ -640,10 +636,7 @@ class CacheServer:
             return
         tuples = tuple(item for item in pending.tuples if item is not None)
         response = KeyResponse(pending.request_type, tuples, pending.response_id)
-        try:
-            self._replies.send(self._reply_gate.check(pending.response_address), codec.encode_key_response(response))
-        except TransportError as error:
-            self._rejected("reply", str(error))
+        self._reply(pending.response_address, codec.encode_key_response(response))
 
 
 def _result_tuple(result: CacheKeyResult) -> KeyTuple:

@@ -71,9 +71,10 @@ class UserLibrary:
         self._kvs = kvs
         self._store = store or kvs
         self._causal = causal
-        #: Keys functions upstream in the running request wrote, and keys the running function wrote.
+        #: Keys functions upstream in the running NORMAL request wrote, and keys the running function wrote; the
+        #: latter only while such a request runs (``None`` otherwise), so one-shot calls accumulate nothing.
         self._upstream_writes: frozenset[str] = frozenset()
-        self._writes: set[str] = set()
+        self._writes: set[str] | None = None
         #: The causal session of the request running now (set by the runtime), ``None`` for NORMAL requests.
         self.session: CausalSession | None = None
         self._push = push
@@ -153,7 +154,8 @@ class UserLibrary:
         """
         if isinstance(key, str):
             self._kvs.put(key, values.to_lattice(value, self._timestamps), timeout=self._config.kvs_timeout)
-            self._writes.add(key)
+            if self._writes is not None:
+                self._writes.add(key)
             return True
         keys = list(key)
         if not isinstance(value, Sequence) or isinstance(value, str | bytes) or len(value) != len(keys):
@@ -162,7 +164,8 @@ class UserLibrary:
             name: values.to_lattice(item, self._timestamps) for name, item in zip(keys, value, strict=True)
         }
         self._kvs.put_many(items, timeout=self._config.kvs_timeout)
-        self._writes.update(keys)
+        if self._writes is not None:
+            self._writes.update(keys)
         return dict.fromkeys(keys, True)
 
     # -- the running request -----------------------------------------------------------------------------------
@@ -174,9 +177,9 @@ class UserLibrary:
 
     def end_request(self) -> tuple[str, ...]:
         """Ends the run; returns every key the request has written so far, for the functions downstream."""
-        written = tuple(sorted(self._upstream_writes | self._writes))
+        written = tuple(sorted(self._upstream_writes | (self._writes or set())))
         self._upstream_writes = frozenset()
-        self._writes = set()
+        self._writes = None
         return written
 
     def get_lattices(self, keys: Sequence[str], *, timeout: float) -> dict[str, StorableLattice | None]:
