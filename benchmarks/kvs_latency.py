@@ -1,5 +1,8 @@
 """KVS GET/PUT latency over loopback, next to the bare pyzmq round trip measured in the same run.
 
+The KVS node is measured on each engine: SQLite (the default), in memory, and a private ``redis-server``
+(append-only file, ``appendfsync always``) behind the Redis engine.
+
 An absolute latency says little on its own (it moves with the machine and its load), so every KVS number is
 reported as a ratio to a floor: a PUSH/PULL echo server doing exactly the socket work of a KVS request and
 nothing else. The systems are measured in alternating rounds so that noise hits all of them alike, and each
@@ -37,6 +40,7 @@ from cloudburst.clock import TimestampGenerator, writer_id_for
 from cloudburst.kvs.client import KvsClient
 from cloudburst.kvs.process import KvsProcess
 from cloudburst.lattices import LwwLattice
+from cloudburst.testing.redis import LocalRedis
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 KEYS = tuple(f"bench-{index:03d}" for index in range(100))
@@ -119,7 +123,7 @@ def run(config: Config) -> dict[str, object]:
             stack.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))
             os.sched_setaffinity(0, cpus[0])
 
-        def pin_server(server: FloorServer | KvsProcess) -> None:
+        def pin_server(server: FloorServer | KvsProcess | LocalRedis) -> None:
             if cpus is not None:
                 pin_process(server.pid, cpus[1])
 
@@ -142,14 +146,21 @@ def run(config: Config) -> dict[str, object]:
         memory_node = stack.enter_context(KvsProcess(None))
         pin_server(memory_node)
         memory = stack.enter_context(KvsClient(memory_node.routing))
+        redis_server = stack.enter_context(LocalRedis())
+        pin_server(redis_server)
+        redis_node = stack.enter_context(KvsProcess(None, engine=redis_server.url))
+        pin_server(redis_node)
+        redis_kvs = stack.enter_context(KvsClient(redis_node.routing))
         _preload(durable, timestamps, "SQLite")
         _preload(memory, timestamps, "in-memory")
+        _preload(redis_kvs, timestamps, "Redis")
 
         systems = [
             System(FLOOR, _floor_op(pushpull)),
             System("floor: REQ/REP echo", _floor_op(reqrep)),
             *_kvs_systems("SQLite, default", durable, timestamps),
             *_kvs_systems("in-memory", memory, timestamps),
+            *_kvs_systems("Redis, appendfsync always", redis_kvs, timestamps),
         ]
         for system in systems:
             for index in range(config.warmup_ops):
@@ -179,6 +190,7 @@ def run(config: Config) -> dict[str, object]:
             "ratio_base": FLOOR,
             "kvs_threads": 1,
             "sqlite": "default durability (synchronous=NORMAL, WAL)",
+            "redis": "one local redis-server, appendonly yes, appendfsync always, no RDB snapshots",
             "cpu_affinity": None if cpus is None else {"client": sorted(cpus[0]), "servers": sorted(cpus[1])},
         },
         "systems": {system.name: summarize(system, floor_median) for system in systems},

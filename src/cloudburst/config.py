@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from cloudburst.errors import ConfigError
 from cloudburst.kvs.sqlite import Durability
 from cloudburst.kvs.subscriptions import DEFAULT_CACHE_UPDATE_PORT, DEFAULT_MAX_CACHES, DEFAULT_MAX_KEYS_PER_CACHE
+from cloudburst.management.policy import ManagementPolicyConfig
 
 #: Where state lives unless ``--data-dir`` says otherwise, so what was stored survives restarts.
 DEFAULT_DATA_DIR = Path.home() / ".cloudburst"
@@ -26,11 +27,14 @@ class KvsConfig:
         threads: Storage threads; keys are spread over them by consistent hashing.
         data_dir: Where the embedded engine keeps its database; ``None`` keeps data in memory only.
         durability: ``NORMAL`` survives a killed process, ``FULL`` also power loss (slower).
+        engine_url: Store in Redis instead (``redis://host:port[/db]`` or ``redis+cluster://host:port,...``, see
+            ``docs/storage.md``); ``data_dir`` and ``durability`` are then unused.
         max_message_bytes: Larger incoming messages are refused by the transport.
         cache_update_port: The port node caches listen on for pushed updates of the keys they hold (the
             original's 7150); the node pushes to ``tcp://<cache ip>:<cache_update_port>``.
         max_subscribed_caches: The most node caches whose key sets the node tracks (and pushes to) at once.
         max_keys_per_cache: The most keys tracked per cache; a larger key-set report is truncated.
+        trigger_port: Where executors acknowledge the runs of storage triggers; 0 picks a free port.
     """
 
     host: str = "127.0.0.1"
@@ -40,10 +44,12 @@ class KvsConfig:
     threads: int = 1
     data_dir: Path | None = DEFAULT_DATA_DIR / "kvs"
     durability: Durability = "NORMAL"
+    engine_url: str | None = None
     max_message_bytes: int = 256 * 1024 * 1024
     cache_update_port: int = DEFAULT_CACHE_UPDATE_PORT
     max_subscribed_caches: int = DEFAULT_MAX_CACHES
     max_keys_per_cache: int = DEFAULT_MAX_KEYS_PER_CACHE
+    trigger_port: int = 6960
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -65,7 +71,10 @@ class RuntimePorts:
     """The port layout every role of a deployment agrees on; the defaults are the original system's.
 
     Executor ``tid`` listens on ``executor_control + tid`` (every scheduler-to-executor message) and
-    ``executor_inbox + tid`` (user-library messages between running functions).
+    ``executor_inbox + tid`` (user-library messages between running functions). The management service takes
+    reports on ``management`` and answers queries for the executor nodes (``management_executors``: the request
+    is a reply address, the list is pushed there) and for the schedulers (``management_schedulers``: request and
+    reply) it knows.
     """
 
     connect: int = 5000
@@ -80,6 +89,8 @@ class RuntimePorts:
     executor_control: int = 4000
     executor_inbox: int = 5500
     management: int = 7003
+    management_executors: int = 7002
+    management_schedulers: int = 7004
 
     def scheduler_internal_endpoint(self, host: str) -> str:
         """Where executors and peer schedulers reach the scheduler on ``host``."""
@@ -88,6 +99,14 @@ class RuntimePorts:
     def management_endpoint(self, host: str) -> str:
         """Where executors send the management service on ``host`` their status and statistics reports."""
         return f"tcp://{host}:{self.management}"
+
+    def management_executors_endpoint(self, host: str) -> str:
+        """Where the management service on ``host`` takes reply addresses to push the executor node list to."""
+        return f"tcp://{host}:{self.management_executors}"
+
+    def management_schedulers_endpoint(self, host: str) -> str:
+        """Where the management service on ``host`` answers requests for the scheduler list."""
+        return f"tcp://{host}:{self.management_schedulers}"
 
     def executor_control_endpoint(self, host: str, tid: int) -> str:
         """Where schedulers and upstream executors reach executor ``tid`` on ``host``."""
@@ -112,6 +131,8 @@ class SchedulerConfig:
         seed: Seeds the placement policy's randomness (``None``: from the OS).
         policy: How calls are placed among eligible executors: ``locality`` (near the cached data the call
             references, exploring 20 % of the time), ``random`` or ``round-robin``.
+        management: The management service's host. Each report period the scheduler sends it its call
+            statistics and asks it for the scheduler list, whose members it gossips with besides ``peers``.
     """
 
     host: str = "127.0.0.1"
@@ -122,6 +143,7 @@ class SchedulerConfig:
     pin_timeout: float = 10.0
     seed: int | None = None
     policy: Literal["locality", "random", "round-robin"] = "locality"
+    management: str | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in ("locality", "random", "round-robin"):
@@ -135,7 +157,7 @@ class ExecutorConfig:
     Attributes:
         host: The node address to bind and to advertise.
         tid: The executor's id on its node; selects its ports.
-        schedulers: Hosts of the schedulers it reports to.
+        schedulers: Hosts of the schedulers it reports to (besides those the management service lists).
         kvs_routing: The KVS routing endpoint.
         ports: The deployment's port layout.
         gpu: Whether this is a GPU executor (takes only GPU functions).
@@ -149,7 +171,9 @@ class ExecutorConfig:
         cache_invalidations: The node cache's invalidation endpoint; with it, the executor keeps its own copies
             of what it reads (a repeated read is a dictionary lookup).
         cache_causal: The node cache's causal-read endpoint; without it SINGLE and MULTI requests fail.
-        management: The management service's host, which gets the status and statistics reports too.
+        management: The management service's host, which gets the status and statistics reports too. Each
+            report period the executor asks it for the scheduler list and reports to those schedulers as well, so
+            schedulers started after it find it.
     """
 
     host: str = "127.0.0.1"
@@ -171,5 +195,22 @@ class ExecutorConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.tid < MAX_EXECUTORS_PER_NODE:
             raise ConfigError(f"executor tid must be in 0..{MAX_EXECUTORS_PER_NODE - 1}, not {self.tid}")
-        if not self.schedulers:
-            raise ConfigError("an executor needs at least one scheduler")
+        if not self.schedulers and not self.management:
+            raise ConfigError("an executor needs at least one scheduler, or a management service that lists them")
+
+
+@dataclass(frozen=True, slots=True)
+class ManagementConfig:
+    """Configuration of the management service.
+
+    Attributes:
+        host: The address to bind (reports, and the executor and scheduler list queries).
+        schedulers: Hosts of schedulers known from the start: always listed, besides those that report.
+        ports: The deployment's port layout.
+        policy: The scaling policies' thresholds, periods and node bounds.
+    """
+
+    host: str = "127.0.0.1"
+    schedulers: tuple[str, ...] = ()
+    ports: RuntimePorts = RuntimePorts()
+    policy: ManagementPolicyConfig = field(default_factory=ManagementPolicyConfig)

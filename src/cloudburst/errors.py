@@ -123,6 +123,16 @@ class NoServers(KvsError):
     """The KVS routing tier knows no storage server for a key."""
 
 
+class StorageUnavailable(KvsError):
+    """A storage engine's backing store did not acknowledge a request before the engine's deadline.
+
+    The store was unreachable, timed out, was failing over, or (for writes merged by compare-and-set) kept
+    conflicting with concurrent writers. A write that raised it was not acknowledged: it may or may not have been
+    applied, and retrying it is safe because merges are idempotent. It stays in the KVS node, which leaves the batch
+    unanswered so that clients retry, so it has no wire error code.
+    """
+
+
 class CausalError(CloudburstError):
     """A read or write in a causal consistency mode (SINGLE or MULTI) cannot be served as that mode promises."""
 
@@ -191,3 +201,20 @@ class NoResources(SchedulingError):
 
 class NotPinned(SchedulingError):
     """The function is not pinned at the executor the request reached."""
+
+
+class ProvisioningError(CloudburstError):
+    """The machines behind the cluster's nodes could not be started, found or released.
+
+    Raised by the management service's provisioners; it stays in the management service (the policy sees the
+    outcome in later reports), so it has no wire error code.
+
+    Args:
+        operation: What was asked, naming the resources involved (for example the Deployment and its namespace).
+        reason: Why it failed, as the infrastructure put it.
+    """
+
+    def __init__(self, operation: str, reason: str, **context: str | None) -> None:
+        super().__init__(f"{operation} failed: {reason}", **context)
+        self.operation = operation
+        self.reason = reason

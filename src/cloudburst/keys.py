@@ -46,3 +46,18 @@ def reporting_cache(key: str) -> str | None:
     if not key.startswith(CACHE_KEY_SET_PREFIX):
         return None
     return key[len(CACHE_KEY_SET_PREFIX) :] or None
+
+
+#: Prefix of the keys storage triggers are defined under (an LWW of a serialized ``TriggerSpec``; empty: deleted).
+TRIGGER_PREFIX = METADATA_PREFIX + "trigger|"
+#: SET lattice of every trigger name ever registered; deleted triggers stay listed and read as empty.
+TRIGGER_INDEX = METADATA_PREFIX + "trigger-index"
+#: Prefix of the runs a KVS node owes until they are acknowledged (an LWW of a serialized ``TriggerFiring``).
+TRIGGER_FIRING_PREFIX = METADATA_PREFIX + "trigger-firing|"
+#: Prefix of the runs given up on after their last attempt, kept for operators.
+TRIGGER_DEAD_PREFIX = METADATA_PREFIX + "trigger-dead|"
+
+
+def trigger_key(name: str) -> str:
+    """Where the storage trigger ``name`` is defined."""
+    return TRIGGER_PREFIX + name

@@ -7,7 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloudburst.config import ExecutorConfig
-from cloudburst.errors import FunctionNotFound, InvalidRequest, NotPinned, RemoteExecutionError
+from cloudburst.errors import (
+    ConfigError,
+    FunctionNotFound,
+    InvalidRequest,
+    NoResources,
+    NotPinned,
+    RemoteExecutionError,
+)
 from cloudburst.executor import state as state_module
 from cloudburst.executor.causal import SessionMetadata
 from cloudburst.executor.state import (
@@ -19,6 +26,7 @@ from cloudburst.executor.state import (
     ExitInstruction,
     FunctionLoadedEvent,
     FunctionLoadFailedEvent,
+    ListSchedulersInstruction,
     LoadFunctionInstruction,
     OneShotDoneEvent,
     OutputForm,
@@ -27,6 +35,7 @@ from cloudburst.executor.state import (
     RunFailed,
     RunOneShotInstruction,
     RunSucceeded,
+    SchedulersListedEvent,
     SendInstruction,
     StartEvent,
     StoreResultInstruction,
@@ -35,7 +44,7 @@ from cloudburst.executor.state import (
 )
 from cloudburst.lattices import VectorClock
 from cloudburst.protocol import codec, values
-from cloudburst.protocol.messages import ConsistencyType
+from cloudburst.protocol.messages import ConsistencyType, LatticeType
 from cloudburst.protocol.runtime_messages import (
     BEGIN,
     CallResult,
@@ -60,6 +69,7 @@ from cloudburst.protocol.runtime_messages import (
     ThreadStatus,
     UnpinFunction,
 )
+from cloudburst.protocol.trigger_messages import TriggerFiring
 
 HOST = "10.0.0.5"
 TID = 2
@@ -665,6 +675,78 @@ def test_orphans_are_dropped_after_the_request_ttl():
     assert [what for _, what, _ in harness.state.story("r1")][-1] == "expired"
 
 
+# -- the management service's scheduler list (B52) -------------------------------------------------------------
+
+
+def test_with_a_management_service_the_scheduler_list_is_asked_for_at_start_and_each_period():
+    harness = Harness(management="10.0.0.8", report_period=5.0)
+    out = harness.step(StartEvent())
+    assert out[-1] == ListSchedulersInstruction()
+    assert [s.address for s in sends(out, ThreadStatus)] == [*SCHEDULER_ENDPOINTS, "tcp://10.0.0.8:7003"]
+    harness.advance(4.0)
+    assert harness.step(TickEvent()) == []
+    harness.advance(1.0)
+    assert ListSchedulersInstruction() in harness.step(TickEvent())
+
+
+def test_without_a_management_service_nothing_is_asked():
+    harness = Harness()
+    assert ListSchedulersInstruction() not in harness.step(StartEvent())
+    harness.advance(5.0)
+    assert ListSchedulersInstruction() not in harness.step(TickEvent())
+
+
+def test_listed_schedulers_hear_the_status_at_once_and_every_report_after():
+    harness = Harness(management="10.0.0.8", report_period=5.0)
+    harness.step(StartEvent())
+
+    out = harness.step(SchedulersListedEvent(("10.0.0.2", "10.0.0.3")))
+
+    assert [(s.address, s.message.running) for s in out] == [("tcp://10.0.0.3:5007", True)], "only the new one"
+    assert harness.state.schedulers() == ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+    harness.advance(5.0)
+    out = harness.step(TickEvent())
+    assert [s.address for s in sends(out, ThreadStatus)] == [
+        *SCHEDULER_ENDPOINTS,
+        "tcp://10.0.0.3:5007",
+        "tcp://10.0.0.8:7003",
+    ]
+    # The next answer replaces the list; the configured schedulers stay.
+    harness.step(SchedulersListedEvent(()))
+    harness.advance(5.0)
+    assert [s.address for s in sends(harness.step(TickEvent()), ThreadStatus)] == [
+        *SCHEDULER_ENDPOINTS,
+        "tcp://10.0.0.8:7003",
+    ]
+
+
+def test_an_executor_may_start_knowing_only_the_management_service():
+    harness = Harness(management="10.0.0.8", schedulers=())
+    out = harness.step(StartEvent())
+    assert [s.address for s in sends(out)] == ["tcp://10.0.0.8:7003"]
+    out = harness.step(SchedulersListedEvent(("10.0.0.4",)))
+    assert [s.address for s in sends(out, ThreadStatus)] == ["tcp://10.0.0.4:5007"]
+
+
+def test_a_continuation_with_no_scheduler_known_fails_the_request_instead_of_crashing():
+    harness = Harness(management="10.0.0.8", schedulers=())
+    harness.pin("f")
+    next_call = DagCall("next-dag", response_address=CLIENT, delivery=ResultDelivery.NOTIFY_ONLY)
+    schedule = make_schedule(SINGLE, "f", "r1", continuation=Continuation("next-dag", call=next_call))
+    run = only_run(harness.receive(schedule, make_trigger("r1", "f", BEGIN)))
+
+    (send,) = sends(harness.finish(run, result_of(1)), CallResult)
+
+    assert send.address == CLIENT
+    with pytest.raises(NoResources, match="no scheduler is known"):
+        values.decode(send.message.value)
+
+
+def test_an_executor_without_schedulers_or_management_is_refused():
+    with pytest.raises(ConfigError):
+        make_config(schedulers=())
+
+
 # -- departure -------------------------------------------------------------------------------------------------
 
 
@@ -696,7 +778,23 @@ def test_an_idle_departure_waits_out_the_grace_period():
     (call,) = harness.receive(FunctionCall("late", response_key="k"))
     harness.step(OneShotDoneEvent(call.run_id, result_of(1)))
     harness.advance(DEPART_GRACE / 2)
-    assert harness.step(TickEvent()) == [ExitInstruction(0)]
+    assert harness.step(TickEvent())[-1] == ExitInstruction(0)
+
+
+def test_a_drained_departure_reports_departed_to_every_scheduler_and_management_before_exiting():
+    harness = Harness(management="10.0.0.8")
+    harness.step(StartEvent())
+    harness.pin("f")
+    harness.receive(SelfDepart())
+    harness.advance(DEPART_GRACE)
+
+    out = harness.step(TickEvent())
+
+    *reports, exit_ = out
+    assert exit_ == ExitInstruction(0)
+    assert [r.address for r in reports] == [*SCHEDULER_ENDPOINTS, "tcp://10.0.0.8:7003"]
+    final = ThreadStatus(HOST, TID, (), 0.0, False, ExecutorType.CPU, "incarnation-1", departed=True)
+    assert all(r.message == final for r in reports)
 
 
 def test_a_load_that_completes_after_depart_is_refused():
@@ -859,3 +957,24 @@ def test_normal_requests_hand_on_the_keys_written_upstream():
     assert send.message.dependencies == (KeyVersion("k", VectorClock()),)
     downstream = only_run(harness.receive(make_schedule(CHAIN, "g", "r1"), send.message))
     assert downstream.items[0].upstream_writes == ("k",)
+
+
+# -- storage triggers' runs --------------------------------------------------------------------------------------
+
+TRIGGER_ACK = "tcp://10.0.0.9:6960"
+
+
+@pytest.mark.parametrize("succeeded", [True, False])
+def test_the_executor_acknowledges_a_run_instead_of_delivering_a_result(succeeded):
+    harness = Harness()
+    firing = TriggerFiring("id1", "t", "f", "in/1", LatticeType.LWW, b"p", 1, TRIGGER_ACK)
+    (run,) = harness.receive(FunctionCall("f", response_key="id1", trigger=firing))
+    assert isinstance(run, RunOneShotInstruction)
+    error = RemoteExecutionError("ValueError: no", "builtins.ValueError", function="f")
+    outcome = RunSucceeded(result=EncodedResult(values.encode(None))) if succeeded else RunFailed(error)
+    out = harness.step(OneShotDoneEvent(run.run_id, outcome, 0.01))
+    assert not [i for i in out if isinstance(i, StoreResultInstruction)]
+    (ack,) = [i for i in out if isinstance(i, SendInstruction)]
+    assert ack.address == TRIGGER_ACK
+    assert ack.message.id == "id1"
+    assert (ack.message.error == "") is succeeded

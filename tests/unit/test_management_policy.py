@@ -19,11 +19,14 @@ from cloudburst.management.policy import (
 )
 from cloudburst.management.state import (
     DagLoad,
+    DrainCancelledEvent,
+    DrainRefusedInstruction,
+    DrainRequestEvent,
     ExecutorStatisticsEvent,
     ManagementState,
     ManagementTickEvent,
-    NodeDrainedEvent,
     NodeJoinedEvent,
+    ReleaseNodeInstruction,
     SchedulerStatisticsEvent,
     ThreadStatusEvent,
 )
@@ -41,6 +44,11 @@ QUIET = 0.3
 
 def status(ip, tid=0, functions=(), utilization=QUIET, running=True, kind=ExecutorType.CPU):
     return ThreadStatusEvent(ThreadStatus(ip, tid, tuple(functions), utilization, running, kind))
+
+
+def departed(ip, tid=0):
+    """An executor's last status: its departure has drained and it exits."""
+    return ThreadStatusEvent(ThreadStatus(ip, tid, running=False, departed=True))
 
 
 def runtimes(function, seconds, count):
@@ -523,13 +531,17 @@ def test_joining_nodes_resolve_pending_additions():
     assert cluster.state.pending_nodes() == 2
 
 
-def test_a_drained_node_is_forgotten_and_its_late_statuses_ignored():
+def test_a_drained_node_is_released_once_every_thread_departed_and_its_late_statuses_are_ignored():
     cluster = Cluster(thread_timeout=15.0)
     spread(cluster, nodes=2, utilization=0.0)
     (drain,) = cluster.tick()
     del cluster.layout[drain.node]
 
-    cluster.feed(NodeDrainedEvent(drain.node))
+    assert cluster.feed(departed(drain.node, 0), departed(drain.node, 2)) == []
+    assert cluster.state.nodes()[drain.node].draining, "thread 1 has not departed yet"
+    (release,) = cluster.feed(departed(drain.node, 1))
+    assert release == ReleaseNodeInstruction(drain.node, f"every thread of {drain.node} departed (3)")
+    assert cluster.state.decisions()[-1].instruction == release
     assert drain.node not in cluster.state.nodes()
     cluster.feed(status(drain.node, 0, running=False))
     cluster.feed(status(drain.node, 1))
@@ -541,10 +553,13 @@ def test_a_drained_node_is_forgotten_and_its_late_statuses_ignored():
     assert drain.node in cluster.state.nodes()
 
 
-def test_a_node_can_rejoin_at_once_after_being_drained():
+def test_a_node_can_rejoin_at_once_after_being_released():
     cluster = Cluster()
     cluster.place("a")
-    cluster.feed(NodeDrainedEvent("a"), NodeJoinedEvent("a"), status("a", 0))
+    cluster.place("b")
+    cluster.feed(DrainRequestEvent("a"), departed("a", 0))
+    assert "a" not in cluster.state.nodes()
+    cluster.feed(NodeJoinedEvent("a"), status("a", 0))
     assert [t.tid for t in cluster.state.threads("a")] == [0]
 
 
@@ -554,7 +569,7 @@ def test_a_departing_executor_does_not_bring_back_a_forgotten_node():
     assert cluster.state.nodes() == {}
 
 
-def test_a_draining_node_is_forgotten_once_its_threads_fall_silent():
+def test_a_draining_node_is_released_once_its_threads_fall_silent():
     cluster = Cluster(thread_timeout=15.0)
     spread(cluster, nodes=2, utilization=0.0)
     (drain,) = cluster.tick()
@@ -562,10 +577,103 @@ def test_a_draining_node_is_forgotten_once_its_threads_fall_silent():
     del cluster.layout[drain.node]
 
     assert drain.node in cluster.state.nodes()
-    cluster.tick(15.0)
+    assert cluster.tick(15.0) == []
     assert drain.node in cluster.state.nodes()
-    cluster.tick(1.0)
+    (release,) = only(cluster.tick(1.0), ReleaseNodeInstruction)
+    assert release == ReleaseNodeInstruction(drain.node, f"every thread of {drain.node} fell silent (3)")
     assert drain.node not in cluster.state.nodes()
+    cluster.feed(status(drain.node, 0))
+    assert drain.node not in cluster.state.nodes(), "a released node's late statuses are ignored"
+
+
+def test_a_drain_completes_with_some_threads_departed_and_the_others_silent():
+    cluster = Cluster(thread_timeout=15.0)
+    spread(cluster, nodes=2, utilization=0.0)
+    (drain,) = cluster.tick()
+    del cluster.layout[drain.node]
+    cluster.feed(departed(drain.node, 0))
+
+    assert cluster.tick(15.0) == []
+    (release,) = cluster.tick(1.0)
+    assert release.reason == f"1 thread of {drain.node} departed and 2 fell silent"
+
+
+def test_a_departed_status_of_a_node_not_being_drained_releases_nothing():
+    cluster = Cluster()
+    spread(cluster, nodes=2)
+    assert cluster.feed(*(departed("10.0.0.1", tid) for tid in range(3))) == []
+    assert all(not t.running and t.departed for t in cluster.state.threads("10.0.0.1"))
+    assert not cluster.state.nodes()["10.0.0.1"].draining
+
+
+# -- operator drains ----------------------------------------------------------------------------------------------
+
+
+def test_an_operator_drain_names_the_nodes_threads_and_ignores_the_grace_period():
+    cluster = Cluster(grace_period=120.0)
+    spread(cluster, nodes=3, utilization=0.7)
+    assert isinstance(cluster.tick()[0], AddNodesInstruction), "a node change: the grace period starts"
+
+    (drain,) = cluster.feed(DrainRequestEvent("10.0.0.2"))
+
+    assert drain == DrainNodeInstruction("10.0.0.2", "an operator asked for it", (0, 1, 2))
+    assert cluster.state.nodes()["10.0.0.2"].draining
+    assert cluster.state.last_node_change() == cluster.now
+    assert cluster.state.decisions()[-1].instruction == drain
+
+
+@pytest.mark.parametrize(
+    ("node", "reason"),
+    [
+        ("10.9.9.9", "'10.9.9.9' is not a known node (known: 10.0.0.1, 10.0.0.2)"),
+        ("10.0.0.2", "draining 10.0.0.2 would leave 1 active node, fewer than min_nodes=2"),
+    ],
+)
+def test_an_operator_drain_of_an_unknown_node_or_below_the_minimum_is_refused(node, reason):
+    cluster = Cluster(min_nodes=2)
+    spread(cluster, nodes=2)
+    assert cluster.feed(DrainRequestEvent(node)) == [DrainRefusedInstruction(node, reason)]
+    assert not any(view.draining for view in cluster.state.nodes().values())
+    assert cluster.state.last_node_change() is None
+    assert cluster.state.decisions() == ()
+
+
+def test_an_operator_drain_of_a_draining_node_is_refused():
+    cluster = Cluster()
+    spread(cluster, nodes=3)
+    cluster.feed(DrainRequestEvent("10.0.0.1"))
+    assert cluster.feed(DrainRequestEvent("10.0.0.1")) == [
+        DrainRefusedInstruction("10.0.0.1", "10.0.0.1 is being drained already")
+    ]
+
+
+def test_draining_nodes_do_not_count_towards_the_minimum():
+    cluster = Cluster(min_nodes=1)
+    spread(cluster, nodes=2)
+    cluster.feed(DrainRequestEvent("10.0.0.1"))
+    (refusal,) = cluster.feed(DrainRequestEvent("10.0.0.2"))
+    assert isinstance(refusal, DrainRefusedInstruction)
+    assert "would leave 0 active nodes" in refusal.reason
+
+
+def test_an_operator_drain_of_a_node_whose_threads_never_reported_releases_it_at_once():
+    cluster = Cluster()
+    spread(cluster, nodes=1)
+    cluster.feed(NodeJoinedEvent("fresh"))
+    drain, release = cluster.feed(DrainRequestEvent("fresh"))
+    assert drain == DrainNodeInstruction("fresh", "an operator asked for it", ())
+    assert release == ReleaseNodeInstruction("fresh", "no thread of fresh ever reported")
+    assert "fresh" not in cluster.state.nodes()
+
+
+def test_a_cancelled_drain_makes_the_node_active_again_within_the_grace_period():
+    cluster = Cluster(grace_period=30.0)
+    spread(cluster, nodes=2, utilization=0.0)
+    (drain,) = cluster.tick()
+    cluster.feed(DrainCancelledEvent(drain.node))
+    assert not cluster.state.nodes()[drain.node].draining
+    assert cluster.state.average_utilization() == 0.0
+    assert cluster.tick() == [], "the grace period runs from the cancelled decision"
 
 
 # -- other views --------------------------------------------------------------------------------------------------
@@ -581,6 +689,15 @@ def test_schedulers_are_known_from_their_reports_and_forgotten_when_silent():
     cluster.now = 16.0
     cluster.feed(ManagementTickEvent())
     assert cluster.state.schedulers() == ("s1",)
+
+
+def test_configured_schedulers_are_always_listed_and_an_empty_report_counts_as_one():
+    state = ManagementState(ManagementPolicyConfig(thread_timeout=15.0), schedulers=("s0", ""))
+    assert state.schedulers() == ("s0",)
+    state.handle(SchedulerStatisticsEvent("s3", ExecutorStatistics()), 0.0)
+    assert state.schedulers() == ("s0", "s3")
+    state.handle(ManagementTickEvent(), 100.0)
+    assert state.schedulers() == ("s0",)
 
 
 def test_decisions_are_kept_with_their_time_and_reason_up_to_a_bound():
@@ -676,7 +793,9 @@ def run_scenario(initial, load, steps, config):
             live.append(f"10.1.0.{joined}")
             state.handle(NodeJoinedEvent(live[-1]), now)
         elif kind == "drained" and draining:
-            state.handle(NodeDrainedEvent(draining.pop(0)), now)
+            node = draining.pop(0)
+            out = [i for tid in range(3) for i in state.handle(departed(node, tid), now)]
+            assert out == [ReleaseNodeInstruction(node, f"every thread of {node} departed (3)")]
         elif kind == "tick":
             now += arg
             functions = tuple(f"f{k}" for k in range(pins))

@@ -101,6 +101,7 @@ def test_executor_envelope_round_trip(message):
     "message",
     [
         ThreadStatus("127.0.0.1", 2, ("f", "g"), 0.5, False, ExecutorType.GPU, "inc"),
+        ThreadStatus("127.0.0.1", 3, running=False, incarnation="inc", departed=True),
         GenericResponse(False, "pin-1", ErrorCode.NO_RESOURCES, "busy"),
         Continuation("next", "id1", b"r", CALL),
         SchedulerStatus(("d",), (FunctionLocation("f", "127.0.0.1", 1),), ("gone",)),

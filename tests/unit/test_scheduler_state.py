@@ -19,7 +19,7 @@ from cloudburst.kvs.state import reads_as_missing
 from cloudburst.lattices import LwwLattice, SetLattice
 from cloudburst.protocol import codec, values
 from cloudburst.protocol.codec import decode_lattice
-from cloudburst.protocol.messages import SerializerType
+from cloudburst.protocol.messages import LatticeType, SerializerType
 from cloudburst.protocol.runtime_messages import (
     BEGIN,
     CallResult,
@@ -46,6 +46,7 @@ from cloudburst.protocol.runtime_messages import (
     ThreadStatus,
     UnpinFunction,
 )
+from cloudburst.protocol.trigger_messages import TriggerFiring
 from cloudburst.scheduler import state as state_module
 from cloudburst.scheduler.state import (
     ConnectEvent,
@@ -62,9 +63,11 @@ from cloudburst.scheduler.state import (
     KvsReadInstruction,
     KvsWriteDoneEvent,
     KvsWriteInstruction,
+    ListSchedulersInstruction,
     PushInstruction,
     RecoverEvent,
     ReplyInstruction,
+    SchedulersListedEvent,
     SchedulerState,
     SchedulerTickEvent,
     StatusQueryEvent,
@@ -110,17 +113,26 @@ class Harness:
     fail with it, as the network client would.
     """
 
-    def __init__(self, kvs=None, *, host=HOST, peers=(HOST, PEER), kvs_routing="tcp://10.0.0.9:6450", seed=7):
+    def __init__(
+        self, kvs=None, *, host=HOST, peers=(HOST, PEER), kvs_routing="tcp://10.0.0.9:6450", seed=7, management=None
+    ):
         self.clock = FakeClock(start=100.0)
         self.kvs = kvs if kvs is not None else MemoryEngine()
         self.kvs_error = None
         self.config = SchedulerConfig(
-            host=host, kvs_routing=kvs_routing, peers=peers, report_period=PERIOD, pin_timeout=PIN_TIMEOUT
+            host=host,
+            kvs_routing=kvs_routing,
+            peers=peers,
+            report_period=PERIOD,
+            pin_timeout=PIN_TIMEOUT,
+            management=management,
         )
         self.state = SchedulerState(self.config, random.Random(seed))
         self.replies = {}
         self.kvs_reads = []
         self.kvs_writes = []
+        #: How many times the state asked for the management service's scheduler list.
+        self.list_queries = 0
         self._request_ids = iter(range(1, 1_000_000))
 
     # -- plumbing -------------------------------------------------------------------------------------------------
@@ -136,6 +148,8 @@ class Harness:
             elif isinstance(instruction, ReplyInstruction):
                 assert instruction.request_id not in self.replies, "a request was answered twice"
                 self.replies[instruction.request_id] = instruction.reply
+            elif isinstance(instruction, ListSchedulersInstruction):
+                self.list_queries += 1
             else:
                 assert isinstance(instruction, PushInstruction)
                 pushes.append(instruction)
@@ -1047,6 +1061,53 @@ def test_gossip_goes_to_every_peer_but_itself_once_a_report_period(diamond):
     )
 
 
+def test_with_a_management_service_each_period_reports_call_statistics_and_asks_for_the_schedulers():
+    h = Harness(management="10.0.0.8")
+    for executor in (A, B, C):
+        h.executor(executor)
+    h.register("f", "g", "k")
+    request_id, _, _ = h.create_dag(make_dag("dia", ["f", "g", "k"], [("f", "g"), ("f", "k"), ("g", "k")]))
+    assert h.replies.pop(request_id).success
+    h.tick()
+    for gap in (0.0, 0.5, 1.5):
+        h.clock.advance(gap)
+        h.ask(lambda rid: DagCallEvent(rid, DagCall("dia")))
+    h.ask(lambda rid: FunctionCallEvent(rid, FunctionCall("f")))  # one-shot calls are not counted
+
+    pushes = h.tick(PERIOD)
+
+    (report,) = [p for p in pushes if isinstance(p.message, ExecutorStatistics)]
+    assert report.address == "tcp://10.0.0.8:7003"
+    assert report.message.reporter == f"scheduler:{HOST}"
+    (dag,) = report.message.dags
+    assert (dag.name, dag.call_count, dag.interarrivals) == ("dia", 3, (0.5, 1.5))
+    assert report.message.functions == tuple(FunctionStatistics(f, 3) for f in ("f", "g", "k"))
+    assert h.list_queries == 1
+    # An idle period is reported too: the management service lists the schedulers that report.
+    (idle,) = [p for p in h.tick(PERIOD) if isinstance(p.message, ExecutorStatistics)]
+    assert idle.message == ExecutorStatistics(reporter=f"scheduler:{HOST}")
+    assert h.list_queries == 2
+
+
+def test_without_a_management_service_no_statistics_leave_and_nothing_is_asked(diamond):
+    h, _, _ = diamond
+    h.tick()
+    assert not [p for p in h.tick(PERIOD) if isinstance(p.message, ExecutorStatistics)]
+    assert h.list_queries == 0
+
+
+def test_gossip_also_goes_to_the_schedulers_the_management_service_lists():
+    h = Harness(management="10.0.0.8", peers=(HOST, PEER))
+    h.feed(SchedulersListedEvent((HOST, "10.0.0.3", PEER)))
+    assert h.state.gossip_peers() == (PEER, "10.0.0.3")
+    h.tick()
+    gossip = [p.address for p in h.tick(PERIOD) if isinstance(p.message, SchedulerStatus)]
+    assert gossip == [f"tcp://{PEER}:5007", "tcp://10.0.0.3:5007"]
+    # The next answer replaces the list; configured peers stay.
+    h.feed(SchedulersListedEvent(()))
+    assert h.state.gossip_peers() == (PEER,)
+
+
 def test_tombstones_are_gossiped_for_a_bounded_time(diamond):
     h, _, _ = diamond
     h.tick()
@@ -1269,3 +1330,49 @@ def test_random_event_sequences_keep_the_invariants_and_answer_every_request(seq
         h.tick(PIN_TIMEOUT)
     assert set(requests) <= set(h.replies)
     assert h.state.pins_in_flight() == {}
+
+
+# -- storage triggers' runs ----------------------------------------------------------------------------------------
+
+TRIGGER_ACK = "tcp://10.0.0.9:6960"
+
+
+def test_the_scheduler_places_a_run_near_a_cache_holding_the_key():
+    h = Harness()
+    for executor in (A, B, C):
+        h.executor(executor)
+    h.register("f")
+    h.kvs.merge_many([(keys.cache_key_set_key(B[0]), LwwLattice(1, codec.encode_string_set(["in/1"])))])
+    h.tick()
+    h.tick(PERIOD)  # each period reads the caches' key sets
+    assert h.state.key_locations() == {"in/1": (B[0],)}
+    firing = TriggerFiring("id1", "t", "f", "in/1", LatticeType.LWW, b"p", 1, TRIGGER_ACK)
+    placed = [p for _ in range(20) for p in h.tell(firing)]
+    near = sum(p.address == endpoint(B) for p in placed)
+    assert near >= 12  # locality, with some exploration
+    call = placed[0].message
+    assert isinstance(call, FunctionCall)
+    assert (call.trigger, call.references, call.delivery) == (firing, ("in/1",), ResultDelivery.NOTIFY_ONLY)
+
+
+def test_a_run_the_scheduler_cannot_place_goes_back_to_the_kvs_node_as_a_failure():
+    h = Harness()
+    h.register("f")
+    firing = TriggerFiring("id1", "t", "f", "in/1", LatticeType.LWW, b"p", 1, TRIGGER_ACK)
+    (nack,) = h.tell(firing)
+    assert nack.address == TRIGGER_ACK
+    assert nack.message.id == "id1"
+    assert "no CPU executor" in nack.message.error
+    (nack,) = h.tell(TriggerFiring("id2", "t", "unknown", "in/1", LatticeType.LWW, b"p", 1, TRIGGER_ACK))
+    assert "no function named 'unknown'" in nack.message.error
+
+
+def test_a_client_cannot_pose_as_a_trigger():
+    h = Harness()
+    h.executor(A)
+    h.register("f")
+    posing = FunctionCall("f", trigger=TriggerFiring("x", "t", "f", "k", LatticeType.LWW, b"", 1, "tcp://1.2.3.4:1"))
+    reply, pushes = h.ask(lambda rid: FunctionCallEvent(rid, posing))
+    assert reply.success
+    (push,) = [p for p in pushes if isinstance(p, PushInstruction)]
+    assert push.message.trigger is None

@@ -9,10 +9,23 @@ from cloudburst.lattices import LwwLattice, MultiKeyCausalLattice, SetLattice, V
 from cloudburst.protocol import codec
 from cloudburst.protocol.messages import LatticeType
 
+ENGINES = [
+    "memory",
+    "sqlite",
+    # Real servers over loopback, shared by the session (tests/conftest.py) and flushed for each test.
+    pytest.param("redis", marks=pytest.mark.integration),
+    pytest.param("redis-cluster", marks=pytest.mark.integration),
+]
 
-@pytest.fixture(params=["memory", "sqlite"])
+
+@pytest.fixture(params=ENGINES)
 def engine(request, tmp_path):
-    engine = MemoryEngine() if request.param == "memory" else SqliteEngine(tmp_path / "kvs.sqlite3")
+    if request.param == "memory":
+        engine = MemoryEngine()
+    elif request.param == "sqlite":
+        engine = SqliteEngine(tmp_path / "kvs.sqlite3")
+    else:
+        engine = request.getfixturevalue("open_redis_engine")(request.param)
     yield engine
     engine.close()
 
@@ -105,3 +118,12 @@ def test_keys_with_prefix(engine):
     assert engine.keys_with_prefix("pre\U0010ffff") == ["pre\U0010ffff", "pre\U0010ffffz"]
     assert engine.keys_with_prefix("nothing") == []
     assert engine.keys_with_prefix("") == sorted([*keys, "ANNA_METADATA|cache_ip|gone"])
+
+
+def test_delete_many_removes_keys_and_ignores_missing_ones(engine):
+    engine.merge_many([("a", LwwLattice(1, b"x")), ("b", LwwLattice(1, b"y"))])
+    engine.delete_many(["a", "never-written"])
+    assert read(engine, "a") is None
+    assert read(engine, "b") == LwwLattice(1, b"y")
+    assert engine.keys_with_prefix("") == ["b"]
+    engine.delete_many([])

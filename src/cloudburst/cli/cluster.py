@@ -74,6 +74,7 @@ def up(args: argparse.Namespace) -> int:
         nodes=args.nodes,
         gpu_executors=args.gpu_executors,
         data_dir=None if args.in_memory else args.data_dir,
+        kvs_engine=args.kvs,
         report_period=args.report_period,
         autoscale=args.autoscale,
         scaling=ManagementPolicyConfig(
@@ -123,6 +124,7 @@ def _up_detached(args: argparse.Namespace) -> int:
     command += ["--nodes", str(args.nodes), "--gpu-executors", str(args.gpu_executors)]
     command += ["--data-dir", str(args.data_dir), "--report-period", str(args.report_period)]
     command += ["--in-memory"] if args.in_memory else []
+    command += ["--kvs", args.kvs] if args.kvs else []
     command += ["--autoscale", "--max-nodes", str(args.max_nodes)] if args.autoscale else []
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -10,12 +10,19 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cloudburst.cluster.serve import serve_until_signalled
-from cloudburst.config import DEFAULT_DATA_DIR, ExecutorConfig, KvsConfig, SchedulerConfig
-from cloudburst.errors import CloudburstError
+from cloudburst.config import DEFAULT_DATA_DIR, ExecutorConfig, KvsConfig, ManagementConfig, SchedulerConfig
+from cloudburst.errors import CloudburstError, ConfigError
+from cloudburst.management.policy import ManagementPolicyConfig
+
+if TYPE_CHECKING:
+    from cloudburst.management.server import Provisioner
 
 _Commands = argparse._SubParsersAction  # the type argparse gives no public name
+#: What ``cloudburst management --provisioner`` accepts; :func:`_provisioner` builds each.
+PROVISIONERS = ("none", "kubernetes")
 
 
 def _add_child_options(parser: argparse.ArgumentParser) -> None:
@@ -29,12 +36,20 @@ def _add_kvs_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     kvs.add_argument("--advertise-host", help="address clients reach this node at (default: --host)")
     kvs.add_argument("--routing-port", type=int, default=6450, help="0 picks a free port (default: %(default)s)")
     kvs.add_argument("--storage-port", type=int, default=6200, help="thread t listens on this + t; 0 picks free ports")
+    kvs.add_argument(
+        "--trigger-port", type=int, default=6960, help="where storage triggers' runs are acknowledged; 0: a free port"
+    )
     kvs.add_argument("--threads", type=int, default=1, help="storage threads (default: %(default)s)")
     storage = kvs.add_mutually_exclusive_group()
     storage.add_argument(
         "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="state directory (default: %(default)s)"
     )
     storage.add_argument("--in-memory", action="store_true", help="keep data in memory only (lost on exit)")
+    storage.add_argument(
+        "--engine",
+        metavar="URL",
+        help="store in Redis: redis://host:port[/db] or redis+cluster://host:port,... (see docs/storage.md)",
+    )
     kvs.add_argument(
         "--durability",
         choices=["NORMAL", "FULL"],
@@ -52,6 +67,9 @@ def _add_scheduler_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     scheduler.add_argument("--report-period", type=float, default=5.0, help="seconds between reports")
     scheduler.add_argument(
         "--policy", choices=["locality", "random", "round-robin"], default="locality", help="placement policy"
+    )
+    scheduler.add_argument(
+        "--management", help="the management service's host: gets call statistics, lists schedulers to gossip with"
     )
     _add_child_options(scheduler)
 
@@ -71,6 +89,64 @@ def _add_executor_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     _add_child_options(executor)
 
 
+def _add_management_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
+    defaults = ManagementPolicyConfig()
+    management = commands.add_parser(
+        "management", help="run the management service (scaling, executor and scheduler lists) in the foreground"
+    )
+    management.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    management.add_argument(
+        "--scheduler", action="append", default=[], help="a scheduler's host, always listed (repeatable)"
+    )
+    management.add_argument(
+        "--provisioner",
+        choices=PROVISIONERS,
+        default="none",
+        help="where nodes come from; none: node decisions are only logged; kubernetes: the pods of a Deployment "
+        "(default: %(default)s)",
+    )
+    kubernetes = management.add_argument_group("kubernetes provisioner")
+    kubernetes.add_argument("--k8s-namespace", default="default", help="the executor Deployment's namespace")
+    kubernetes.add_argument("--k8s-deployment", default="cloudburst-node", help="the executor nodes' Deployment")
+    kubernetes.add_argument(
+        "--k8s-selector", default="app=cloudburst-node", help="label selector of that Deployment's pods"
+    )
+    kubernetes.add_argument(
+        "--k8s-ready-timeout", type=float, default=120.0, help="seconds to wait for new pods to become ready"
+    )
+    policy = management.add_argument_group("policy")
+    policy.add_argument(
+        "--report-period", type=float, default=defaults.report_period, help="seconds between policy runs"
+    )
+    policy.add_argument(
+        "--thread-timeout",
+        type=float,
+        help="seconds of silence before an executor or scheduler is forgotten (default: 3 report periods)",
+    )
+    policy.add_argument("--min-nodes", type=int, default=defaults.min_nodes, help="default: %(default)s")
+    policy.add_argument("--max-nodes", type=int, default=defaults.max_nodes, help="default: %(default)s")
+    policy.add_argument("--scale-increase", type=int, default=defaults.scale_increase, help="nodes added at once")
+    policy.add_argument(
+        "--grace-period", type=float, default=defaults.grace_period, help="seconds between node changes"
+    )
+    policy.add_argument(
+        "--max-utilization", type=float, default=defaults.max_utilization, help="add nodes above this mean"
+    )
+    policy.add_argument(
+        "--min-utilization", type=float, default=defaults.min_utilization, help="drain a node below this mean"
+    )
+    policy.add_argument(
+        "--max-pinned-ratio", type=float, default=defaults.max_pinned_ratio, help="add nodes above this pin ratio"
+    )
+    policy.add_argument(
+        "--scale-up-load", type=float, default=defaults.scale_up_load, help="add replicas above this load share"
+    )
+    policy.add_argument(
+        "--scale-down-load", type=float, default=defaults.scale_down_load, help="remove replicas below this share"
+    )
+    _add_child_options(management)
+
+
 def _add_cache_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     cache = commands.add_parser("cache", help="run a node's cache (shared by the node's executors) in the foreground")
     cache.add_argument("--host", default="127.0.0.1", help="the node's address (default: %(default)s)")
@@ -87,6 +163,7 @@ def _add_cluster_parsers(commands: _Commands[argparse.ArgumentParser]) -> None:
     storage = up.add_mutually_exclusive_group()
     storage.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: %(default)s")
     storage.add_argument("--in-memory", action="store_true", help="throw the data away when the cluster stops")
+    up.add_argument("--kvs", metavar="URL", help="the KVS stores in Redis at this engine URL (see kvs --engine)")
     up.add_argument("--detach", action="store_true", help="return once the cluster is ready; stop it with down")
     up.add_argument("--report-period", type=float, default=5.0, help="seconds between reports")
     up.add_argument(
@@ -120,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scheduler_parser(commands)
     _add_executor_parser(commands)
     _add_cache_parser(commands)
+    _add_management_parser(commands)
     _add_cluster_parsers(commands)
     _add_demo_parser(commands)
     return parser
@@ -146,9 +224,11 @@ def _run_kvs(args: argparse.Namespace) -> int:
         advertise_host=args.advertise_host,
         routing_port=args.routing_port,
         storage_port=args.storage_port,
+        trigger_port=args.trigger_port,
         threads=args.threads,
         data_dir=None if args.in_memory else args.data_dir / "kvs",
         durability=args.durability,
+        engine_url=args.engine,
     )
     return serve_until_signalled(KvsServer(config), args.ready_file)
 
@@ -162,6 +242,7 @@ def _run_scheduler(args: argparse.Namespace) -> int:
         peers=tuple(args.peer),
         report_period=args.report_period,
         policy=args.policy,
+        management=args.management,
     )
     return run_scheduler(config, args.ready_file)
 
@@ -172,7 +253,8 @@ def _run_executor(args: argparse.Namespace) -> int:
     config = ExecutorConfig(
         host=args.host,
         tid=args.tid,
-        schedulers=tuple(args.scheduler or ["127.0.0.1"]),
+        # With a management service to list them, an executor may start knowing no scheduler (B52).
+        schedulers=tuple(args.scheduler or ([] if args.management else ["127.0.0.1"])),
         kvs_routing=args.kvs,
         gpu=args.gpu,
         report_period=args.report_period,
@@ -182,6 +264,49 @@ def _run_executor(args: argparse.Namespace) -> int:
         management=args.management,
     )
     return run_executor(config, args.ready_file)
+
+
+def _provisioner(args: argparse.Namespace) -> Provisioner:
+    """The provisioner ``--provisioner`` names (one of :data:`PROVISIONERS`).
+
+    Raises:
+        ConfigError: An unknown name.
+    """
+    from cloudburst.management.server import NullProvisioner
+
+    if args.provisioner == "none":
+        return NullProvisioner()
+    if args.provisioner == "kubernetes":
+        from cloudburst.management.kubernetes import KubernetesProvisioner, KubernetesProvisionerConfig
+
+        config = KubernetesProvisionerConfig(
+            namespace=args.k8s_namespace,
+            deployment=args.k8s_deployment,
+            label_selector=args.k8s_selector,
+            ready_timeout=args.k8s_ready_timeout,
+        )
+        return KubernetesProvisioner.from_environment(config)
+    raise ConfigError(f"unknown provisioner {args.provisioner!r}; choose one of {', '.join(PROVISIONERS)}")
+
+
+def _run_management(args: argparse.Namespace) -> int:
+    from cloudburst.management.server import run_management
+
+    policy = ManagementPolicyConfig(
+        report_period=args.report_period,
+        thread_timeout=args.thread_timeout if args.thread_timeout is not None else 3 * args.report_period,
+        min_nodes=args.min_nodes,
+        max_nodes=args.max_nodes,
+        scale_increase=args.scale_increase,
+        grace_period=args.grace_period,
+        max_utilization=args.max_utilization,
+        min_utilization=args.min_utilization,
+        max_pinned_ratio=args.max_pinned_ratio,
+        scale_up_load=args.scale_up_load,
+        scale_down_load=args.scale_down_load,
+    )
+    config = ManagementConfig(host=args.host, schedulers=tuple(args.scheduler), policy=policy)
+    return run_management(config, _provisioner(args), args.ready_file)
 
 
 def _run_cache(args: argparse.Namespace) -> int:
@@ -210,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_executor(args)
         if args.command == "cache":
             return _run_cache(args)
+        if args.command == "management":
+            return _run_management(args)
         from cloudburst.cli import cluster
 
         if args.command == "up":

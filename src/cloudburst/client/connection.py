@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import sysconfig
 import threading
@@ -24,9 +25,10 @@ import zmq
 from cloudburst.client.future import Future, ResultSlot
 from cloudburst.clock import TimestampGenerator, writer_id_for
 from cloudburst.config import RuntimePorts
-from cloudburst.errors import CloudburstError, DeadlineExceeded, DecodeError, FunctionNotFound
+from cloudburst.errors import CloudburstError, DeadlineExceeded, DecodeError, FunctionNotFound, InvalidRequest
+from cloudburst.keys import TRIGGER_INDEX, trigger_key
 from cloudburst.kvs.client import KvsClient
-from cloudburst.lattices import LwwLattice
+from cloudburst.lattices import LwwLattice, SetLattice
 from cloudburst.protocol import codec
 from cloudburst.protocol.errors import error_from_response
 from cloudburst.protocol.messages import ConsistencyType
@@ -45,6 +47,7 @@ from cloudburst.protocol.runtime_messages import (
     Link,
     ResultDelivery,
 )
+from cloudburst.protocol.trigger_messages import DEFAULT_ACK_TIMEOUT, DEFAULT_MAX_ATTEMPTS, TriggerSpec
 from cloudburst.protocol.values import encode, from_lattice, serialize, to_lattice
 from cloudburst.shared.reference import CloudburstReference
 
@@ -379,6 +382,80 @@ class Connection:
             DagNotFound: No DAG of that name.
         """
         self._generic(self.ports.dag_delete, name.encode(), f"deletion of DAG {name!r}")
+
+    # -- storage triggers ----------------------------------------------------------------------------------
+
+    def register_trigger(
+        self,
+        name: str,
+        function: str,
+        *,
+        key: str | None = None,
+        prefix: str | None = None,
+        ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> TriggerSpec:
+        """Runs ``function(key, value)`` after every write of ``key``, or of any key starting with ``prefix``.
+
+        Each acknowledged write gets at least one run, on an executor near a cache holding the key when there is
+        one; a run that fails or is not done within ``ack_timeout`` seconds runs again, up to ``max_attempts``
+        times, so functions should tolerate running twice for one write. Registering an existing name replaces
+        that trigger. Writes start firing within a moment of this returning.
+
+        Raises:
+            InvalidRequest: Not exactly one of ``key`` and ``prefix``, an empty name, or limits that are not
+                positive.
+            FunctionNotFound: No function named ``function`` is registered.
+            DeadlineExceeded: The scheduler or the KVS did not answer in time.
+        """
+        if not name:
+            raise InvalidRequest("a trigger needs a name")
+        if (key is None) == (prefix is None) or not (key or prefix):
+            raise InvalidRequest(f"trigger {name!r} needs exactly one of a non-empty key and a non-empty prefix")
+        if not (math.isfinite(ack_timeout) and ack_timeout > 0) or max_attempts < 1:
+            raise InvalidRequest(f"trigger {name!r} needs a positive ack_timeout and max_attempts of at least 1")
+        if function not in self.list(function):
+            raise FunctionNotFound(f"no function named {function!r} is registered", function=function)
+        spec = TriggerSpec(
+            name=name,
+            function=function,
+            schedulers=(self.ports.scheduler_internal_endpoint(self.scheduler),),
+            key=key or "",
+            prefix=prefix or "",
+            ack_timeout=ack_timeout,
+            max_attempts=max_attempts,
+        )
+        self.kvs.put(TRIGGER_INDEX, SetLattice(frozenset({name.encode()})))
+        self.kvs.put(trigger_key(name), LwwLattice(self._stamp(), codec.encode_trigger_spec(spec)))
+        return spec
+
+    def delete_trigger(self, name: str) -> None:
+        """Stops trigger ``name`` from firing; runs already owed still happen.
+
+        Raises:
+            InvalidRequest: No trigger of that name.
+            DeadlineExceeded: The KVS did not answer in time.
+        """
+        if name not in {spec.name for spec in self.list_triggers()}:
+            raise InvalidRequest(f"no trigger named {name!r} is registered")
+        self.kvs.put(trigger_key(name), LwwLattice(self._stamp(), b""))
+
+    def list_triggers(self) -> tuple[TriggerSpec, ...]:
+        """The registered storage triggers, by name.
+
+        Raises:
+            DeadlineExceeded: The KVS did not answer in time.
+        """
+        index = self.kvs.get(TRIGGER_INDEX)
+        if not isinstance(index, SetLattice):
+            return ()
+        names = sorted(item.decode() for item in index.values)
+        found = self.kvs.get_many([trigger_key(name) for name in names])
+        return tuple(
+            codec.decode_trigger_spec(stored.value, f"trigger {name!r}")
+            for name in names
+            if isinstance(stored := found.get(trigger_key(name)), LwwLattice) and stored.value
+        )
 
     # -- objects -------------------------------------------------------------------------------------------
 

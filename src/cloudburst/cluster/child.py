@@ -95,22 +95,30 @@ class ChildProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stops the child gracefully (SIGTERM), killing it if it does not exit in time."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            stop_process(self._process, timeout)
         self._process = None
 
     def kill(self) -> None:
         """Kills the child with SIGKILL, as a crash would."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.kill()
-        self._process.wait()
+        if self._process is not None:
+            kill_process(self._process)
         self._process = None
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Stops ``process`` gracefully (SIGTERM) and reaps it, killing it if it does not exit within ``timeout``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            kill_process(process)
+    process.wait()
+
+
+def kill_process(process: subprocess.Popen[bytes]) -> None:
+    """Kills ``process`` with SIGKILL, as a crash would, and reaps it."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()

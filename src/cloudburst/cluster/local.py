@@ -21,13 +21,11 @@ import zmq
 
 from cloudburst.client.connection import Connection
 from cloudburst.cluster.child import ChildProcess
-from cloudburst.config import DEFAULT_DATA_DIR, MAX_EXECUTORS_PER_NODE, RuntimePorts
-from cloudburst.errors import ConfigError
+from cloudburst.config import DEFAULT_DATA_DIR, MAX_EXECUTORS_PER_NODE, ManagementConfig, RuntimePorts
+from cloudburst.errors import ConfigError, DeadlineExceeded, InvalidRequest
 from cloudburst.kvs.server import KvsAddresses
 from cloudburst.management.policy import ManagementPolicyConfig
-from cloudburst.management.server import ManagementServer
-from cloudburst.protocol import codec
-from cloudburst.protocol.runtime_messages import SelfDepart
+from cloudburst.management.server import ManagementServer, send_self_depart
 from cloudburst.transport.zmq import PushSocketCache
 
 logger = logging.getLogger(__name__)
@@ -53,6 +51,7 @@ class ClusterConfig:
         nodes: Nodes, each a cache and its executors on its own address: ``host``, then the next addresses
             (127.0.0.2, 127.0.0.3, ... for a host of 127.0.0.2), which is how multi-node behaviour runs on one machine.
         data_dir: State directory (the KVS data lives under it); ``None`` keeps data in memory.
+        kvs_engine: A Redis engine URL the KVS stores in instead (``cloudburst kvs --engine``).
         report_period: Executors' and the scheduler's report period, in seconds.
         max_restarts: Restarts of one executor allowed within ``restart_window`` seconds before the supervisor
             gives up on it (a crash loop should be seen, not hidden).
@@ -61,8 +60,8 @@ class ClusterConfig:
             nowhere else), with the tids after the CPU executors'.
         schedulers: Schedulers, on ``host`` and the next addresses, gossiping with one another; executors report
             to all of them and clients may use any.
-        autoscale: Run the management service, which adds and drains nodes (and replicas) as load asks, within
-            ``scaling``'s bounds.
+        autoscale: Run the management service (on ``host``), which adds and drains nodes (and replicas) as load
+            asks, within ``scaling``'s bounds; executors and schedulers report to it.
         scaling: The management service's policy thresholds and node bounds.
     """
 
@@ -70,6 +69,7 @@ class ClusterConfig:
     executors: int = 3
     nodes: int = 1
     data_dir: Path | None = DEFAULT_DATA_DIR
+    kvs_engine: str | None = None
     report_period: float = 5.0
     max_restarts: int = 5
     restart_window: float = 60.0
@@ -145,9 +145,17 @@ class _NodeGroup:
             executor.stop()
         self.cache.stop()
 
+    def pids(self) -> list[int]:
+        """The running processes: the cache, then the executors by tid."""
+        return [child.pid for child in (self.cache, *self.executors) if child.running()]
+
 
 class LocalCluster:
     """Starts, supervises and stops a deployment's processes; the local provisioner of the management service.
+
+    As a provisioner it adds nodes on the next loopback addresses; a node being drained keeps its processes but
+    none is restarted any more, and a released node's remaining processes (its cache, executors that did not exit)
+    are stopped.
 
     Args:
         config: What to run.
@@ -192,6 +200,7 @@ class LocalCluster:
         host = self.config.host
         try:
             storage = ["--in-memory"] if self.config.data_dir is None else ["--data-dir", str(self.config.data_dir)]
+            storage = ["--engine", self.config.kvs_engine] if self.config.kvs_engine else storage
             self._kvs = ChildProcess(["kvs", "--host", host, *storage], self.workdir, "kvs")
             self.kvs_routing = KvsAddresses.from_json(self._kvs.start()).routing
             hosts = self.config.scheduler_hosts()
@@ -207,6 +216,7 @@ class LocalCluster:
                         "--report-period",
                         str(self.config.report_period),
                         *peers,
+                        *(["--management", host] if self.config.autoscale else []),
                     ],
                     self.workdir,
                     "scheduler" if index == 0 else f"scheduler@{scheduler_host}",
@@ -216,7 +226,10 @@ class LocalCluster:
             for node in self.config.node_hosts():
                 self.add_node(node)
             if self.config.autoscale:
-                self.management = ManagementServer(host, self, ports=self.config_ports, config=self.config.scaling)
+                management = ManagementConfig(
+                    host=host, schedulers=tuple(hosts), ports=self.config_ports, policy=self.config.scaling
+                )
+                self.management = ManagementServer(management, self)
                 self._management_thread = threading.Thread(
                     target=self.management.serve_forever, name="management", daemon=True
                 )
@@ -265,34 +278,72 @@ class LocalCluster:
         return [self.add_node() for _ in range(count)]
 
     def drain(self, node: str) -> None:
-        """Asks every executor of ``node`` to depart: they stop taking work, finish what they hold, and exit."""
+        """``node`` is being drained (the provisioner call): its executors are not restarted any more.
+
+        The executors are told to depart by whoever drains (the management service, or :meth:`drain_node`).
+        """
+        with self._lock:
+            group = self._nodes.get(node)
+            if group is not None and not group.draining:
+                group.draining = True
+                logger.info("draining node %s", node)
+
+    def release(self, node: str) -> None:
+        """``node`` has drained (the provisioner call): stops what is left of it and forgets it."""
+        with self._lock:
+            group = self._nodes.get(node)
+            if group is None:
+                return
+            group.stop()
+            del self._nodes[node]
+            self.cache_addresses.pop(node, None)
+            logger.info("node %s drained and stopped", node)
+
+    def drain_node(self, node: str, timeout: float = 60.0) -> None:
+        """Drains ``node`` and waits until it is released: its executors finish what they hold and exit, then the
+        rest of the node is stopped.
+
+        With the management service running, the drain goes through it (so it is refused below ``min_nodes``);
+        otherwise the executors are told to depart from here.
+
+        Raises:
+            InvalidRequest: The node is unknown or already draining, or the management service refused the drain.
+            DeadlineExceeded: The node was not released within ``timeout`` seconds.
+        """
         with self._lock:
             group = self._nodes.get(node)
             if group is None or group.draining:
-                return
-            group.draining = True
+                reason = "it is being drained already" if group else "it is not one of this cluster's nodes"
+                raise InvalidRequest(f"cannot drain {node}: {reason}")
+            tids = range(len(group.executors))
+        deadline = time.monotonic() + timeout
+        if self.management is not None:
+            # Not under our lock: the management service calls back into drain and release with its own held.
+            self.management.drain_node(node)
+        else:
+            self.drain(node)
             context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+            push = PushSocketCache(context)
             try:
-                push = PushSocketCache(context)
-                for tid in range(len(group.executors)):
-                    endpoint = self.config_ports.executor_control_endpoint(node, tid)
-                    push.send(endpoint, codec.encode_executor_request(SelfDepart()))
-                push.close()
+                send_self_depart(push, self.config_ports, node, tids)
             finally:
+                push.close()
                 context.term()
-            logger.info("draining node %s", node)
+            while not group.departed():
+                if time.monotonic() > deadline:
+                    raise DeadlineExceeded(f"the executors of {node} did not depart within {timeout} s")
+                time.sleep(0.05)
+            self.release(node)
+        while node in self.nodes():
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded(f"{node} was not released within {timeout} s")
+            time.sleep(0.05)
 
-    def finished_drains(self) -> list[str]:
-        """Nodes whose executors have all departed: their caches are stopped and the nodes forgotten."""
+    def node_pids(self, node: str) -> list[int]:
+        """The running processes of ``node`` (its cache and executors); empty for an unknown node."""
         with self._lock:
-            done = [
-                n for n, g in self._nodes.items() if g.draining and all(e.exit_code() is not None for e in g.executors)
-            ]
-            for node in done:
-                self._nodes.pop(node).stop()
-                self.cache_addresses.pop(node, None)
-                logger.info("node %s drained and stopped", node)
-            return done
+            group = self._nodes.get(node)
+            return group.pids() if group is not None else []
 
     def nodes(self) -> list[str]:
         """The running nodes' addresses, draining ones included."""

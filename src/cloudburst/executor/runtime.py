@@ -54,9 +54,10 @@ from cloudburst.keys import function_key
 from cloudburst.kvs.client import KvsClient
 from cloudburst.lattices import LwwLattice, MultiKeyCausalLattice, VectorClock
 from cloudburst.protocol import values
-from cloudburst.protocol.codec import StorableLattice
+from cloudburst.protocol.codec import StorableLattice, decode_lattice
 from cloudburst.protocol.messages import ConsistencyType
 from cloudburst.protocol.runtime_messages import Arguments, FunctionCall, KeyVersion
+from cloudburst.protocol.trigger_messages import TriggerFiring
 from cloudburst.retry import RetryPolicy
 from cloudburst.shared.reference import CloudburstReference
 
@@ -257,11 +258,14 @@ class FunctionRuntime:
         context = None
         if call.consistency != ConsistencyType.NORMAL:
             context = CausalContext(call.consistency, call.response_key or f"one-shot:{uuid.uuid4().hex}")
+        arguments = call.arguments
         try:
             function = self._one_shot_function(call.name, call.function_version)
+            if call.trigger is not None:
+                arguments = _trigger_arguments(call.trigger)
         except CloudburstError as error:
             return RunFailed(self._with_context(error, call.name, None, request_id))
-        return self._run(function, call.name, None, request_id, call.arguments, context, OutputForm.RESULT, ())
+        return self._run(function, call.name, None, request_id, arguments, context, OutputForm.RESULT, ())
 
     def run_dag(self, run: RunDagInstruction) -> tuple[RunOutcome, ...]:
         """Runs a pinned function for the run's items: once per item, or once for all when batching.
@@ -586,3 +590,10 @@ class FunctionRuntime:
             request_id=request_id,
             remote_traceback=trace,
         )
+
+
+def _trigger_arguments(firing: TriggerFiring) -> Arguments:
+    """A trigger's run is called with the written key and the value as written."""
+    what = f"value written to {firing.key!r}"
+    lattice = decode_lattice(firing.lattice_type, firing.payload, what)
+    return (values.encode(firing.key), values.lattice_argument(lattice, what))

@@ -36,12 +36,14 @@ from cloudburst.executor.state import (
     ExitInstruction,
     FunctionLoadedEvent,
     FunctionLoadFailedEvent,
+    ListSchedulersInstruction,
     LoadFunctionInstruction,
     OneShotDoneEvent,
     OutgoingMessage,
     RequestsReceivedEvent,
     RunDagInstruction,
     RunOneShotInstruction,
+    SchedulersListedEvent,
     SendInstruction,
     StartEvent,
     StoreResultInstruction,
@@ -51,8 +53,10 @@ from cloudburst.executor.state import (
 from cloudburst.executor.user_library import UserLibrary
 from cloudburst.kvs.client import DataClient, KvsClient
 from cloudburst.lattices import Lattice, LwwLattice, SetLattice
+from cloudburst.management.client import SchedulerListClient
 from cloudburst.protocol import codec
 from cloudburst.protocol.runtime_messages import CallResult, DagTrigger, EncodedValue, ExecutorRequest
+from cloudburst.protocol.trigger_messages import TriggerAck
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
 from cloudburst.transport.zmq import PushSocketCache, bind, drain, pull_socket
@@ -89,6 +93,8 @@ class ExecutorServer:
         self.exit_code = 0
         self._control = pull_socket(self._context, MAX_MESSAGE_BYTES)
         self._push = PushSocketCache(self._context)
+        #: Asks the management service for the scheduler list, when there is one.
+        self._scheduler_list: SchedulerListClient | None = None
         self._kvs: KvsClient | None = None
         self._cache: NodeCacheClient | None = None
         self._local_tier: LocalReadTier | None = None
@@ -98,6 +104,8 @@ class ExecutorServer:
         incarnation = uuid.uuid4().hex
         try:
             bind(self._control, config.host, config.ports.executor_control + config.tid)
+            if config.management:
+                self._scheduler_list = SchedulerListClient(self._context, config.management, config.ports)
             self._kvs = KvsClient(config.kvs_routing, host=config.host, timeout=config.kvs_timeout)
             if config.cache_address:
                 # User data goes through the node's cache; function bodies and results go to the KVS directly
@@ -148,6 +156,8 @@ class ExecutorServer:
         """
         poller = zmq.Poller()
         poller.register(self._control, zmq.POLLIN)
+        if self._scheduler_list is not None:
+            poller.register(self._scheduler_list.socket, zmq.POLLIN)
         logger.info("executor %s:%d serving on %s", self.config.host, self.config.tid, self.control_endpoint)
         self._feed(StartEvent())
         next_tick = self._clock.now() + _TICK_SECONDS
@@ -156,6 +166,8 @@ class ExecutorServer:
                 requests = self._drain()
                 if requests:
                     self._feed(RequestsReceivedEvent(tuple(requests)))
+                if self._scheduler_list is not None and (answers := self._scheduler_list.answers(self._rejected)):
+                    self._feed(SchedulersListedEvent(answers[-1]))
             if not self._stopping and self._clock.now() >= next_tick:
                 self._feed(TickEvent())
                 next_tick = self._clock.now() + _TICK_SECONDS
@@ -167,6 +179,8 @@ class ExecutorServer:
             self._library.close()
         self._push.close()
         self._control.close()
+        if self._scheduler_list is not None:
+            self._scheduler_list.close()
         if self._kvs is not None:
             self._kvs.close()
         if self._local_tier is not None:
@@ -220,6 +234,9 @@ class ExecutorServer:
             return FunctionLoadedEvent(instruction.name, self._clock.now() - started)
         elif isinstance(instruction, UnloadFunctionInstruction):
             self.runtime.unload_pinned(instruction.name)
+        elif isinstance(instruction, ListSchedulersInstruction):
+            if self._scheduler_list is not None:
+                self._scheduler_list.ask()
         elif isinstance(instruction, ExitInstruction):
             self.exit_code = instruction.code
             self._stopping = True
@@ -233,6 +250,8 @@ class ExecutorServer:
                 data = codec.encode_call_result(message)
             elif isinstance(message, EncodedValue):
                 data = codec.encode_encoded_value(message)
+            elif isinstance(message, TriggerAck):
+                data = codec.encode_trigger_ack(message)
             else:
                 data = codec.encode_scheduler_message(message)
             self._push.send(self._reply_gate.check(address), data)

@@ -27,7 +27,7 @@ import itertools
 import logging
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import assert_never
 
 from cloudburst.config import ExecutorConfig
@@ -59,6 +59,7 @@ from cloudburst.protocol.runtime_messages import (
     ThreadStatus,
     UnpinFunction,
 )
+from cloudburst.protocol.trigger_messages import TriggerAck, TriggerFiring
 
 logger = logging.getLogger(__name__)
 
@@ -201,8 +202,16 @@ class TickEvent:
     """Time passed; reports, orphan expiry and the departure grace are decided from ``now``."""
 
 
+@dataclass(frozen=True, slots=True)
+class SchedulersListedEvent:
+    """The management service answered a :class:`ListSchedulersInstruction`: the schedulers it knows."""
+
+    hosts: tuple[str, ...]
+
+
 ExecutorEvent = (
     StartEvent
+    | SchedulersListedEvent
     | RequestsReceivedEvent
     | FunctionLoadedEvent
     | FunctionLoadFailedEvent
@@ -216,7 +225,7 @@ ExecutorEvent = (
 
 #: What :class:`SendInstruction` carries; the server picks the encoding by type (a ``DagTrigger`` goes in an
 #: executor envelope, an ``EncodedValue`` is pushed bare for original clients).
-OutgoingMessage = SchedulerMessage | DagTrigger | CallResult | EncodedValue
+OutgoingMessage = SchedulerMessage | DagTrigger | CallResult | EncodedValue | TriggerAck
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,8 +312,15 @@ class ExitInstruction:
     code: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ListSchedulersInstruction:
+    """Ask the management service for the scheduler list, without waiting; the answer comes back as a
+    :class:`SchedulersListedEvent`."""
+
+
 ExecutorInstruction = (
     SendInstruction
+    | ListSchedulersInstruction
     | StoreResultInstruction
     | LoadFunctionInstruction
     | UnloadFunctionInstruction
@@ -413,6 +429,8 @@ class ExecutorState:
         self._one_shot_runs: dict[int, FunctionCall] = {}
         self._run_ids: Iterator[int] = itertools.count(1)
         self._scheduler_turn = 0
+        #: Schedulers the management service listed last, besides the configured ones (B52).
+        self._listed_schedulers: tuple[str, ...] = ()
         self._departing = False
         self._departed_at = 0.0
         self._exited = False
@@ -454,6 +472,8 @@ class ExecutorState:
             self._handle_function_load_failed(event, now, out)
         elif isinstance(event, StartEvent):
             self._handle_start(out)
+        elif isinstance(event, SchedulersListedEvent):
+            self._handle_schedulers_listed(event.hosts, out)
         else:
             assert_never(event)
         self._check_departure(now, out)
@@ -484,6 +504,10 @@ class ExecutorState:
     def counters(self) -> ExecutorCounters:
         """Totals since start."""
         return ExecutorCounters(**self._counters)
+
+    def schedulers(self) -> tuple[str, ...]:
+        """The schedulers reports go to: the configured ones, then those the management service listed."""
+        return tuple(dict.fromkeys((*self.config.schedulers, *self._listed_schedulers)))
 
     def status(self) -> ThreadStatus:
         """The status this executor reports now."""
@@ -563,6 +587,19 @@ class ExecutorState:
             return
         self._started = True
         self._send_status(out)
+        if self.config.management:
+            out.append(ListSchedulersInstruction())
+
+    def _handle_schedulers_listed(self, hosts: tuple[str, ...], out: list[ExecutorInstruction]) -> None:
+        known = set(self.schedulers())
+        self._listed_schedulers = hosts
+        if self._started:
+            # A scheduler that started after us learns of us now rather than a report period later.
+            status = self.status()
+            ports = self.config.ports
+            out.extend(
+                SendInstruction(ports.scheduler_internal_endpoint(host), status) for host in hosts if host not in known
+            )
 
     def _handle_requests(self, requests: Iterable[ExecutorRequest], now: float, out: list[ExecutorInstruction]) -> None:
         touched: dict[RequestKey, None] = {}
@@ -624,8 +661,11 @@ class ExecutorState:
             return
         self._busy += event.duration
         self._tally_function(call.name, event.duration)
-        destination = _Destination(call.response_key, call.response_address, call.delivery, one_shot=True)
         outcome = event.outcome
+        if call.trigger is not None:
+            self._acknowledge_trigger(call.trigger, outcome, out)
+            return
+        destination = _Destination(call.response_key, call.response_address, call.delivery, one_shot=True)
         if isinstance(outcome, RunFailed):
             self._remember(call.response_key, call.name, "failed")
             self._deliver(destination, self._error_result(outcome.error), out)
@@ -635,6 +675,18 @@ class ExecutorState:
         else:
             self._remember(call.response_key, call.name, "done")
             self._deliver(destination, outcome.result, out)
+
+    def _acknowledge_trigger(self, firing: TriggerFiring, outcome: RunOutcome, out: list[ExecutorInstruction]) -> None:
+        """Tells the KVS node a trigger's run is done, or why it failed (the node then runs it again)."""
+        if isinstance(outcome, RunFailed):
+            self._counters["trigger_runs_failed"] += 1
+            logger.warning("run %s of trigger %r failed: %s", firing.id, firing.trigger, outcome.error)
+            ack = TriggerAck(firing.id, error=f"{type(outcome.error).__name__}: {outcome.error}")
+        else:
+            self._counters["trigger_runs"] += 1
+            ack = TriggerAck(firing.id)
+        if firing.acknowledge_to:
+            out.append(SendInstruction(firing.acknowledge_to, ack))
 
     def _handle_dag_run_done(self, event: DagRunDoneEvent, now: float, out: list[ExecutorInstruction]) -> None:
         run = self._dag_runs.pop(event.run_id, None)
@@ -684,6 +736,8 @@ class ExecutorState:
         statistics = self._take_statistics()
         if statistics.functions or statistics.dags:
             out.extend(self._to_schedulers(statistics))
+        if self.config.management:
+            out.append(ListSchedulersInstruction())
         self._expire_orphans(now, out)
 
     # -- requests ----------------------------------------------------------------------------------------------
@@ -940,7 +994,12 @@ class ExecutorState:
                 result=codec.encode_encoded_value(result.value),
                 call=continuation.call,
             )
-            out.append(SendInstruction(self._next_scheduler(), message))
+            scheduler = self._next_scheduler()
+            if scheduler is None:
+                error = NoResources(f"no scheduler is known to run continuation {continuation.name!r}")
+                self._deliver(self._final_destination(schedule), self._error_result(error), out)
+            else:
+                out.append(SendInstruction(scheduler, message))
             return
         destination = _Destination(schedule.output_key or schedule.id, schedule.response_address, schedule.delivery)
         self._deliver(destination, result, out, stored=stored)
@@ -1008,15 +1067,18 @@ class ExecutorState:
         """``message`` for every scheduler, and for the management service when there is one."""
         ports = self.config.ports
         out: list[ExecutorInstruction] = [
-            SendInstruction(ports.scheduler_internal_endpoint(host), message) for host in self.config.schedulers
+            SendInstruction(ports.scheduler_internal_endpoint(host), message) for host in self.schedulers()
         ]
         if self.config.management and isinstance(message, ThreadStatus | ExecutorStatistics):
             out.append(SendInstruction(ports.management_endpoint(self.config.management), message))
         return out
 
-    def _next_scheduler(self) -> str:
-        """The scheduler that gets the next continuation: rotated, so no single scheduler takes them all."""
-        schedulers = self.config.schedulers
+    def _next_scheduler(self) -> str | None:
+        """The scheduler that gets the next continuation: rotated, so no single scheduler takes them all. ``None``
+        while none is known (no scheduler configured, and the management service has not listed one yet)."""
+        schedulers = self.schedulers()
+        if not schedulers:
+            return None
         host = schedulers[self._scheduler_turn % len(schedulers)]
         self._scheduler_turn = (self._scheduler_turn + 1) % len(schedulers)
         return self.config.ports.scheduler_internal_endpoint(host)
@@ -1156,6 +1218,8 @@ class ExecutorState:
         if now - self._departed_at < DEPART_GRACE:
             return
         logger.info("departure drained; exiting")
+        # The last report: whoever drains the node learns here that this executor is gone, not from its silence.
+        out.extend(self._to_schedulers(replace(self.status(), departed=True)))
         self._exited = True
         out.append(ExitInstruction(0))
 

@@ -44,6 +44,14 @@ class StorageEngine(Protocol):
         """
         ...
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Removes ``keys`` (missing ones are ignored), durably once this returns.
+
+        Only for the node's own bookkeeping (acknowledged trigger firings); lattices are never deleted, since a
+        deleted key would accept any older write again.
+        """
+        ...
+
     def keys_with_prefix(self, prefix: str) -> list[str]:
         """Every stored key that starts with ``prefix``, sorted; including keys that read as missing.
 
@@ -95,6 +103,11 @@ class MemoryEngine:
                 self._data[key] = result
                 outcomes.append(None)
         return outcomes
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """See :meth:`StorageEngine.delete_many`."""
+        for key in keys:
+            self._data.pop(key, None)
 
     def keys_with_prefix(self, prefix: str) -> list[str]:
         """See :meth:`StorageEngine.keys_with_prefix`."""

@@ -13,12 +13,14 @@ class KvsProcess:
     """A KVS node in a child process.
 
     Args:
-        data_dir: The node's data directory; ``None`` keeps data in memory.
+        data_dir: The node's data directory; ``None`` keeps data in memory (unless ``engine`` is given).
         host: The address to bind.
         threads: Storage threads.
         routing_port: 0 for a free port.
         storage_port: 0 for free ports.
+        trigger_port: Where storage triggers' runs are acknowledged; 0 for a free port.
         startup_timeout: Seconds to wait for the node to listen.
+        engine: A Redis engine URL to store in instead of ``data_dir`` (``cloudburst kvs --engine``).
     """
 
     def __init__(
@@ -29,7 +31,9 @@ class KvsProcess:
         threads: int = 1,
         routing_port: int = 0,
         storage_port: int = 0,
+        trigger_port: int = 0,
         startup_timeout: float = 30.0,
+        engine: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self._workdir = tempfile.TemporaryDirectory(prefix="cloudburst-kvs-")
@@ -44,7 +48,9 @@ class KvsProcess:
                 str(routing_port),
                 "--storage-port",
                 str(storage_port),
-                *(["--data-dir", str(data_dir)] if data_dir is not None else ["--in-memory"]),
+                "--trigger-port",
+                str(trigger_port),
+                *_storage_args(data_dir, engine),
             ],
             Path(self._workdir.name),
             "kvs",
@@ -96,3 +102,9 @@ class KvsProcess:
     def kill(self) -> None:
         """Kills the node with SIGKILL, as a crash would."""
         self._child.kill()
+
+
+def _storage_args(data_dir: Path | None, engine: str | None) -> list[str]:
+    if engine is not None:
+        return ["--engine", engine]
+    return ["--data-dir", str(data_dir)] if data_dir is not None else ["--in-memory"]

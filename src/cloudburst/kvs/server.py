@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import zmq
 
 from cloudburst.config import KvsConfig
-from cloudburst.errors import CloudburstError, DecodeError, TransportError
+from cloudburst.errors import CloudburstError, ConfigError, DecodeError, TransportError
 from cloudburst.kvs.engine import MemoryEngine, StorageEngine
 from cloudburst.kvs.sqlite import SqliteEngine
 from cloudburst.kvs.state import KvsState, StorageTopology
+from cloudburst.kvs.triggers import TriggerDispatch
 from cloudburst.protocol import codec
 from cloudburst.protocol.messages import KeyRequest, RequestType
 from cloudburst.transport.endpoints import ReplyPolicy
@@ -38,20 +40,34 @@ class KvsAddresses:
 
     routing: str
     storage: tuple[str, ...]
+    #: Where executors acknowledge the runs of storage triggers.
+    triggers: str = ""
 
     def to_json(self) -> str:
         """The form written to a ready file."""
-        return json.dumps({"routing": self.routing, "storage": list(self.storage)})
+        return json.dumps({"routing": self.routing, "storage": list(self.storage), "triggers": self.triggers})
 
     @classmethod
     def from_json(cls, text: str) -> KvsAddresses:
         """Reads a ready file's content."""
         data = json.loads(text)
-        return cls(routing=data["routing"], storage=tuple(data["storage"]))
+        return cls(routing=data["routing"], storage=tuple(data["storage"]), triggers=data.get("triggers", ""))
 
 
 def open_engine(config: KvsConfig) -> StorageEngine:
-    """The engine a config asks for: SQLite under ``data_dir``, or memory when there is none."""
+    """The engine a config asks for: Redis at ``engine_url``, SQLite under ``data_dir``, or memory when neither.
+
+    Raises:
+        ConfigError: ``engine_url`` is not a Redis engine URL.
+        StorageUnavailable: Redis could not be reached in time.
+    """
+    if config.engine_url is not None:
+        # Imported here: redis-py is an optional dependency (the ``redis`` extra).
+        try:
+            from cloudburst.kvs.redis_engine import RedisEngine
+        except ModuleNotFoundError as error:
+            raise ConfigError(f"the Redis engine needs redis-py: pip install 'cloudburst[redis]' ({error})") from None
+        return RedisEngine(config.engine_url)
     if config.data_dir is None:
         return MemoryEngine()
     return SqliteEngine(config.data_dir / "kvs.sqlite3", config.durability)
@@ -81,6 +97,8 @@ class KvsServer:
             socket = pull_socket(self._context, config.max_message_bytes)
             ports.append(bind(socket, config.host, config.storage_port + tid if config.storage_port else 0))
             self._storage.append(socket)
+        self._acks = pull_socket(self._context, config.max_message_bytes)
+        ack_port = bind(self._acks, config.host, config.trigger_port)
         host = config.advertise_host or config.host
         self.state = KvsState(
             StorageTopology(host, tuple(ports)),
@@ -88,10 +106,12 @@ class KvsServer:
             cache_update_port=config.cache_update_port,
             max_caches=config.max_subscribed_caches,
             max_keys_per_cache=config.max_keys_per_cache,
+            trigger_endpoint=f"tcp://{host}:{ack_port}",
         )
         self.addresses = KvsAddresses(
             routing=f"tcp://{host}:{routing_port}",
             storage=tuple(self.state.topology.endpoint(tid) for tid in range(config.threads)),
+            triggers=self.state.outbox.acknowledge_to,
         )
 
     @property
@@ -111,6 +131,7 @@ class KvsServer:
         """Serves requests until :meth:`stop`."""
         poller = zmq.Poller()
         poller.register(self._routing, zmq.POLLIN)
+        poller.register(self._acks, zmq.POLLIN)
         for socket in self._storage:
             poller.register(socket, zmq.POLLIN)
         logger.info("KVS serving: routing %s, storage %s", self.addresses.routing, ", ".join(self.addresses.storage))
@@ -121,11 +142,16 @@ class KvsServer:
             for tid, socket in enumerate(self._storage):
                 if socket in ready:
                     self._serve_storage(tid, socket)
+            if self._acks in ready:
+                self._serve_acks()
+            if self.state.outbox:
+                self._dispatch(self.state.due_trigger_runs())
 
     def close(self) -> None:
         """Closes sockets and the engine."""
         self._replies.close()
         self._routing.close()
+        self._acks.close()
         for socket in self._storage:
             socket.close()
         self._context.term()
@@ -175,3 +201,19 @@ class KvsServer:
         for push in result.pushes:
             # Cache addresses come from key-set reports, i.e. from the network: same policy as reply addresses.
             self._reply("cache push", push.address, codec.encode_key_request(push.request))
+        self._dispatch(result.dispatches)
+
+    def _serve_acks(self) -> None:
+        acks = []
+        for data in drain(self._acks, MAX_BATCH):
+            try:
+                acks.append(codec.decode_trigger_ack(data))
+            except DecodeError as error:
+                self._rejected("trigger port", str(error))
+        if acks:
+            self.state.handle_trigger_acks(acks)
+
+    def _dispatch(self, dispatches: Sequence[TriggerDispatch]) -> None:
+        for dispatch in dispatches:
+            # An undeliverable run stays owed and is tried again (on the next scheduler) after its ack timeout.
+            self._reply("trigger dispatch", dispatch.address, codec.encode_scheduler_message(dispatch.firing))

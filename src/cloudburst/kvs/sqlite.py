@@ -78,6 +78,18 @@ class SqliteEngine:
             raise
         return outcomes
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """See :meth:`cloudburst.kvs.engine.StorageEngine.delete_many`; one transaction."""
+        if not keys:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("DELETE FROM kv WHERE key = ?", [(key,) for key in keys])
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
     def keys_with_prefix(self, prefix: str) -> list[str]:
         """See :meth:`cloudburst.kvs.engine.StorageEngine.keys_with_prefix`.
 

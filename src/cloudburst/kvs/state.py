@@ -9,11 +9,20 @@ updates to push to them; the server only delivers them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
+from cloudburst.clock import Clock, SystemClock
 from cloudburst.errors import DecodeError, LatticeTypeMismatch
-from cloudburst.keys import CACHE_KEY_SET_PREFIX, is_metadata_key, reporting_cache
+from cloudburst.keys import (
+    CACHE_KEY_SET_PREFIX,
+    TRIGGER_DEAD_PREFIX,
+    TRIGGER_FIRING_PREFIX,
+    TRIGGER_PREFIX,
+    is_metadata_key,
+    reporting_cache,
+)
 from cloudburst.kvs.engine import StorageEngine, StoredValue
 from cloudburst.kvs.ring import HashRing
 from cloudburst.kvs.subscriptions import (
@@ -22,7 +31,9 @@ from cloudburst.kvs.subscriptions import (
     DEFAULT_MAX_KEYS_PER_CACHE,
     CacheSubscriptions,
 )
+from cloudburst.kvs.triggers import DeadFiring, TriggerDispatch, TriggerOutbox, TriggerRegistry
 from cloudburst.lattices import LwwLattice, OrderedSetLattice, PriorityLattice
+from cloudburst.protocol import codec
 from cloudburst.protocol.codec import StorableLattice, decode_lattice, decode_string_set
 from cloudburst.protocol.messages import (
     AnnaError,
@@ -35,6 +46,7 @@ from cloudburst.protocol.messages import (
     LatticeType,
     RequestType,
 )
+from cloudburst.protocol.trigger_messages import TriggerAck, TriggerFiring, TriggerSpec
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +78,23 @@ class StorageTopology:
     def endpoint(self, tid: int) -> str:
         """The storage endpoint of thread ``tid``."""
         return f"tcp://{self.host}:{self.ports[tid]}"
+
+
+def firing_key(firing_id: str) -> str:
+    """Where a node keeps a run it owes until the run is acknowledged."""
+    return TRIGGER_FIRING_PREFIX + firing_id
+
+
+def _record(firing: TriggerFiring) -> LwwLattice:
+    return LwwLattice(timestamp=0, value=codec.encode_trigger_firing(firing))
+
+
+def _lww_bytes(key: str, stored: StoredValue | None) -> bytes:
+    """The bytes an LWW-stored record holds (empty when missing or not LWW)."""
+    if stored is None or stored.lattice_type != LatticeType.LWW:
+        return b""
+    lattice = decode_lattice(stored.lattice_type, stored.payload, f"stored value of {key!r}")
+    return lattice.value if isinstance(lattice, LwwLattice) else b""
 
 
 def reads_as_missing(lattice: StorableLattice) -> bool:
@@ -100,10 +129,12 @@ class BatchResult:
     Attributes:
         responses: One response per request, in request order, for each request's ``response_address``.
         pushes: At most one push per subscribed cache.
+        dispatches: The runs of storage triggers the batch's writes fired, for schedulers to place.
     """
 
     responses: tuple[KeyResponse, ...]
     pushes: tuple[Push, ...]
+    dispatches: tuple[TriggerDispatch, ...] = ()
 
 
 class KvsState:
@@ -118,6 +149,9 @@ class KvsState:
         cache_update_port: The port node caches receive pushed updates on.
         max_caches: The most caches subscribed at once (see :class:`CacheSubscriptions`).
         max_keys_per_cache: The most keys indexed for one cache.
+        trigger_endpoint: Where executors acknowledge the runs of storage triggers this node fires.
+        clock: Times trigger redeliveries.
+        new_id: Names each fired run (unique across nodes and restarts).
     """
 
     def __init__(
@@ -128,16 +162,24 @@ class KvsState:
         cache_update_port: int = DEFAULT_CACHE_UPDATE_PORT,
         max_caches: int = DEFAULT_MAX_CACHES,
         max_keys_per_cache: int = DEFAULT_MAX_KEYS_PER_CACHE,
+        trigger_endpoint: str = "",
+        clock: Clock | None = None,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self.topology = topology
         self.engine = engine
         self.cache_update_port = cache_update_port
         self.subscriptions = CacheSubscriptions(max_caches, max_keys_per_cache)
+        self.triggers = TriggerRegistry()
+        self._clock = clock or SystemClock()
+        self.outbox = TriggerOutbox(trigger_endpoint, new_id or (lambda: uuid.uuid4().hex))
         self._pushes_made = 0
         reports = engine.keys_with_prefix(CACHE_KEY_SET_PREFIX)
         if reports:
             self._apply_reports(reports)
             logger.info("restored the key sets of %d caches", len(self.subscriptions))
+        self._apply_trigger_definitions(engine.keys_with_prefix(TRIGGER_PREFIX))
+        self._restore_owed_runs()
 
     def handle_address_request(self, request: KeyAddressRequest) -> KeyAddressResponse:
         """Answers which storage endpoints hold each requested key (none for an empty key)."""
@@ -189,6 +231,7 @@ class KvsState:
                 row.append(None)
             results.append(row)
         merged: dict[str, None] = {}  # insertion-ordered set: pushes list keys in the order they were written
+        written: list[KeyTuple] = []
         if puts:
             for (r, t, answer), outcome in zip(put_slots, self.engine.merge_many(puts), strict=True):
                 if isinstance(outcome, LatticeTypeMismatch):
@@ -196,7 +239,13 @@ class KvsState:
                     answer = KeyTuple(answer.key, answer.lattice_type, AnnaError.LATTICE, invalidate=answer.invalidate)
                 else:
                     merged[answer.key] = None
+                    written.append(requests[r].tuples[t])
                 results[r][t] = answer
+        definitions = [key for key in merged if key.startswith(TRIGGER_PREFIX)]
+        if definitions:
+            self._apply_trigger_definitions(definitions)
+        # Owed runs are stored before any write of the batch is acknowledged: an acknowledged write always gets its run.
+        dispatches = self._fire(written) if self.triggers else ()
         if gets:
             for (r, t, answer), stored in zip(get_slots, self.engine.get_many(gets), strict=True):
                 results[r][t] = self._read_answer(answer, stored)
@@ -208,7 +257,92 @@ class KvsState:
             )
             for request, row in zip(requests, results, strict=True)
         )
-        return BatchResult(responses, self._pushes_for(list(merged)))
+        return BatchResult(responses, self._pushes_for(list(merged)), dispatches)
+
+    # -- storage triggers --------------------------------------------------------------------------------------
+
+    def handle_trigger_acks(self, acks: Sequence[TriggerAck]) -> None:
+        """Settles acknowledged runs: done ones are forgotten, ones failed for the last time are set aside as dead."""
+        done: list[str] = []
+        dead: list[DeadFiring] = []
+        now = self._clock.now()
+        for ack in acks:
+            outcome = self.outbox.acknowledge(ack, now)
+            if isinstance(outcome, DeadFiring):
+                dead.append(outcome)
+            elif outcome is not None:
+                done.append(firing_key(outcome.id))
+        self._bury(dead)
+        if done:
+            self.engine.delete_many(done)
+
+    def due_trigger_runs(self) -> tuple[TriggerDispatch, ...]:
+        """The runs to deliver again now (unacknowledged in time, or failed and past their pause)."""
+        dispatches, dead = self.outbox.due(self._clock.now())
+        self._bury(dead)
+        return tuple(dispatches)
+
+    def _fire(self, written: Sequence[KeyTuple]) -> tuple[TriggerDispatch, ...]:
+        owed: list[tuple[TriggerFiring, TriggerSpec]] = [
+            (self.outbox.fire(spec, item.key, item.lattice_type, item.payload), spec)
+            for item in written
+            if not is_metadata_key(item.key)
+            for spec in self.triggers.matching(item.key)
+        ]
+        if not owed:
+            return ()
+        self.engine.merge_many([(firing_key(firing.id), _record(firing)) for firing, _ in owed])
+        now = self._clock.now()
+        return tuple(self.outbox.deliver(firing, spec, now) for firing, spec in owed)
+
+    def _bury(self, dead: Sequence[DeadFiring]) -> None:
+        if not dead:
+            return
+        for entry in dead:
+            logger.error(
+                "gave up on run %s of trigger %r for key %r after %d attempts: %s",
+                entry.firing.id,
+                entry.firing.trigger,
+                entry.firing.key,
+                entry.firing.attempt,
+                entry.reason,
+            )
+        self.engine.merge_many(
+            [(TRIGGER_DEAD_PREFIX + d.firing.id, _record(replace(d.firing, last_error=d.reason))) for d in dead]
+        )
+        self.engine.delete_many([firing_key(d.firing.id) for d in dead])
+
+    def _apply_trigger_definitions(self, keys: Sequence[str]) -> None:
+        """Registers, replaces or removes the triggers defined under ``keys``, from what the engine holds now."""
+        for key, stored in zip(keys, self.engine.get_many(keys), strict=True):
+            name = key[len(TRIGGER_PREFIX) :]
+            definition = _lww_bytes(key, stored)
+            if not definition:
+                self.triggers.remove(name)
+                continue
+            try:
+                spec = codec.decode_trigger_spec(definition, f"trigger definition {key!r}")
+            except DecodeError as error:
+                logger.warning("ignored a trigger definition: %s", error)
+                self.triggers.remove(name)
+                continue
+            if spec.name != name:
+                logger.warning("ignored trigger %r stored under %r", spec.name, key)
+                continue
+            self.triggers.put(spec)
+
+    def _restore_owed_runs(self) -> None:
+        keys = self.engine.keys_with_prefix(TRIGGER_FIRING_PREFIX)
+        if not keys:
+            return
+        firings = []
+        for key, stored in zip(keys, self.engine.get_many(keys), strict=True):
+            try:
+                firings.append(codec.decode_trigger_firing(_lww_bytes(key, stored)))
+            except DecodeError as error:
+                logger.error("dropped an unreadable owed run %r: %s", key, error)
+        self._bury(self.outbox.restore(firings, self.triggers, self._clock.now()))
+        logger.info("restored %d owed trigger runs", len(self.outbox))
 
     def push_address(self, ip: str) -> str:
         """The update endpoint of the cache on node ``ip`` (IPv6 addresses bracketed)."""

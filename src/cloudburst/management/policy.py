@@ -137,6 +137,7 @@ class ThreadView:
         type: CPU or GPU.
         running: ``False`` once the thread has started to depart.
         last_seen: When its latest report arrived (monotonic seconds).
+        departed: Its departure has drained and it is exiting (its last report).
     """
 
     ip: str
@@ -146,6 +147,7 @@ class ThreadView:
     type: ExecutorType = ExecutorType.CPU
     running: bool = True
     last_seen: float = 0.0
+    departed: bool = False
 
     @property
     def key(self) -> ThreadKey:
@@ -245,8 +247,8 @@ class AddNodesInstruction:
 
 @dataclass(frozen=True, slots=True)
 class DrainNodeInstruction:
-    """Drain ``node``: send a self-depart to each of its ``threads``, release the machine once they have exited,
-    then report a ``NodeDrainedEvent``.
+    """Drain ``node``: tell the provisioner (no replacements for its processes; it goes first), then send a
+    self-depart to each of its ``threads``. The state issues a ``ReleaseNodeInstruction`` once they have departed.
 
     ``threads`` are the tids that reported from the node, so a GPU node's single thread is drained as completely
     as a CPU node's three (B47).

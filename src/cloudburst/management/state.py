@@ -15,13 +15,20 @@ The view.
   times from executors. When a tick finds the window complete, the policies run on it and a new window starts. The
   load comparison uses the window's measured length, so a late tick does not look like a load spike.
 * *Node changes in flight*. An added node counts as pending until a node joins (by an event, or by a first status
-  from a new address) or ``node_join_timeout`` passes. A node being drained stays in the view, marked draining and
-  left out of every average and placement, until the server reports it drained or its threads fall silent.
-  Statuses from a node reported drained are ignored for ``thread_timeout``, since its executors' last reports may
-  still be in flight.
-* *Schedulers* are known from their periodic statistics and forgotten like threads. The server can answer
-  scheduler-list queries from this set, so that executors find schedulers that started after them (the original
-  gave each executor a fixed list at start, B52).
+  from a new address) or ``node_join_timeout`` passes.
+* *Node lifecycle*. A node is *active* from its join or first status. A drain, decided by the node policy or asked
+  for by an operator (:class:`DrainRequestEvent`), marks it *draining*: it stays in the view, left out of every
+  average and placement, while its executors finish their work. Each executor ends its departure with a status
+  marked ``departed``. Once every thread of the node has departed or fallen silent (``thread_timeout`` without a
+  report), the state issues a :class:`ReleaseNodeInstruction` and forgets the node; its statuses are then ignored
+  for ``thread_timeout``, since its executors' last reports may still be in flight. A drain the provisioner could
+  not start is cancelled (:class:`DrainCancelledEvent`) and the node is active again.
+* *Operator drains* are refused, with the reason, for a node that is unknown or already draining, and when the
+  active nodes would fall below ``min_nodes``. They ignore the grace period (someone asked), but start one: the
+  policy makes no node change for ``grace_period`` after them.
+* *Schedulers* are known from their periodic statistics and forgotten like threads; those configured at start are
+  always known. The server answers scheduler-list queries from this set, so that executors find schedulers that
+  started after them (the original gave each executor a fixed list at start, B52).
 
 Every instruction carries a ``reason`` for people; the most recent ones are kept, with their times, in
 :meth:`ManagementState.decisions`.
@@ -107,8 +114,18 @@ class NodeJoinedEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeDrainedEvent:
-    """A node has left (drained and released, or lost). It is forgotten at once."""
+class DrainRequestEvent:
+    """An operator asks for ``node`` to be drained; answered with a drain or a :class:`DrainRefusedInstruction`."""
+
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class DrainCancelledEvent:
+    """The drain of ``node`` could not be started (the provisioner refused it): the node is active again.
+
+    The grace period still runs from the drain's decision, so the policy does not retry at once.
+    """
 
     node: str
 
@@ -123,12 +140,42 @@ ManagementEvent = (
     | ExecutorStatisticsEvent
     | SchedulerStatisticsEvent
     | NodeJoinedEvent
-    | NodeDrainedEvent
+    | DrainRequestEvent
+    | DrainCancelledEvent
     | ManagementTickEvent
 )
+
+
+# -- instructions (besides the policies') ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseNodeInstruction:
+    """``node`` has drained (each of its threads departed or fell silent): release its machine.
+
+    The state has forgotten the node by then; late reports from it are ignored.
+    """
+
+    node: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DrainRefusedInstruction:
+    """An operator's drain of ``node`` was refused: nothing to carry out, only ``reason`` to tell."""
+
+    node: str
+    reason: str
+
+
 #: What the server must carry out.
 ManagementInstruction = (
-    AddNodesInstruction | DrainNodeInstruction | ReplicateFunctionInstruction | DereplicateFunctionInstruction
+    AddNodesInstruction
+    | DrainNodeInstruction
+    | ReleaseNodeInstruction
+    | DrainRefusedInstruction
+    | ReplicateFunctionInstruction
+    | DereplicateFunctionInstruction
 )
 
 
@@ -180,6 +227,8 @@ class _Node:
     threads: dict[int, ThreadView] = field(default_factory=dict)
     last_seen: float = 0.0
     draining: bool = False
+    #: Threads of a draining node forgotten for their silence.
+    silent: int = 0
 
 
 @dataclass(slots=True)
@@ -207,19 +256,25 @@ class ManagementState:
 
     Args:
         config: Policy thresholds and timeouts.
+        schedulers: Scheduler hosts configured at start: always listed by :meth:`schedulers`.
         decision_history: How many recent decisions :meth:`decisions` keeps.
     """
 
     def __init__(
-        self, config: ManagementPolicyConfig | None = None, *, decision_history: int = DECISION_HISTORY
+        self,
+        config: ManagementPolicyConfig | None = None,
+        *,
+        schedulers: Iterable[str] = (),
+        decision_history: int = DECISION_HISTORY,
     ) -> None:
         self.config = config or ManagementPolicyConfig()
+        self._configured_schedulers = frozenset(host for host in schedulers if host)
         self.replica_policy = ReplicaPolicy(self.config)
         self.node_policy = NodePolicy(self.config)
         #: Known nodes by address, each with its threads by tid.
         self._nodes: dict[str, _Node] = {}
         self._thread_count = 0
-        #: Nodes reported drained -> when; their late statuses are ignored until ``thread_timeout`` has passed.
+        #: Released nodes -> when; their late statuses are ignored until ``thread_timeout`` has passed.
         self._drained: dict[str, float] = {}
         #: Scheduler host -> when its last statistics arrived.
         self._schedulers: dict[str, float] = {}
@@ -243,7 +298,9 @@ class ManagementState:
     def handle(self, event: ManagementEvent, now: float) -> list[ManagementInstruction]:
         """Applies ``event`` at time ``now`` and returns what the server must do, in order.
 
-        Only a :class:`ManagementTickEvent` can produce instructions; every other event just updates the view.
+        Ticks produce the policies' decisions and the releases of nodes whose threads fell silent; a status marked
+        ``departed`` may complete a drain (a release); a drain request produces a drain or a refusal. Every other
+        event just updates the view.
 
         Args:
             event: What happened.
@@ -254,15 +311,17 @@ class ManagementState:
         if self._window_start is None:
             self._window_start = now
         if isinstance(event, ThreadStatusEvent):
-            self._handle_status(event.status, now)
+            return self._handle_status(event.status, now)
         elif isinstance(event, ExecutorStatisticsEvent):
             self._handle_executor_statistics(event.statistics)
         elif isinstance(event, SchedulerStatisticsEvent):
             self._handle_scheduler_statistics(event.host, event.statistics, now)
         elif isinstance(event, NodeJoinedEvent):
             self._handle_joined(event.node, now)
-        elif isinstance(event, NodeDrainedEvent):
-            self._handle_drained(event.node, now)
+        elif isinstance(event, DrainRequestEvent):
+            return self._handle_drain_request(event.node, now)
+        elif isinstance(event, DrainCancelledEvent):
+            self._handle_drain_cancelled(event.node)
         elif isinstance(event, ManagementTickEvent):
             return self._handle_tick(now)
         else:
@@ -295,8 +354,8 @@ class ManagementState:
         return self._last_node_change
 
     def schedulers(self) -> tuple[str, ...]:
-        """The hosts of the schedulers that reported recently, sorted."""
-        return tuple(sorted(self._schedulers))
+        """The hosts of the schedulers configured at start or that reported recently, sorted."""
+        return tuple(sorted(self._configured_schedulers | self._schedulers.keys()))
 
     def decisions(self) -> tuple[ManagementDecision, ...]:
         """The most recent decisions, oldest first."""
@@ -316,19 +375,19 @@ class ManagementState:
 
     # -- inputs ------------------------------------------------------------------------------------------------
 
-    def _handle_status(self, status: ThreadStatus, now: float) -> None:
+    def _handle_status(self, status: ThreadStatus, now: float) -> list[ManagementInstruction]:
         if not status.ip or status.ip in self._drained:
-            return
+            return []
         node = self._nodes.get(status.ip)
         if node is None:
             # A departing executor of a node no longer tracked must not bring the node back.
-            if not status.running or len(self._nodes) >= MAX_NODES:
-                return
+            if not status.running or status.departed or len(self._nodes) >= MAX_NODES:
+                return []
             node = self._nodes[status.ip] = _Node(last_seen=now)
             self._node_arrived()
         if status.tid not in node.threads:
             if self._thread_count >= MAX_THREADS:
-                return
+                return []
             self._thread_count += 1
         utilization = status.utilization if math.isfinite(status.utilization) else 0.0
         node.threads[status.tid] = ThreadView(
@@ -337,10 +396,12 @@ class ManagementState:
             functions=tuple(dict.fromkeys(status.functions)),
             utilization=min(1.0, max(0.0, utilization)),
             type=status.type,
-            running=status.running,
+            running=status.running and not status.departed,
             last_seen=now,
+            departed=status.departed,
         )
         node.last_seen = now
+        return self._release_if_drained(status.ip, node, now) if status.departed else []
 
     def _handle_executor_statistics(self, statistics: ExecutorStatistics) -> None:
         for entry in statistics.functions:
@@ -380,7 +441,7 @@ class ManagementState:
     def _handle_joined(self, ip: str, now: float) -> None:
         if not ip:
             return
-        # A join after a drain report is a new node at a reused address.
+        # A join after a release is a new node at a reused address.
         self._drained.pop(ip, None)
         node = self._nodes.get(ip)
         if node is not None:
@@ -389,12 +450,35 @@ class ManagementState:
             self._nodes[ip] = _Node(last_seen=now)
             self._node_arrived()
 
-    def _handle_drained(self, ip: str, now: float) -> None:
-        node = self._nodes.pop(ip, None)
-        if node is not None:
-            self._thread_count -= len(node.threads)
-        if ip and (ip in self._drained or len(self._drained) < MAX_NODES):
-            self._drained[ip] = now
+    def _handle_drain_request(self, ip: str, now: float) -> list[ManagementInstruction]:
+        node = self._nodes.get(ip)
+        refusal = None
+        if node is None:
+            refusal = f"{ip!r} is not a known node (known: {', '.join(sorted(self._nodes)) or 'none'})"
+        elif node.draining:
+            refusal = f"{ip} is being drained already"
+        else:
+            active = sum(1 for other in self._nodes.values() if not other.draining)
+            if active - 1 < self.config.min_nodes:
+                refusal = (
+                    f"draining {ip} would leave {_count(active - 1, 'active node')}, "
+                    f"fewer than min_nodes={self.config.min_nodes}"
+                )
+        if refusal is not None:
+            return [DrainRefusedInstruction(ip, refusal)]
+        assert node is not None
+        node.draining = True
+        self._last_node_change = now
+        drain = DrainNodeInstruction(ip, "an operator asked for it", tuple(sorted(node.threads)))
+        self._decisions.append(ManagementDecision(now, drain))
+        # A node none of whose threads reported has nothing to wait for.
+        return [drain, *self._release_if_drained(ip, node, now)]
+
+    def _handle_drain_cancelled(self, ip: str) -> None:
+        node = self._nodes.get(ip)
+        if node is not None and node.draining:
+            node.draining = False
+            node.silent = 0
 
     def _node_arrived(self) -> None:
         if self._pending:
@@ -404,9 +488,15 @@ class ManagementState:
 
     def _handle_tick(self, now: float) -> list[ManagementInstruction]:
         self._age(now)
+        releases = [
+            release
+            for ip, node in list(self._nodes.items())
+            if node.draining
+            for release in self._release_if_drained(ip, node, now)
+        ]
         assert self._window_start is not None
         if now - self._window_start < self.config.report_period:
-            return []
+            return releases
         window_seconds = now - self._window_start
         self._window_start = now
         windows = self._take_windows()
@@ -435,17 +525,25 @@ class ManagementState:
             out.append(node_change)
 
         self._decisions.extend(ManagementDecision(now, instruction) for instruction in out)
-        return out
+        return [*releases, *out]
 
     def _age(self, now: float) -> None:
         config = self.config
         cutoff = now - config.thread_timeout
         for ip, node in list(self._nodes.items()):
-            stale = [tid for tid, thread in node.threads.items() if thread.last_seen < cutoff]
+            # A departed thread of a draining node said its last word: it is gone, not silent.
+            stale = [
+                tid
+                for tid, thread in node.threads.items()
+                if thread.last_seen < cutoff and not (node.draining and thread.departed)
+            ]
             for tid in stale:
                 del node.threads[tid]
             self._thread_count -= len(stale)
-            if not node.threads and node.last_seen < cutoff:
+            if node.draining:
+                # Released (after this) rather than forgotten: the provisioner still holds its machine.
+                node.silent += len(stale)
+            elif not node.threads and node.last_seen < cutoff:
                 del self._nodes[ip]
         self._drained = {ip: at for ip, at in self._drained.items() if at >= cutoff}
         self._schedulers = {host: at for host, at in self._schedulers.items() if at >= cutoff}
@@ -497,6 +595,27 @@ class ManagementState:
             if thread.running
         ]
 
+    def _release_if_drained(self, ip: str, node: _Node, now: float) -> list[ManagementInstruction]:
+        """Releases a draining node once every thread it has left has departed; forgets it."""
+        if not node.draining or not all(thread.departed for thread in node.threads.values()):
+            return []
+        departed, silent = len(node.threads), node.silent
+        if departed and silent:
+            reason = f"{_count(departed, 'thread')} of {ip} departed and {silent} fell silent"
+        elif departed:
+            reason = f"every thread of {ip} departed ({departed})"
+        elif silent:
+            reason = f"every thread of {ip} fell silent ({silent})"
+        else:
+            reason = f"no thread of {ip} ever reported"
+        del self._nodes[ip]
+        self._thread_count -= departed
+        if ip in self._drained or len(self._drained) < MAX_NODES:
+            self._drained[ip] = now
+        release = ReleaseNodeInstruction(ip, reason)
+        self._decisions.append(ManagementDecision(now, release))
+        return [release]
+
     def _dag_tally(self, name: str) -> _DagFigures | None:
         tally = self._dag_tallies.get(name)
         if tally is None and name and len(self._dag_tallies) < MAX_DAGS:
@@ -506,3 +625,7 @@ class ManagementState:
     @staticmethod
     def _view(ip: str, node: _Node) -> NodeView:
         return NodeView(ip, tuple(thread for _, thread in sorted(node.threads.items())), node.draining)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

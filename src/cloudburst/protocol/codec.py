@@ -80,7 +80,8 @@ from cloudburst.protocol.runtime_messages import (
     ThreadStatus,
     UnpinFunction,
 )
-from cloudburst.protocol.wire import anna_pb2, causal_pb2, cloudburst_pb2, internal_pb2, shared_pb2
+from cloudburst.protocol.trigger_messages import TriggerAck, TriggerFiring, TriggerSpec
+from cloudburst.protocol.wire import anna_pb2, causal_pb2, cloudburst_pb2, internal_pb2, shared_pb2, trigger_pb2
 
 _M = TypeVar("_M", bound=Message)
 _E = TypeVar(
@@ -564,6 +565,8 @@ def _function_call_to_pb(call: FunctionCall, out: cloudburst_pb2.FunctionCall) -
     out.delivery = call.delivery  # type: ignore[assignment]
     out.function_version = call.function_version
     out.references.extend(call.references)
+    if call.trigger is not None:
+        _firing_to_pb(call.trigger, out.trigger)
 
 
 def _function_call_from_pb(pb: cloudburst_pb2.FunctionCall, what: str) -> FunctionCall:
@@ -578,6 +581,7 @@ def _function_call_from_pb(pb: cloudburst_pb2.FunctionCall, what: str) -> Functi
         delivery=_enum(ResultDelivery, pb.delivery, f"{what}.delivery"),
         function_version=pb.function_version,
         references=tuple(pb.references),
+        trigger=_firing_from_pb(pb.trigger, f"{what}.trigger") if pb.HasField("trigger") else None,
     )
 
 
@@ -672,6 +676,7 @@ def _thread_status_to_pb(status: ThreadStatus, out: internal_pb2.ThreadStatus) -
     out.running = status.running
     out.type = status.type  # type: ignore[assignment]
     out.incarnation = status.incarnation
+    out.departed = status.departed
 
 
 def _thread_status_from_pb(pb: internal_pb2.ThreadStatus, what: str) -> ThreadStatus:
@@ -683,6 +688,7 @@ def _thread_status_from_pb(pb: internal_pb2.ThreadStatus, what: str) -> ThreadSt
         running=pb.running,
         type=_enum(ExecutorType, pb.type, f"{what}.type"),
         incarnation=pb.incarnation,
+        departed=pb.departed,
     )
 
 
@@ -913,6 +919,8 @@ def encode_scheduler_message(message: SchedulerMessage) -> bytes:
         _continuation_to_pb(message, pb.continuation)
     elif isinstance(message, SchedulerStatus):
         _gossip_to_pb(message, pb.gossip)
+    elif isinstance(message, TriggerFiring):
+        _firing_to_pb(message, pb.trigger_firing)
     else:
         _statistics_to_pb(message, pb.statistics)
     return _serialize(pb, "SchedulerMessage")
@@ -936,7 +944,114 @@ def decode_scheduler_message(data: bytes) -> SchedulerMessage:
         return _gossip_from_pb(pb.gossip)
     if kind == "statistics":
         return _statistics_from_pb(pb.statistics)
+    if kind == "trigger_firing":
+        return _firing_from_pb(pb.trigger_firing, "SchedulerMessage.trigger_firing")
     raise DecodeError("SchedulerMessage", "the envelope holds no message")
+
+
+# -- Storage triggers (KVS <-> scheduler <-> executor) ----------------------------------------------------------
+
+
+def _firing_to_pb(firing: TriggerFiring, out: trigger_pb2.TriggerFiring) -> None:
+    out.id = firing.id
+    out.trigger = firing.trigger
+    out.function = firing.function
+    out.key = firing.key
+    out.lattice_type = firing.lattice_type  # type: ignore[assignment]
+    out.payload = firing.payload
+    out.attempt = firing.attempt
+    out.acknowledge_to = firing.acknowledge_to
+    out.last_error = firing.last_error
+
+
+def _firing_from_pb(pb: trigger_pb2.TriggerFiring, what: str) -> TriggerFiring:
+    if not pb.id or not pb.function:
+        raise DecodeError(what, "a trigger firing needs an id and a function")
+    return TriggerFiring(
+        id=pb.id,
+        trigger=pb.trigger,
+        function=pb.function,
+        key=pb.key,
+        lattice_type=_enum(LatticeType, pb.lattice_type, f"{what}.lattice_type"),
+        payload=pb.payload,
+        attempt=pb.attempt,
+        acknowledge_to=pb.acknowledge_to,
+        last_error=pb.last_error,
+    )
+
+
+def encode_trigger_firing(firing: TriggerFiring) -> bytes:
+    """Serializes a firing as the KVS node keeps it until the run is acknowledged."""
+    pb = trigger_pb2.TriggerFiring()
+    _firing_to_pb(firing, pb)
+    return _serialize(pb, "TriggerFiring")
+
+
+def decode_trigger_firing(data: bytes) -> TriggerFiring:
+    """Parses a kept firing.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``TriggerFiring``.
+    """
+    return _firing_from_pb(_parse(trigger_pb2.TriggerFiring, data, "TriggerFiring"), "TriggerFiring")
+
+
+def encode_trigger_spec(spec: TriggerSpec) -> bytes:
+    """Serializes a trigger's definition, as stored in the KVS."""
+    pb = trigger_pb2.TriggerSpec(
+        name=spec.name,
+        function=spec.function,
+        key=spec.key,
+        prefix=spec.prefix,
+        schedulers=spec.schedulers,
+        ack_timeout=spec.ack_timeout,
+        max_attempts=spec.max_attempts,
+    )
+    return _serialize(pb, "TriggerSpec")
+
+
+def decode_trigger_spec(data: bytes, what: str = "TriggerSpec") -> TriggerSpec:
+    """Parses a stored trigger definition.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``TriggerSpec``, or it names no function, not exactly one of key
+            and prefix, no scheduler, or limits that are not positive.
+    """
+    pb = _parse(trigger_pb2.TriggerSpec, data, what)
+    if not pb.name or not pb.function:
+        raise DecodeError(what, "a trigger needs a name and a function")
+    if bool(pb.key) == bool(pb.prefix):
+        raise DecodeError(what, f"trigger {pb.name!r} must set exactly one of key and prefix")
+    if not pb.schedulers:
+        raise DecodeError(what, f"trigger {pb.name!r} names no scheduler")
+    if not (math.isfinite(pb.ack_timeout) and pb.ack_timeout > 0) or pb.max_attempts < 1:
+        raise DecodeError(what, f"trigger {pb.name!r} needs a positive ack timeout and at least one attempt")
+    return TriggerSpec(
+        name=pb.name,
+        function=pb.function,
+        schedulers=tuple(pb.schedulers),
+        key=pb.key,
+        prefix=pb.prefix,
+        ack_timeout=pb.ack_timeout,
+        max_attempts=pb.max_attempts,
+    )
+
+
+def encode_trigger_ack(ack: TriggerAck) -> bytes:
+    """Serializes an acknowledgement for a KVS node's trigger port."""
+    return _serialize(trigger_pb2.TriggerAck(id=ack.id, error=ack.error), "TriggerAck")
+
+
+def decode_trigger_ack(data: bytes) -> TriggerAck:
+    """Parses an acknowledgement.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``TriggerAck`` or it names no firing.
+    """
+    pb = _parse(trigger_pb2.TriggerAck, data, "TriggerAck")
+    if not pb.id:
+        raise DecodeError("TriggerAck", "the acknowledgement names no firing")
+    return TriggerAck(pb.id, pb.error)
 
 
 # -- Causal sessions (executor <-> node cache) ------------------------------------------------------------------

@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from cloudburst.lattices import VectorClock
 from cloudburst.protocol.messages import ConsistencyType, SerializerType
+from cloudburst.protocol.trigger_messages import TriggerFiring
 
 #: The pseudo-source of the trigger that starts a DAG's source functions.
 BEGIN = "BEGIN"
@@ -99,6 +100,9 @@ class FunctionCall:
     delivery: ResultDelivery = ResultDelivery.LEGACY
     function_version: int = 0
     references: tuple[str, ...] = ()
+    #: A storage trigger's run: the arguments are the firing's key and value, and the executor acknowledges the
+    #: run to the KVS instead of delivering a result.
+    trigger: TriggerFiring | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +252,8 @@ class ThreadStatus:
     running: bool = True
     type: ExecutorType = ExecutorType.CPU
     incarnation: str = ""
+    #: The departure has drained and the executor is exiting: its last report (``running`` is False too).
+    departed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,4 +342,4 @@ class ClusterStatus:
 
 
 ExecutorRequest = PinFunction | UnpinFunction | FunctionCall | DagSchedule | DagTrigger | SelfDepart
-SchedulerMessage = ThreadStatus | GenericResponse | Continuation | SchedulerStatus | ExecutorStatistics
+SchedulerMessage = ThreadStatus | GenericResponse | Continuation | SchedulerStatus | ExecutorStatistics | TriggerFiring

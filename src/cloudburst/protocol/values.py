@@ -205,3 +205,19 @@ def from_lattice(lattice: Lattice, what: str = "value") -> Any:  # noqa: ANN401 
     if isinstance(lattice, OrderedSetLattice):
         return [deserialize(item, what) for item in lattice.values]
     raise DecodeError(what, f"a {type(lattice).__name__} does not hold user values")
+
+
+def lattice_argument(lattice: Lattice, what: str = "value") -> EncodedValue:
+    """A stored lattice as a call argument that loads to what :func:`from_lattice` gives.
+
+    A register's ``Value`` travels as it is (nothing is unpickled here); other lattices are unwrapped and encoded
+    again.
+
+    Raises:
+        DecodeError: The lattice holds bytes that are not a ``Value``.
+        EncodeError: An unwrapped value cannot be encoded again.
+    """
+    if isinstance(lattice, LwwLattice | PriorityLattice):
+        body, serializer = decode_value(lattice.value, what)
+        return EncodedValue(body, serializer)
+    return encode(from_lattice(lattice, what))

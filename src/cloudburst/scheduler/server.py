@@ -28,9 +28,17 @@ from cloudburst.cluster.serve import serve_until_signalled
 from cloudburst.config import SchedulerConfig
 from cloudburst.errors import CloudburstError, DecodeError, InvalidRequest
 from cloudburst.kvs.client import KvsClient
+from cloudburst.management.client import SchedulerListClient
 from cloudburst.protocol import codec
 from cloudburst.protocol.errors import failure_response
-from cloudburst.protocol.runtime_messages import CallResult, EncodedValue, GenericResponse, SchedulerStatus
+from cloudburst.protocol.runtime_messages import (
+    CallResult,
+    EncodedValue,
+    ExecutorStatistics,
+    GenericResponse,
+    SchedulerStatus,
+)
+from cloudburst.protocol.trigger_messages import TriggerAck
 from cloudburst.scheduler.policy import PolicyOptions
 from cloudburst.scheduler.state import (
     ConnectEvent,
@@ -47,6 +55,7 @@ from cloudburst.scheduler.state import (
     KvsReadInstruction,
     KvsWriteDoneEvent,
     KvsWriteInstruction,
+    ListSchedulersInstruction,
     PushedMessage,
     PushInstruction,
     RecoverEvent,
@@ -54,13 +63,14 @@ from cloudburst.scheduler.state import (
     ReplyInstruction,
     SchedulerEvent,
     SchedulerInstruction,
+    SchedulersListedEvent,
     SchedulerState,
     SchedulerTickEvent,
     StatusQueryEvent,
 )
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
-from cloudburst.transport.zmq import PushSocketCache, bind, drain, drain_multipart
+from cloudburst.transport.zmq import PushSocketCache, bind, drain, drain_multipart, split_envelope
 
 logger = logging.getLogger(__name__)
 
@@ -133,26 +143,15 @@ def _encode_reply(reply: Reply) -> bytes:
 
 def _encode_pushed(message: PushedMessage) -> bytes:
     """The bytes of a pushed message: envelopes for executors and peers, bare results for callers."""
-    if isinstance(message, SchedulerStatus):
+    if isinstance(message, SchedulerStatus | ExecutorStatistics):
         return codec.encode_scheduler_message(message)
     if isinstance(message, CallResult):
         return codec.encode_call_result(message)
     if isinstance(message, EncodedValue):
         return codec.encode_encoded_value(message)
+    if isinstance(message, TriggerAck):
+        return codec.encode_trigger_ack(message)
     return codec.encode_executor_request(message)
-
-
-def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
-    """Splits a ROUTER message into its routing envelope (identities and the empty delimiter) and its body.
-
-    A REQ peer sends ``[identity, b"", payload]``; a DEALER may omit the delimiter, in which case the first frame
-    alone is the envelope, so that even a malformed message can be answered.
-    """
-    try:
-        delimiter = frames.index(b"", 1)
-    except ValueError:
-        return frames[:1], frames[1:]
-    return frames[: delimiter + 1], frames[delimiter + 1 :]
 
 
 class SchedulerServer:
@@ -177,6 +176,8 @@ class SchedulerServer:
         self._routers: dict[zmq.Socket[bytes], _PublicPort] = {}
         self._internal = self._socket(zmq.PULL, 0)
         self._kvs: KvsClient | None = None
+        #: Asks the management service for the scheduler list, when there is one.
+        self._scheduler_list: SchedulerListClient | None = None
         #: Requests the state has not answered yet: request id -> (socket, routing envelope).
         self._waiting: dict[int, tuple[zmq.Socket[bytes], list[bytes]]] = {}
         self._next_request = 0
@@ -186,6 +187,8 @@ class SchedulerServer:
                 self._routers[socket] = port
                 bind(socket, config.host, getattr(config.ports, port.value))
             bind(self._internal, config.host, config.ports.scheduler_internal)
+            if config.management:
+                self._scheduler_list = SchedulerListClient(self._context, config.management, config.ports)
             self._kvs = KvsClient(config.kvs_routing, host=config.host, timeout=KVS_TIMEOUT)
         except BaseException:
             self.close()
@@ -228,6 +231,8 @@ class SchedulerServer:
         for socket in self._routers:
             poller.register(socket, zmq.POLLIN)
         poller.register(self._internal, zmq.POLLIN)
+        if self._scheduler_list is not None:
+            poller.register(self._scheduler_list.socket, zmq.POLLIN)
         logger.info("scheduler serving on %s (internal %s)", self.config.host, self.internal_endpoint)
         self._feed(RecoverEvent())
         next_tick = self._clock.now() + _TICK_SECONDS
@@ -235,6 +240,8 @@ class SchedulerServer:
             ready = dict(poller.poll(_POLL_MS))
             if self._internal in ready:
                 self._serve_internal()
+            if self._scheduler_list is not None and self._scheduler_list.socket in ready:
+                self._serve_scheduler_list(self._scheduler_list)
             for socket, port in self._routers.items():
                 if socket in ready:
                     self._serve_router(socket, port)
@@ -249,6 +256,8 @@ class SchedulerServer:
         for socket in self._routers:
             socket.close()
         self._internal.close()
+        if self._scheduler_list is not None:
+            self._scheduler_list.close()
         if self._kvs is not None:
             self._kvs.close()
         self._context.term()
@@ -257,7 +266,7 @@ class SchedulerServer:
 
     def _serve_router(self, socket: zmq.Socket[bytes], port: _PublicPort) -> None:
         for frames in drain_multipart(socket, MAX_BATCH):
-            envelope, body = _split_envelope(frames)
+            envelope, body = split_envelope(frames)
             self._next_request += 1
             request_id = self._next_request
             try:
@@ -280,6 +289,11 @@ class SchedulerServer:
                 self._rejected("internal port", str(error))
                 continue
             self._feed(InternalMessageEvent(message))
+
+    def _serve_scheduler_list(self, client: SchedulerListClient) -> None:
+        answers = client.answers(self._rejected)
+        if answers:
+            self._feed(SchedulersListedEvent(answers[-1]))
 
     def _feed(self, event: SchedulerEvent) -> None:
         """Hands ``event`` to the state and executes what it asks, including what follows from KVS operations."""
@@ -326,6 +340,8 @@ class SchedulerServer:
             except CloudburstError as error:
                 return KvsWriteDoneEvent(instruction.token, error=error)
             return KvsWriteDoneEvent(instruction.token)
+        elif isinstance(instruction, ListSchedulersInstruction) and self._scheduler_list is not None:
+            self._scheduler_list.ask()
         return None
 
     def _send_reply(self, socket: zmq.Socket[bytes], envelope: list[bytes], payload: bytes) -> None:

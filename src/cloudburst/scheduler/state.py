@@ -80,6 +80,7 @@ from cloudburst.protocol.runtime_messages import (
     ThreadStatus,
     UnpinFunction,
 )
+from cloudburst.protocol.trigger_messages import TriggerAck, TriggerFiring
 from cloudburst.scheduler.policy import (
     ExecutorCandidate,
     ExecutorId,
@@ -221,8 +222,16 @@ class SchedulerTickEvent:
     """Time passed: pin timeouts are checked on every tick, periodic work once per report period."""
 
 
+@dataclass(frozen=True, slots=True)
+class SchedulersListedEvent:
+    """The management service answered a :class:`ListSchedulersInstruction`: the schedulers it knows."""
+
+    hosts: tuple[str, ...]
+
+
 SchedulerEvent = (
     RecoverEvent
+    | SchedulersListedEvent
     | ConnectEvent
     | FunctionCreateEvent
     | FunctionListEvent
@@ -270,7 +279,9 @@ class FunctionListReply:
 Reply = GenericResponse | ConnectReply | FunctionListReply | ClusterStatus
 #: What the scheduler pushes: envelopes to executors and peers, errors to callers (a ``CallResult`` for clients
 #: that asked to be notified, a bare ``Value`` for original clients).
-PushedMessage = ExecutorRequest | SchedulerStatus | CallResult | EncodedValue
+PushedMessage = ExecutorRequest | SchedulerStatus | CallResult | EncodedValue | TriggerAck | ExecutorStatistics
+#: Who asked for a one-shot call: a client's request (its id), or a storage trigger's firing.
+CallOrigin = int | TriggerFiring
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +316,15 @@ class KvsWriteInstruction:
     items: Mapping[str, Lattice]
 
 
-SchedulerInstruction = ReplyInstruction | PushInstruction | KvsReadInstruction | KvsWriteInstruction
+@dataclass(frozen=True, slots=True)
+class ListSchedulersInstruction:
+    """Ask the management service for the scheduler list, without waiting; the answer comes back as a
+    :class:`SchedulersListedEvent`."""
+
+
+SchedulerInstruction = (
+    ReplyInstruction | PushInstruction | KvsReadInstruction | KvsWriteInstruction | ListSchedulersInstruction
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +424,7 @@ class _FunctionCreateOp:
 
 @dataclass(frozen=True, slots=True)
 class _FunctionLookupOp:
-    request_id: int
+    origin: CallOrigin
     call: FunctionCall
 
 
@@ -568,6 +587,8 @@ class SchedulerState:
         self._recovering = False
         self._recovery_retry_at: float | None = None
         self._last_report: float | None = None
+        #: Schedulers the management service listed last; gossiped with besides the configured peers.
+        self._listed_schedulers: tuple[str, ...] = ()
         self._dag_tallies: dict[str, _DagTally] = {}
         self._function_calls: Counter[str] = Counter()
         self._statistics = ExecutorStatistics(reporter=self._reporter())
@@ -602,7 +623,9 @@ class SchedulerState:
         elif isinstance(event, DagCallEvent):
             self._handle_dag_call(event, out, looked_up=False)
         elif isinstance(event, FunctionCallEvent):
-            self._handle_function_call(event.request_id, event.call, out)
+            # Only a KVS node's firing makes a trigger run; a client cannot pose as one.
+            call = event.call if event.call.trigger is None else replace(event.call, trigger=None)
+            self._handle_function_call(event.request_id, call, out)
         elif isinstance(event, KvsReadDoneEvent):
             self._handle_read_done(event, out)
         elif isinstance(event, KvsWriteDoneEvent):
@@ -623,6 +646,8 @@ class SchedulerState:
             self._reply(event.request_id, self.cluster_status(), out)
         elif isinstance(event, RecoverEvent):
             self._start_recovery(out)
+        elif isinstance(event, SchedulersListedEvent):
+            self._listed_schedulers = event.hosts
         else:
             assert_never(event)
         return out
@@ -682,6 +707,12 @@ class SchedulerState:
     def key_locations(self) -> Mapping[str, tuple[str, ...]]:
         """Which node ips' caches hold each KVS key, as of the last key-set read."""
         return dict(self._key_locations)
+
+    def gossip_peers(self) -> tuple[str, ...]:
+        """The schedulers gossiped with: the configured peers, then those the management service listed, not
+        this one."""
+        peers = dict.fromkeys((*self.config.peers, *self._listed_schedulers))
+        return tuple(peer for peer in peers if peer != self.config.host)
 
     def statistics(self) -> ExecutorStatistics:
         """The call counts and inter-arrival times of the last complete report period."""
@@ -757,8 +788,11 @@ class SchedulerState:
                 check(owned or creation.committing, f"creation {name}: {function} not owned")
             for pin_id in creation.attempts.values():
                 check(pin_id in self._pins, f"creation {name}: attempt {pin_id} is not pending")
-        answering = _ListOp | _FunctionCreateOp | _FunctionLookupOp | _DagCreateReadOp | _DagDeleteOp
+        answering = _ListOp | _FunctionCreateOp | _DagCreateReadOp | _DagDeleteOp
         referenced = {op.request_id for op in self._ops.values() if isinstance(op, answering)}
+        referenced |= {
+            op.origin for op in self._ops.values() if isinstance(op, _FunctionLookupOp) and isinstance(op.origin, int)
+        }
         referenced |= {c.request_id for c in self._creations.values()}
         referenced |= {
             op.then.request_id
@@ -792,17 +826,36 @@ class SchedulerState:
         }
         self._write(_FunctionCreateOp(request_id, function.name, timestamp), items, out)
 
-    def _handle_function_call(self, request_id: int, call: FunctionCall, out: list[SchedulerInstruction]) -> None:
+    def _handle_function_call(self, origin: CallOrigin, call: FunctionCall, out: list[SchedulerInstruction]) -> None:
         if not call.name:
-            self._fail(request_id, InvalidRequest("a function call needs a function name"), out)
+            self._fail_call(origin, InvalidRequest("a function call needs a function name"), out)
             return
         if call.name not in self._functions:
             # Registered through another scheduler, or before a restart: the KVS knows.
-            self._read(_FunctionLookupOp(request_id, call), (keys.function_key(call.name),), out)
+            self._read(_FunctionLookupOp(origin, call), (keys.function_key(call.name),), out)
             return
-        self._place_call(request_id, call, out)
+        self._place_call(origin, call, out)
 
-    def _place_call(self, request_id: int, call: FunctionCall, out: list[SchedulerInstruction]) -> None:
+    def _handle_trigger_firing(self, firing: TriggerFiring, out: list[SchedulerInstruction]) -> None:
+        """Places a storage trigger's run like a one-shot call, near a cache holding the written key."""
+        self._counters["trigger_runs"] += 1
+        call = FunctionCall(
+            name=firing.function,
+            response_key=firing.id,
+            delivery=ResultDelivery.NOTIFY_ONLY,
+            references=(firing.key,),
+            trigger=firing,
+        )
+        self._handle_function_call(firing, call, out)
+
+    def _fail_call(self, origin: CallOrigin, error: CloudburstError, out: list[SchedulerInstruction]) -> None:
+        """Fails a one-shot call: to its caller, or, for a trigger's run, to the KVS node that will retry it."""
+        if isinstance(origin, int):
+            self._fail(origin, error, out)
+        elif origin.acknowledge_to:
+            out.append(PushInstruction(origin.acknowledge_to, TriggerAck(origin.id, error=str(error))))
+
+    def _place_call(self, origin: CallOrigin, call: FunctionCall, out: list[SchedulerInstruction]) -> None:
         cpu = [(eid, record) for eid, record in self._executors.items() if record.status.type == ExecutorType.CPU]
         # Executors without pins are preferred (pinned ones serve DAGs), but any CPU executor can run a one-shot
         # call, so a cluster whose executors all host DAG functions still takes calls.
@@ -813,14 +866,15 @@ class SchedulerState:
             candidates, references=call.references, key_locations=self._key_locations, rotation=call.name
         )
         if target is None:
-            self._fail(request_id, NoResources(f"no CPU executor is available to run {call.name!r}"), out)
+            self._fail_call(origin, NoResources(f"no CPU executor is available to run {call.name!r}"), out)
             return
         response_key = call.response_key or self._new_id()
         placed = replace(call, response_key=response_key, function_version=self._functions[call.name])
         self._assign(target)
         self._counters["calls_placed"] += 1
         out.append(PushInstruction(self._executor_endpoint(target), placed))
-        self._reply(request_id, GenericResponse(success=True, response_id=response_key), out)
+        if isinstance(origin, int):
+            self._reply(origin, GenericResponse(success=True, response_id=response_key), out)
 
     def _handle_dag_create(self, request_id: int, dag: Dag, out: list[SchedulerInstruction]) -> None:
         if dag.name in self._dags:
@@ -928,6 +982,8 @@ class SchedulerState:
             self._handle_gossip(message, out)
         elif isinstance(message, ExecutorStatistics):
             self._handle_statistics(message)
+        elif isinstance(message, TriggerFiring):
+            self._handle_trigger_firing(message, out)
         else:
             assert_never(message)
 
@@ -1091,15 +1147,15 @@ class SchedulerState:
             self._finish_list(op, found, error, out)
         elif isinstance(op, _FunctionLookupOp):
             if error is not None:
-                self._fail(op.request_id, _kvs_failure(f"cannot look up function {op.call.name!r}", error), out)
+                self._fail_call(op.origin, _kvs_failure(f"cannot look up function {op.call.name!r}", error), out)
                 return
             registration = _live_lww(found.get(keys.function_key(op.call.name)))
             if registration is None:
                 reason = f"no function named {op.call.name!r} is registered"
-                self._fail(op.request_id, FunctionNotFound(reason, function=op.call.name), out)
+                self._fail_call(op.origin, FunctionNotFound(reason, function=op.call.name), out)
                 return
             self._functions.setdefault(op.call.name, registration.timestamp)
-            self._place_call(op.request_id, op.call, out)
+            self._place_call(op.origin, op.call, out)
         elif isinstance(op, _DagLookupOp):
             if error is not None:
                 logger.warning("cannot look up DAGs in the KVS: %s", error)
@@ -1349,11 +1405,11 @@ class SchedulerState:
             deleted_dags=tuple(self._deleted),
         )
         ports = self.config.ports
-        out.extend(
-            PushInstruction(ports.scheduler_internal_endpoint(peer), gossip)
-            for peer in self.config.peers
-            if peer != self.config.host
-        )
+        out.extend(PushInstruction(ports.scheduler_internal_endpoint(peer), gossip) for peer in self.gossip_peers())
+        if self.config.management:
+            # Sent even when empty: the management service lists the schedulers that report.
+            out.append(PushInstruction(ports.management_endpoint(self.config.management), self._statistics))
+            out.append(ListSchedulersInstruction())
 
     def _read_key_sets(self, out: list[SchedulerInstruction]) -> None:
         """Asks the KVS for every executor node's cache key set, so locality follows what the caches hold now.

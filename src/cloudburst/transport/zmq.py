@@ -78,6 +78,19 @@ def drain_multipart(socket: zmq.Socket[bytes], limit: int) -> list[list[bytes]]:
     return messages
 
 
+def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """Splits a ROUTER message into its routing envelope (identities and the empty delimiter) and its body.
+
+    A REQ peer sends ``[identity, b"", payload]``; a DEALER may omit the delimiter, in which case the first frame
+    alone is the envelope, so that even a malformed message can be answered.
+    """
+    try:
+        delimiter = frames.index(b"", 1)
+    except ValueError:
+        return frames[:1], frames[1:]
+    return frames[: delimiter + 1], frames[delimiter + 1 :]
+
+
 class PushSocketCache:
     """Connected PUSH sockets by destination, least recently used evicted past ``capacity``.
 

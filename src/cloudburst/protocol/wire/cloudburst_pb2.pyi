@@ -6,6 +6,7 @@ Field numbers and enum values are fixed by the original wire format.
 """
 
 from cloudburst.protocol.wire import shared_pb2 as _shared_pb2
+from cloudburst.protocol.wire import trigger_pb2 as _trigger_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -251,6 +252,7 @@ class FunctionCall(_message.Message):
     DELIVERY_FIELD_NUMBER: _builtins.int
     FUNCTION_VERSION_FIELD_NUMBER: _builtins.int
     REFERENCES_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     request_id: _builtins.int
     response_key: _builtins.str
@@ -273,6 +275,12 @@ class FunctionCall(_message.Message):
         place the call near cached data without unpickling arguments.
         """
 
+    @_builtins.property
+    def trigger(self) -> _trigger_pb2.TriggerFiring:
+        """A storage trigger's run: the executor acknowledges it to the KVS instead
+        of delivering a result.
+        """
+
     def __init__(
         self,
         *,
@@ -287,10 +295,11 @@ class FunctionCall(_message.Message):
         delivery: Global___ResultDelivery.ValueType = ...,
         function_version: _builtins.int = ...,
         references: _abc.Iterable[_builtins.str] | None = ...,
+        trigger: _trigger_pb2.TriggerFiring | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "trigger", b"trigger"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "consistency", b"consistency", "delivery", b"delivery", "function_version", b"function_version", "locations", b"locations", "name", b"name", "references", b"references", "request_id", b"request_id", "response_address", b"response_address", "response_key", b"response_key", "source_hint", b"source_hint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "consistency", b"consistency", "delivery", b"delivery", "function_version", b"function_version", "locations", b"locations", "name", b"name", "references", b"references", "request_id", b"request_id", "response_address", b"response_address", "response_key", b"response_key", "source_hint", b"source_hint", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

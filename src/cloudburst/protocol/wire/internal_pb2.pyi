@@ -7,6 +7,7 @@ request ids added, and every socket carries one envelope type.
 """
 
 from cloudburst.protocol.wire import cloudburst_pb2 as _cloudburst_pb2
+from cloudburst.protocol.wire import trigger_pb2 as _trigger_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -49,6 +50,7 @@ class ThreadStatus(_message.Message):
     RUNNING_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     INCARNATION_FIELD_NUMBER: _builtins.int
+    DEPARTED_FIELD_NUMBER: _builtins.int
     ip: _builtins.str
     tid: _builtins.int
     """The executor's id on its node."""
@@ -58,6 +60,8 @@ class ThreadStatus(_message.Message):
     type: Global___ExecutorType.ValueType
     incarnation: _builtins.str
     """Changes every time the executor process starts, so a restart is visible."""
+    departed: _builtins.bool
+    """The departure has drained and the executor is exiting: its last report."""
     @_builtins.property
     def functions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Pinned functions."""
@@ -72,10 +76,11 @@ class ThreadStatus(_message.Message):
         running: _builtins.bool = ...,
         type: Global___ExecutorType.ValueType = ...,
         incarnation: _builtins.str = ...,
+        departed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["functions", b"functions", "incarnation", b"incarnation", "ip", b"ip", "running", b"running", "tid", b"tid", "type", b"type", "utilization", b"utilization"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["departed", b"departed", "functions", b"functions", "incarnation", b"incarnation", "ip", b"ip", "running", b"running", "tid", b"tid", "type", b"type", "utilization", b"utilization"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -366,6 +371,7 @@ class SchedulerMessage(_message.Message):
     CONTINUATION_FIELD_NUMBER: _builtins.int
     GOSSIP_FIELD_NUMBER: _builtins.int
     STATISTICS_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIRING_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def status(self) -> Global___ThreadStatus: ...
     @_builtins.property
@@ -376,6 +382,10 @@ class SchedulerMessage(_message.Message):
     def gossip(self) -> Global___SchedulerStatus: ...
     @_builtins.property
     def statistics(self) -> Global___ExecutorStatistics: ...
+    @_builtins.property
+    def trigger_firing(self) -> _trigger_pb2.TriggerFiring:
+        """A storage trigger's run to place (from the KVS)."""
+
     def __init__(
         self,
         *,
@@ -384,12 +394,13 @@ class SchedulerMessage(_message.Message):
         continuation: _cloudburst_pb2.Continuation | None = ...,
         gossip: Global___SchedulerStatus | None = ...,
         statistics: Global___ExecutorStatistics | None = ...,
+        trigger_firing: _trigger_pb2.TriggerFiring | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["continuation", b"continuation", "gossip", b"gossip", "kind", b"kind", "pin_reply", b"pin_reply", "statistics", b"statistics", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["continuation", b"continuation", "gossip", b"gossip", "kind", b"kind", "pin_reply", b"pin_reply", "statistics", b"statistics", "status", b"status", "trigger_firing", b"trigger_firing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["continuation", b"continuation", "gossip", b"gossip", "kind", b"kind", "pin_reply", b"pin_reply", "statistics", b"statistics", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["continuation", b"continuation", "gossip", b"gossip", "kind", b"kind", "pin_reply", b"pin_reply", "statistics", b"statistics", "status", b"status", "trigger_firing", b"trigger_firing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["status", "pin_reply", "continuation", "gossip", "statistics"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["status", "pin_reply", "continuation", "gossip", "statistics", "trigger_firing"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
