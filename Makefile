@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit protos bench clean
+.PHONY: install demo test lint typecheck unit protos bench bench-smoke clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is required"'
@@ -43,6 +43,10 @@ protos: $(STAMP)
 ## The benchmark suite against a bare ZeroMQ floor, Ray and Dask (installs the peers first).
 bench: $(VENV)/.peers
 	$(BIN)/python -m benchmarks suite --full
+
+## A quick run of the suite (CI smoke test: the figures go to the log, nothing is asserted or committed).
+bench-smoke: $(VENV)/.peers
+	$(BIN)/python -m benchmarks suite --quick --output-dir "$$(mktemp -d)"
 
 $(VENV)/.peers: $(STAMP)
 	$(BIN)/pip install --quiet -c requirements/constraints.txt -e '.[dev,peers]'

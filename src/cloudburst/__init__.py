@@ -57,7 +57,9 @@ def connect(scheduler: str = "127.0.0.1", *, host: str = "127.0.0.1", timeout: f
     return Connection(scheduler, host=host, timeout=timeout)
 
 
-def local(executors: int = 3, data_dir: Path | None = None, host: str | None = None, nodes: int = 1) -> LocalSession:
+def local(
+    executors: int = 3, data_dir: Path | None = None, host: str | None = None, nodes: int = 1, kvs: str | None = None
+) -> LocalSession:
     """A throwaway cluster on this machine, as a context manager yielding a :class:`Connection`.
 
     Args:
@@ -65,8 +67,9 @@ def local(executors: int = 3, data_dir: Path | None = None, host: str | None = N
         data_dir: Keep the data here; by default it is thrown away with the cluster.
         host: The loopback address to bind; a random one by default, so it never clashes with other clusters.
         nodes: Nodes (each a cache and its executors) on consecutive loopback addresses from ``host``.
+        kvs: A Redis engine URL (``redis://…`` or ``redis+cluster://…``) the KVS stores in instead of locally.
     """
-    return LocalSession(executors=executors, data_dir=data_dir, host=host, nodes=nodes)
+    return LocalSession(executors=executors, data_dir=data_dir, host=host, nodes=nodes, kvs=kvs)
 
 
 __all__ = [

@@ -66,6 +66,18 @@ class KvsConfig:
 MAX_EXECUTORS_PER_NODE = 500
 
 
+def check_executor_counts(executors: int, gpu_executors: int) -> None:
+    """Checks a node's executor counts: at least one CPU executor, and all of them within the port layout.
+
+    Raises:
+        ConfigError: Either count is out of range.
+    """
+    if not 1 <= executors <= MAX_EXECUTORS_PER_NODE - gpu_executors or gpu_executors < 0:
+        raise ConfigError(
+            f"executors ({executors}) plus GPU executors ({gpu_executors}) must be in 1..{MAX_EXECUTORS_PER_NODE}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class RuntimePorts:
     """The port layout every role of a deployment agrees on; the defaults are the original system's.
@@ -86,6 +98,7 @@ class RuntimePorts:
     dag_delete: int = 5006
     scheduler_internal: int = 5007
     status_query: int = 5012
+    function_lease: int = 5013
     executor_control: int = 4000
     executor_inbox: int = 5500
     management: int = 7003
@@ -214,3 +227,50 @@ class ManagementConfig:
     schedulers: tuple[str, ...] = ()
     ports: RuntimePorts = RuntimePorts()
     policy: ManagementPolicyConfig = field(default_factory=ManagementPolicyConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Configuration of an executor node: a node cache and its executors, each a child process of one supervisor.
+
+    Attributes:
+        host: The node's address: the cache and every executor bind it, and schedulers and the management service
+            know the node by it.
+        kvs_routing: The KVS routing endpoint.
+        schedulers: Hosts of the schedulers the executors report to (besides those the management service lists).
+        management: The management service's host, which the executors report to and learn schedulers from.
+        executors: CPU executors (tids ``0 .. executors - 1``).
+        gpu_executors: GPU executors besides, with the tids after the CPU executors' (they take GPU functions only).
+        report_period: The executors' report period, in seconds.
+        max_restarts: Restarts of one executor allowed within ``restart_window`` seconds before the supervisor
+            gives up on it (a crash loop should be seen, not hidden).
+        restart_window: See ``max_restarts``.
+
+    Raises:
+        ConfigError: The executor counts are out of range, or the executors would know no scheduler and no
+            management service.
+    """
+
+    host: str = "127.0.0.1"
+    kvs_routing: str = "tcp://127.0.0.1:6450"
+    schedulers: tuple[str, ...] = ("127.0.0.1",)
+    management: str | None = None
+    executors: int = 3
+    gpu_executors: int = 0
+    report_period: float = 5.0
+    max_restarts: int = 5
+    restart_window: float = 60.0
+
+    def __post_init__(self) -> None:
+        check_executor_counts(self.executors, self.gpu_executors)
+        if not self.schedulers and not self.management:
+            raise ConfigError("a node needs at least one scheduler, or a management service that lists them")
+
+    @property
+    def tids(self) -> range:
+        """The executors' ids: the CPU executors', then the GPU executors'."""
+        return range(self.executors + self.gpu_executors)
+
+    def is_gpu(self, tid: int) -> bool:
+        """Whether executor ``tid`` is a GPU executor."""
+        return tid >= self.executors

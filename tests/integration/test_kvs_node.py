@@ -94,3 +94,35 @@ def test_fresh_keys_guessed_onto_the_wrong_thread_are_redirected(tmp_path, fast_
         assert client.get_many(items) == items
         for key, lattice in items.items():
             assert client.get(key) == lattice
+
+
+def wait_settled(client, request_ids, seconds=5.0):
+    outcomes = {}
+    give_up = time.monotonic() + seconds
+    while set(outcomes) < set(request_ids) and time.monotonic() < give_up:
+        outcomes |= client.settle()
+        time.sleep(0.005)
+    return outcomes
+
+
+def test_merges_sent_without_waiting_are_settled_later_even_across_other_calls(client):
+    assert client.put_nowait({"k0": LwwLattice(1, b"v")}) is None  # no owner known yet: the caller must wait
+    client.put("k0", LwwLattice(1, b"v"))
+    sent = [client.put_nowait({f"k{i}": LwwLattice(1, b"v")}) for i in range(1, 50)]
+    assert None not in sent
+    assert client.get("k1") is not None  # the blocking read keeps the acknowledgements that arrive meanwhile
+    assert wait_settled(client, sent) == dict.fromkeys(sent, ())
+    assert client.unsettled == 0
+    assert client.get_many([f"k{i}" for i in range(50)]) == {f"k{i}": LwwLattice(1, b"v") for i in range(50)}
+
+
+def test_a_merge_sent_to_the_wrong_thread_is_reported_not_stored(tmp_path, fast_retry):
+    with KvsProcess(tmp_path / "data", threads=4) as node, KvsClient(node.routing, retry=fast_retry) as client:
+        client.put("first", SetLattice(frozenset({b"0"})))  # one endpoint known: fresh keys are guessed onto it
+        sent = {client.put_nowait({f"fresh/{i}": SetLattice(frozenset({b"x"}))}): f"fresh/{i}" for i in range(40)}
+        outcomes = wait_settled(client, sent)
+        refused = {sent[rid] for rid, failed in outcomes.items() if failed}
+        assert refused  # 40 keys over 4 threads: most were guessed wrong
+        assert all(outcomes[rid] in ((), (key,)) for rid, key in sent.items())
+        client.put_many({key: SetLattice(frozenset({b"x"})) for key in refused})  # the retry looks them up
+        assert all(client.get(key) == SetLattice(frozenset({b"x"})) for key in sent.values())

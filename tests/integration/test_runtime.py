@@ -12,10 +12,21 @@ from cloudburst.shared.reference import CloudburstReference
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def cb():
-    with cloudburst.local(executors=3) as connection:
-        yield connection
+@pytest.fixture(scope="module", params=["embedded", "redis-cluster"])
+def cb(request):
+    """The core runtime on one node over the embedded KVS, and on 3 nodes over a Redis Cluster."""
+    if request.param == "embedded":
+        with cloudburst.local(executors=3) as connection:
+            yield connection
+        return
+    engine = request.getfixturevalue("open_redis_engine")("redis-cluster")  # flushed
+    try:
+        with cloudburst.local(executors=1, nodes=3, kvs=request.getfixturevalue("redis_cluster").url) as connection:
+            connection.put_object("where-is-this-stored", 1)
+            assert engine.get_many(["where-is-this-stored"]) != [None]  # in Redis, not in the KVS process
+            yield connection
+    finally:
+        engine.close()
 
 
 def wait_for(lib, key, seconds=10.0):

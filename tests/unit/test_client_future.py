@@ -5,7 +5,8 @@ import pytest
 
 from cloudburst.client.connection import _kvs_endpoint
 from cloudburst.client.future import Future, ResultSlot
-from cloudburst.cluster.local import ClusterConfig, RestartBudget
+from cloudburst.cluster.local import ClusterConfig
+from cloudburst.cluster.node import RestartBudget
 from cloudburst.errors import ConfigError, DeadlineExceeded, RemoteExecutionError
 from cloudburst.protocol.values import encode, encode_error
 

@@ -1,7 +1,8 @@
 import pytest
 
 from cloudburst.clock import WRITER_BITS, TimestampGenerator, split_timestamp, writer_id_for
-from cloudburst.testing import FakeClock
+from cloudburst.errors import DeadlineExceeded
+from cloudburst.testing import FakeClock, wait_until
 
 
 def test_timestamps_embed_time_and_writer():
@@ -43,3 +44,13 @@ def test_fake_clock_never_goes_back():
     assert clock.now() == 1.5
     with pytest.raises(ValueError, match="back"):
         clock.advance(-1)
+
+
+def test_wait_until_returns_the_first_true_value_of_the_condition():
+    answers = iter([None, 0, "ready"])
+    assert wait_until(lambda: next(answers), "the third answer", timeout=5, interval=0) == "ready"
+
+
+def test_wait_until_gives_up_at_its_timeout_naming_what_it_waited_for():
+    with pytest.raises(DeadlineExceeded, match="waiting for the impossible"):
+        wait_until(lambda: False, "the impossible", timeout=0.05, interval=0.01)

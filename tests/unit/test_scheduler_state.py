@@ -35,6 +35,7 @@ from cloudburst.protocol.runtime_messages import (
     ExecutorType,
     Function,
     FunctionCall,
+    FunctionLease,
     FunctionLocation,
     FunctionReference,
     FunctionStatistics,
@@ -56,6 +57,7 @@ from cloudburst.scheduler.state import (
     DagDeleteEvent,
     FunctionCallEvent,
     FunctionCreateEvent,
+    FunctionLeaseEvent,
     FunctionListEvent,
     FunctionListReply,
     InternalMessageEvent,
@@ -1376,3 +1378,38 @@ def test_a_client_cannot_pose_as_a_trigger():
     assert reply.success
     (push,) = [p for p in pushes if isinstance(p, PushInstruction)]
     assert push.message.trigger is None
+
+
+# -- leases ------------------------------------------------------------------------------------------------------
+
+
+def test_a_lease_names_the_executors_one_shot_calls_would_run_on_and_lasts_a_report_period(cluster):
+    cluster.executor(G, ["pinned_elsewhere"])
+    reply, pushes = cluster.ask(lambda rid: FunctionLeaseEvent(rid, "f"))
+    assert pushes == []
+    assert reply == FunctionLease(
+        "f", cluster.state.functions()["f"], tuple(sorted(endpoint(e) for e in (A, B, C))), ttl=PERIOD
+    )
+
+
+def test_a_lease_skips_busy_executors_but_never_leaves_none():
+    h = Harness()
+    h.executor(A, utilization=0.95)
+    h.executor(B)
+    h.register("f")
+    reply, _ = h.ask(lambda rid: FunctionLeaseEvent(rid, "f"))
+    assert reply.executors == (endpoint(B),)
+    h.executor(B, utilization=0.95)
+    reply, _ = h.ask(lambda rid: FunctionLeaseEvent(rid, "f"))
+    assert reply.executors == (endpoint(A), endpoint(B))
+
+
+def test_leases_of_unknown_functions_or_without_executors_are_refused_with_the_reason(h):
+    reply, _ = h.ask(lambda rid: FunctionLeaseEvent(rid, "nope"))
+    assert (reply.error, reply.executors) == (ErrorCode.FUNC_NOT_FOUND, ())
+    assert "no function named 'nope'" in reply.error_message
+    h.register("f")
+    reply, _ = h.ask(lambda rid: FunctionLeaseEvent(rid, "f"))
+    assert reply.error == ErrorCode.NO_RESOURCES
+    lease = FunctionLease("f", 7, ("tcp://10.0.1.1:4000",), 5.0)
+    assert codec.decode_function_lease(codec.encode_function_lease(lease)) == lease

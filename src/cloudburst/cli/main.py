@@ -9,11 +9,20 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cloudburst.cli.config_file import (
+    DURABILITY_LEVELS,
+    PROVISIONERS,
+    ROLE_OPTIONS,
+    SCHEDULER_POLICIES,
+    apply_file_options,
+    load_role_options,
+)
 from cloudburst.cluster.serve import serve_until_signalled
-from cloudburst.config import DEFAULT_DATA_DIR, ExecutorConfig, KvsConfig, ManagementConfig, SchedulerConfig
+from cloudburst.config import DEFAULT_DATA_DIR, ExecutorConfig, KvsConfig, ManagementConfig, NodeConfig, SchedulerConfig
 from cloudburst.errors import CloudburstError, ConfigError
 from cloudburst.management.policy import ManagementPolicyConfig
 
@@ -21,13 +30,24 @@ if TYPE_CHECKING:
     from cloudburst.management.server import Provisioner
 
 _Commands = argparse._SubParsersAction  # the type argparse gives no public name
-#: What ``cloudburst management --provisioner`` accepts; :func:`_provisioner` builds each.
-PROVISIONERS = ("none", "kubernetes")
 
 
 def _add_child_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ready-file", type=Path, help="write the bound addresses here once listening")
     parser.add_argument("--parent-pid", type=int, help="exit when this process exits (set by supervisors)")
+
+
+def _add_schedulers_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--scheduler", dest="schedulers", metavar="HOST", action="append", default=[], help=help_text)
+
+
+def _add_config_option(parser: argparse.ArgumentParser, role: str) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"read options from the [{role}] table of this TOML file; flags override it (see docs/deploy.md)",
+    )
 
 
 def _add_kvs_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
@@ -52,10 +72,11 @@ def _add_kvs_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     )
     kvs.add_argument(
         "--durability",
-        choices=["NORMAL", "FULL"],
+        choices=DURABILITY_LEVELS,
         default="NORMAL",
         help="NORMAL survives a killed process, FULL also power loss (default: %(default)s)",
     )
+    _add_config_option(kvs, "kvs")
     _add_child_options(kvs)
 
 
@@ -63,14 +84,20 @@ def _add_scheduler_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     scheduler = commands.add_parser("scheduler", help="run a scheduler in the foreground")
     scheduler.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     scheduler.add_argument("--kvs", default="tcp://127.0.0.1:6450", help="KVS routing endpoint")
-    scheduler.add_argument("--peer", action="append", default=[], help="another scheduler's host (repeatable)")
-    scheduler.add_argument("--report-period", type=float, default=5.0, help="seconds between reports")
     scheduler.add_argument(
-        "--policy", choices=["locality", "random", "round-robin"], default="locality", help="placement policy"
+        "--peer",
+        dest="peers",
+        metavar="HOST",
+        action="append",
+        default=[],
+        help="another scheduler's host (repeatable)",
     )
+    scheduler.add_argument("--report-period", type=float, default=5.0, help="seconds between reports")
+    scheduler.add_argument("--policy", choices=SCHEDULER_POLICIES, default="locality", help="placement policy")
     scheduler.add_argument(
         "--management", help="the management service's host: gets call statistics, lists schedulers to gossip with"
     )
+    _add_config_option(scheduler, "scheduler")
     _add_child_options(scheduler)
 
 
@@ -95,9 +122,7 @@ def _add_management_parser(commands: _Commands[argparse.ArgumentParser]) -> None
         "management", help="run the management service (scaling, executor and scheduler lists) in the foreground"
     )
     management.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    management.add_argument(
-        "--scheduler", action="append", default=[], help="a scheduler's host, always listed (repeatable)"
-    )
+    _add_schedulers_option(management, "a scheduler's host, always listed (repeatable)")
     management.add_argument(
         "--provisioner",
         choices=PROVISIONERS,
@@ -144,7 +169,26 @@ def _add_management_parser(commands: _Commands[argparse.ArgumentParser]) -> None
     policy.add_argument(
         "--scale-down-load", type=float, default=defaults.scale_down_load, help="remove replicas below this share"
     )
+    _add_config_option(management, "management")
     _add_child_options(management)
+
+
+def _add_node_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
+    node = commands.add_parser(
+        "node", help="run an executor node (a node cache and its executors, supervised) in the foreground"
+    )
+    node.add_argument("--host", default="127.0.0.1", help="the node's address (default: %(default)s)")
+    _add_schedulers_option(node, "a scheduler's host the executors report to (repeatable)")
+    node.add_argument("--management", help="the management service's host: reports, and the scheduler list")
+    node.add_argument("--kvs", default="tcp://127.0.0.1:6450", help="KVS routing endpoint")
+    node.add_argument("--executors", type=int, default=3, help="executor processes (default: %(default)s)")
+    node.add_argument("--gpu-executors", type=int, default=0, help="GPU executors besides, for GPU functions")
+    node.add_argument("--report-period", type=float, default=5.0, help="seconds between reports")
+    node.add_argument(
+        "--work-dir", type=Path, help="where the children's logs go (default: a temporary directory, removed on exit)"
+    )
+    _add_config_option(node, "node")
+    _add_child_options(node)
 
 
 def _add_cache_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
@@ -184,8 +228,12 @@ def _add_demo_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     demo.add_argument("--operations", type=int, default=500, help="calls per latency measurement")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line grammar."""
+def build_parser(role_defaults: Mapping[str, Mapping[str, object]] | None = None) -> argparse.ArgumentParser:
+    """The command-line grammar.
+
+    Args:
+        role_defaults: Defaults to use instead of the built-in ones, by command and option destination.
+    """
     parser = argparse.ArgumentParser(prog="cloudburst", description="Low-latency stateful functions on a lattice KVS.")
     parser.add_argument(
         "--log-level",
@@ -196,11 +244,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kvs_parser(commands)
     _add_scheduler_parser(commands)
     _add_executor_parser(commands)
+    _add_node_parser(commands)
     _add_cache_parser(commands)
     _add_management_parser(commands)
     _add_cluster_parsers(commands)
     _add_demo_parser(commands)
+    for command, defaults in (role_defaults or {}).items():
+        commands.choices[command].set_defaults(**defaults)
     return parser
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parses the command line, with the options of a role's ``--config`` file under those the command line gives.
+
+    Raises:
+        ConfigError: The config file cannot be read or is invalid.
+        SystemExit: The command line is invalid (argparse has printed the usage).
+    """
+    args = build_parser().parse_args(argv)
+    path = getattr(args, "config", None)
+    if path is None:
+        return args
+    file_options = load_role_options(path, args.command)
+    # Parsed again with the role's defaults all None, an option that is not None is one the command line gave.
+    unset = dict.fromkeys(ROLE_OPTIONS[args.command])
+    probe = build_parser({args.command: unset}).parse_args(argv)
+    given = {key for key in unset if getattr(probe, key) is not None}
+    return argparse.Namespace(**apply_file_options(vars(args), file_options, given, args.command))
 
 
 def _exit_with_parent(parent_pid: int | None) -> None:
@@ -239,7 +309,7 @@ def _run_scheduler(args: argparse.Namespace) -> int:
     config = SchedulerConfig(
         host=args.host,
         kvs_routing=args.kvs,
-        peers=tuple(args.peer),
+        peers=tuple(args.peers),
         report_period=args.report_period,
         policy=args.policy,
         management=args.management,
@@ -253,8 +323,7 @@ def _run_executor(args: argparse.Namespace) -> int:
     config = ExecutorConfig(
         host=args.host,
         tid=args.tid,
-        # With a management service to list them, an executor may start knowing no scheduler (B52).
-        schedulers=tuple(args.scheduler or ([] if args.management else ["127.0.0.1"])),
+        schedulers=_schedulers(args.scheduler, args.management),
         kvs_routing=args.kvs,
         gpu=args.gpu,
         report_period=args.report_period,
@@ -264,6 +333,27 @@ def _run_executor(args: argparse.Namespace) -> int:
         management=args.management,
     )
     return run_executor(config, args.ready_file)
+
+
+def _schedulers(given: list[str], management: str | None) -> tuple[str, ...]:
+    """The schedulers executors report to: those given, else the local one unless a management service lists them."""
+    # With a management service to list them, an executor may start knowing no scheduler (B52).
+    return tuple(given or ([] if management else ["127.0.0.1"]))
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    from cloudburst.cluster.node import run_node
+
+    config = NodeConfig(
+        host=args.host,
+        kvs_routing=args.kvs,
+        schedulers=_schedulers(args.schedulers, args.management),
+        management=args.management,
+        executors=args.executors,
+        gpu_executors=args.gpu_executors,
+        report_period=args.report_period,
+    )
+    return run_node(config, args.work_dir, args.ready_file)
 
 
 def _provisioner(args: argparse.Namespace) -> Provisioner:
@@ -305,7 +395,7 @@ def _run_management(args: argparse.Namespace) -> int:
         scale_up_load=args.scale_up_load,
         scale_down_load=args.scale_down_load,
     )
-    config = ManagementConfig(host=args.host, schedulers=tuple(args.scheduler), policy=policy)
+    config = ManagementConfig(host=args.host, schedulers=tuple(args.schedulers), policy=policy)
     return run_management(config, _provisioner(args), args.ready_file)
 
 
@@ -321,7 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The process exit code.
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse_arguments(argv)
+    except ConfigError as error:
+        print(f"cloudburst: error: {error}", file=sys.stderr)
+        return 2
     quiet = args.command in ("demo", "status", "down")
     level = args.log_level or ("WARNING" if quiet else "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -333,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_scheduler(args)
         if args.command == "executor":
             return _run_executor(args)
+        if args.command == "node":
+            return _run_node(args)
         if args.command == "cache":
             return _run_cache(args)
         if args.command == "management":

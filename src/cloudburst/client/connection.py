@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import sys
 import sysconfig
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,14 @@ import zmq
 from cloudburst.client.future import Future, ResultSlot
 from cloudburst.clock import TimestampGenerator, writer_id_for
 from cloudburst.config import RuntimePorts
-from cloudburst.errors import CloudburstError, DeadlineExceeded, DecodeError, FunctionNotFound, InvalidRequest
+from cloudburst.errors import (
+    CloudburstError,
+    DeadlineExceeded,
+    DecodeError,
+    FunctionNotFound,
+    InvalidRequest,
+    NoResources,
+)
 from cloudburst.keys import TRIGGER_INDEX, trigger_key
 from cloudburst.kvs.client import KvsClient
 from cloudburst.lattices import LwwLattice, SetLattice
@@ -39,6 +49,7 @@ from cloudburst.protocol.runtime_messages import (
     Dag,
     DagCall,
     EncodedValue,
+    ErrorCode,
     ExecutionType,
     Function,
     FunctionCall,
@@ -59,6 +70,10 @@ _KVS_DEFAULT_PORT = 6450
 #: How long connecting waits for the scheduler: a running scheduler answers in microseconds, so waiting long only
 #: delays telling the user that no cluster is there.
 CONNECT_TIMEOUT = 5.0
+#: Seconds to wait for a lease; a scheduler that does not answer in time is taken to grant none.
+LEASE_TIMEOUT = 5.0
+#: Functions whose leases a connection keeps at once.
+_MAX_LEASES = 10_000
 
 
 def _kvs_endpoint(answer: str) -> str:
@@ -106,6 +121,20 @@ class FunctionHandle:
         return self._connection.call(self.name, *args)
 
 
+@dataclass(slots=True)
+class _Lease:
+    """Executors a function's calls may go to directly, until ``expires`` (monotonic seconds)."""
+
+    version: int
+    executors: tuple[str, ...]
+    expires: float
+
+    def pick(self, rng: random.Random) -> str:
+        """An executor at random: calls spread over all of them, and two functions' calls are not placed in
+        lockstep (as turns would, sending each call of one to where the matching call of the other went)."""
+        return rng.choice(self.executors)
+
+
 class Connection:
     """A connection to a Cloudburst deployment through one scheduler.
 
@@ -144,6 +173,9 @@ class Connection:
         self._receiver = threading.Thread(target=self._receive_results, name="cloudburst-results", daemon=True)
         self._receiver.start()
         self._stamp = TimestampGenerator(writer_id_for(self.result_address))
+        self._leases: dict[str, _Lease] = {}
+        self._rng = random.Random()
+        self._leasing = True
         try:
             answer = self._request(
                 self.ports.connect,
@@ -211,9 +243,12 @@ class Connection:
             NoResources: No executor is available.
             DeadlineExceeded: The scheduler did not answer in time.
         """
+        arguments, references = self._arguments(args)
+        # A call referencing keys goes through the scheduler, which places it near them; any other goes straight
+        # to an executor the scheduler leased for the function, a hop and a round trip shorter.
+        lease = self._lease(name) if not references and consistency == ConsistencyType.NORMAL else None
         response_key = str(uuid.uuid4())
         slot = self._expect(response_key)
-        arguments, references = self._arguments(args)
         call = FunctionCall(
             name=name,
             arguments=arguments,
@@ -222,13 +257,64 @@ class Connection:
             consistency=consistency,
             response_address=self.result_address,
             delivery=ResultDelivery.NOTIFY_AND_STORE,
+            function_version=lease.version if lease is not None else 0,
         )
         try:
-            self._generic(self.ports.function_call, codec.encode_function_call(call), f"call of {name!r}")
+            if lease is not None:
+                self._push(lease.pick(self._rng), codec.encode_executor_request(call))
+            else:
+                self._generic(self.ports.function_call, codec.encode_function_call(call), f"call of {name!r}")
         except BaseException:
             self._forget(response_key)
             raise
         return self._future(response_key, slot)
+
+    def _lease(self, name: str) -> _Lease | None:
+        """Where calls of ``name`` may go directly, asking the scheduler when the last answer has expired.
+
+        Raises:
+            FunctionNotFound: No function of that name is registered.
+            NoResources: No executor is available.
+        """
+        lease = self._leases.get(name)
+        now = time.monotonic()
+        if lease is not None and now < lease.expires:
+            return lease
+        if not self._leasing:
+            return None
+        try:
+            reply = self._request(self.ports.function_lease, name.encode(), f"lease of {name!r}", LEASE_TIMEOUT)
+        except DeadlineExceeded:
+            # A scheduler without leases (an older one) never answers: place calls through it from now on.
+            logger.warning("the scheduler at %s grants no leases; calls go through it", self.scheduler)
+            self._leasing = False
+            return None
+        granted = codec.decode_function_lease(reply)
+        if granted.error != ErrorCode.NO_CLOUDBURST_ERROR:
+            refusal = GenericResponse(False, error=granted.error, error_message=granted.error_message)
+            raise error_from_response(refusal, f"call of {name!r}")
+        if not granted.executors:
+            raise NoResources(f"call of {name!r}: the scheduler leased no executor")
+        lease = _Lease(granted.function_version, granted.executors, now + granted.ttl)
+        if len(self._leases) >= _MAX_LEASES:
+            self._leases.clear()
+        self._leases[name] = lease
+        return lease
+
+    def _push(self, endpoint: str, payload: bytes) -> None:
+        pushes: dict[str, zmq.Socket[bytes]] = self._local.__dict__.setdefault("pushes", {})
+        socket = pushes.get(endpoint)
+        if socket is None:
+            socket = self._context.socket(zmq.PUSH)
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.connect(endpoint)
+            pushes[endpoint] = socket
+            with self._sockets_lock:
+                self._all_sockets.append(socket)
+        try:
+            socket.send(payload, zmq.NOBLOCK)
+        except zmq.Again:
+            raise NoResources(f"the executor at {endpoint} is not taking calls (its queue is full)") from None
 
     async def call_async(self, name: str, *args: object, timeout: float | None = None) -> Any:  # noqa: ANN401, ASYNC109
         """Runs a registered function once and awaits its result, without blocking the event loop.

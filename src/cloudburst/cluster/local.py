@@ -21,7 +21,8 @@ import zmq
 
 from cloudburst.client.connection import Connection
 from cloudburst.cluster.child import ChildProcess
-from cloudburst.config import DEFAULT_DATA_DIR, MAX_EXECUTORS_PER_NODE, ManagementConfig, RuntimePorts
+from cloudburst.cluster.node import NodeGroup
+from cloudburst.config import DEFAULT_DATA_DIR, ManagementConfig, NodeConfig, RuntimePorts, check_executor_counts
 from cloudburst.errors import ConfigError, DeadlineExceeded, InvalidRequest
 from cloudburst.kvs.server import KvsAddresses
 from cloudburst.management.policy import ManagementPolicyConfig
@@ -79,11 +80,7 @@ class ClusterConfig:
     scaling: ManagementPolicyConfig = field(default_factory=ManagementPolicyConfig)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.executors <= MAX_EXECUTORS_PER_NODE - self.gpu_executors or self.gpu_executors < 0:
-            raise ConfigError(
-                f"executors ({self.executors}) plus GPU executors ({self.gpu_executors}) must be in "
-                f"1..{MAX_EXECUTORS_PER_NODE}"
-            )
+        check_executor_counts(self.executors, self.gpu_executors)
         if self.nodes < 1 or self.schedulers < 1:
             raise ConfigError(f"nodes and schedulers must be at least 1, not {self.nodes} and {self.schedulers}")
         if max(self.nodes, self.schedulers) > 1:
@@ -109,47 +106,6 @@ class ClusterConfig:
         return [str(first + offset) for offset in range(count)]
 
 
-class RestartBudget:
-    """Allows at most ``limit`` restarts within a sliding ``window`` of seconds (pure: time is passed in)."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self._limit = limit
-        self._window = window
-        self._restarts: list[float] = []
-
-    def allow(self, now: float) -> bool:
-        """Whether one more restart is allowed now; records it if so."""
-        self._restarts = [t for t in self._restarts if now - t < self._window]
-        if len(self._restarts) >= self._limit:
-            return False
-        self._restarts.append(now)
-        return True
-
-
-@dataclass(slots=True)
-class _NodeGroup:
-    """One node's processes: its cache and its executors (by tid), with the executors' restart budgets."""
-
-    cache: ChildProcess
-    executors: list[ChildProcess] = field(default_factory=list)
-    budgets: list[RestartBudget] = field(default_factory=list)
-    given_up: set[int] = field(default_factory=set)
-    draining: bool = False
-
-    def departed(self) -> bool:
-        """Whether every executor has exited."""
-        return all(executor.exit_code() is not None for executor in self.executors)
-
-    def stop(self) -> None:
-        for executor in self.executors:
-            executor.stop()
-        self.cache.stop()
-
-    def pids(self) -> list[int]:
-        """The running processes: the cache, then the executors by tid."""
-        return [child.pid for child in (self.cache, *self.executors) if child.running()]
-
-
 class LocalCluster:
     """Starts, supervises and stops a deployment's processes; the local provisioner of the management service.
 
@@ -169,7 +125,7 @@ class LocalCluster:
         self._kvs: ChildProcess | None = None
         self._schedulers: list[ChildProcess] = []
         #: Running nodes by address, in the order they were added.
-        self._nodes: dict[str, _NodeGroup] = {}
+        self._nodes: dict[str, NodeGroup] = {}
         #: Each node's cache request endpoint, by node address.
         self.cache_addresses: dict[str, str] = {}
         # Nodes are added and drained from the management thread while the supervisor loop runs.
@@ -256,21 +212,10 @@ class LocalCluster:
         """
         with self._lock:
             node = node or self._next_node_address()
-            cache = ChildProcess(["cache", "--host", node, "--kvs", self.kvs_routing], self.workdir, f"cache@{node}")
-            group = _NodeGroup(cache)
-            try:
-                ready = json.loads(cache.start())
-                for tid in range(self.config.executors + self.config.gpu_executors):
-                    executor = self._executor(node, tid, ready)
-                    group.executors.append(executor)
-                    group.budgets.append(RestartBudget(self.config.max_restarts, self.config.restart_window))
-                    executor.start()
-            except BaseException:
-                group.stop()
-                raise
+            group = NodeGroup(self._node_config(node), self.workdir)
+            group.start()
             self._nodes[node] = group
-            self.cache_addresses[node] = ready["requests"]
-            logger.info("node %s up: a cache and %d executors", node, self.config.executors)
+            self.cache_addresses[node] = group.cache_endpoints["requests"]
             return node
 
     def add_nodes(self, count: int) -> list[str]:
@@ -315,7 +260,7 @@ class LocalCluster:
             if group is None or group.draining:
                 reason = "it is being drained already" if group else "it is not one of this cluster's nodes"
                 raise InvalidRequest(f"cannot drain {node}: {reason}")
-            tids = range(len(group.executors))
+            tids = group.config.tids
         deadline = time.monotonic() + timeout
         if self.management is not None:
             # Not under our lock: the management service calls back into drain and release with its own held.
@@ -359,30 +304,18 @@ class LocalCluster:
             raise ConfigError(f"no loopback address left after {last} for another node")
         return str(candidate)
 
-    def _executor(self, node: str, tid: int, cache: dict[str, str]) -> ChildProcess:
-        return ChildProcess(
-            [
-                "executor",
-                "--host",
-                node,
-                "--tid",
-                str(tid),
-                *(arg for scheduler in self.config.scheduler_hosts() for arg in ("--scheduler", scheduler)),
-                "--kvs",
-                self.kvs_routing,
-                "--cache",
-                cache["requests"],
-                "--cache-invalidations",
-                cache["invalidations"],
-                "--cache-causal",
-                cache["causal"],
-                "--report-period",
-                str(self.config.report_period),
-                *(["--management", self.config.host] if self.config.autoscale else []),
-                *(["--gpu"] if tid >= self.config.executors else []),
-            ],
-            self.workdir,
-            f"executor-{tid}@{node}",
+    def _node_config(self, node: str) -> NodeConfig:
+        config = self.config
+        return NodeConfig(
+            host=node,
+            kvs_routing=self.kvs_routing,
+            schedulers=tuple(config.scheduler_hosts()),
+            management=config.host if config.autoscale else None,
+            executors=config.executors,
+            gpu_executors=config.gpu_executors,
+            report_period=config.report_period,
+            max_restarts=config.max_restarts,
+            restart_window=config.restart_window,
         )
 
     def supervise(self, now: float | None = None) -> list[int]:
@@ -392,30 +325,18 @@ class LocalCluster:
             The indexes (as in :meth:`executor_pids`) of the executors restarted now.
         """
         now = time.monotonic() if now is None else now
-        restarted = []
+        restarted: list[int] = []
         with self._lock:
-            executors = [(group, i) for group in self._nodes.values() for i in range(len(group.executors))]
-            for index, (group, i) in enumerate(executors):
-                executor = group.executors[i]
-                code = executor.exit_code()
-                # Exit code 0 is a finished departure (a drain), not a crash: it is not undone; nor is a draining
-                # node's executor brought back.
-                if code is None or code == 0 or group.draining or i in group.given_up:
-                    continue
-                if not group.budgets[i].allow(now):
-                    group.given_up.add(i)
-                    logger.error("%s keeps crashing (exit code %s); not restarting it again", executor.name, code)
-                    continue
-                logger.warning("%s exited with code %s; restarting it", executor.name, code)
-                executor.stop()
-                executor.start()
-                restarted.append(index)
+            first = 0
+            for group in self._nodes.values():
+                restarted += [first + tid for tid in group.supervise(now)]
+                first += len(group.executors)
         return restarted
 
     def executor_pids(self) -> list[int]:
         """The executors' process ids, node by node, then by tid."""
         with self._lock:
-            return [executor.pid for group in self._nodes.values() for executor in group.executors]
+            return [pid for group in self._nodes.values() for pid in group.executor_pids()]
 
     def stop(self) -> None:
         """Stops the management service, the nodes, then the scheduler, then the KVS; nothing is left running."""
@@ -427,8 +348,7 @@ class LocalCluster:
             self.management = None
         with self._lock:
             for group in self._nodes.values():
-                for executor in group.executors:
-                    executor.terminate()
+                group.terminate_executors()
             for group in self._nodes.values():
                 group.stop()
             self._nodes.clear()
@@ -463,6 +383,7 @@ class LocalSession:
         host: The address to bind; a random loopback address by default, so it never clashes.
         report_period: Report period of the roles, in seconds.
         nodes: Nodes, each with its own cache and executors, on consecutive loopback addresses.
+        kvs: A Redis engine URL (``redis://…`` or ``redis+cluster://…``) the KVS stores in instead of locally.
     """
 
     def __init__(
@@ -472,6 +393,7 @@ class LocalSession:
         host: str | None = None,
         report_period: float = 1.0,
         nodes: int = 1,
+        kvs: str | None = None,
     ) -> None:
         self.cluster = LocalCluster(
             ClusterConfig(
@@ -480,6 +402,7 @@ class LocalSession:
                 nodes=nodes,
                 data_dir=data_dir,
                 report_period=report_period,
+                kvs_engine=kvs,
             )
         )
         self._connection: Connection | None = None

@@ -148,6 +148,11 @@ class _LoadedFunction:
     version: int
 
 
+#: Pauses between reads of a referenced key that does not exist yet. A reference usually names the result of a
+#: call a moment from finishing (the future of the call before), so the first re-reads come soon.
+REFERENCE_WAIT = RetryPolicy(min_backoff=0.0003, max_backoff=0.05)
+
+
 class FunctionRuntime:
     """Loads functions from the KVS and runs them; every failure becomes a :class:`RunFailed` with full context.
 
@@ -539,7 +544,7 @@ class FunctionRuntime:
                 )
             attempt += 1
             # The last pause ends at the deadline, so the last read happens then rather than a back-off earlier.
-            time.sleep(min(self._retry.backoff(attempt), remaining))
+            time.sleep(min(REFERENCE_WAIT.backoff(attempt), remaining))
 
     def _encode(
         self,

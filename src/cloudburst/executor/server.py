@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
@@ -70,6 +72,15 @@ MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _POLL_MS = 50
 #: How often the state hears the time when idle: reports, expiry and the departure grace are decided from it.
 _TICK_SECONDS = 0.05
+#: Seconds a result store sent without waiting may stay unanswered before it is written again (and waited for).
+STORE_ACK_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingStore:
+    key: str
+    lattice: Lattice
+    sent_at: float
 
 
 class ExecutorServer:
@@ -96,6 +107,8 @@ class ExecutorServer:
         #: Asks the management service for the scheduler list, when there is one.
         self._scheduler_list: SchedulerListClient | None = None
         self._kvs: KvsClient | None = None
+        #: Result stores sent without waiting, by KVS request id, until the KVS answers.
+        self._stores: dict[str, _PendingStore] = {}
         self._cache: NodeCacheClient | None = None
         self._local_tier: LocalReadTier | None = None
         self._library: UserLibrary | None = None
@@ -170,7 +183,9 @@ class ExecutorServer:
                     self._feed(SchedulersListedEvent(answers[-1]))
             if not self._stopping and self._clock.now() >= next_tick:
                 self._feed(TickEvent())
+                self._settle_stores()
                 next_tick = self._clock.now() + _TICK_SECONDS
+        self._settle_stores(flush=True)
         return self.exit_code
 
     def close(self) -> None:
@@ -259,17 +274,52 @@ class ExecutorServer:
             self._rejected(f"a {type(message).__name__} for {address!r}", str(error))
 
     def _store(self, key: str, result: EncodedResult) -> None:
+        """Stores a result without waiting for the KVS, so the next request does not wait for the write either.
+
+        Whoever reads the result waits for the key to appear (a reference does, a future falls back to it only
+        after its notification), so a store settled a moment later is never read as missing.
+        """
         lattice: Lattice
         if result.set_members is not None:
             lattice = SetLattice(frozenset(result.set_members))
         else:
             lattice = LwwLattice(self._timestamps(), codec.encode_encoded_value(result.value))
         assert self._kvs is not None
+        request_id = self._kvs.put_nowait({key: lattice})
+        if request_id is None:
+            self._store_now(key, lattice)
+        else:
+            self._stores[request_id] = _PendingStore(key, lattice, self._clock.now())
+
+    def _store_now(self, key: str, lattice: Lattice) -> None:
+        assert self._kvs is not None
         try:
             self._kvs.put(key, lattice)
         except CloudburstError as error:
             # Nothing to retry into: the caller's deadline will tell it. Keep serving everyone else.
             logger.error("could not store the result under %r: %s", key, error)
+
+    def _settle_stores(self, *, flush: bool = False) -> None:
+        """Takes the KVS's answers to stores sent without waiting; writes again, and waits, for any not stored.
+
+        Args:
+            flush: Wait for every outstanding store (before exiting), up to :data:`STORE_ACK_TIMEOUT`.
+        """
+        if not self._stores or self._kvs is None:
+            return
+        give_up = self._clock.now() + STORE_ACK_TIMEOUT
+        while True:
+            for request_id, failed in self._kvs.settle().items():
+                store = self._stores.pop(request_id, None)
+                if store is not None and failed:
+                    self._store_now(store.key, store.lattice)
+            if not flush or not self._stores or self._clock.now() >= give_up:
+                break
+            time.sleep(0.001)
+        cutoff = self._clock.now() - STORE_ACK_TIMEOUT
+        for request_id in [r for r, store in self._stores.items() if flush or store.sent_at < cutoff]:
+            store = self._stores.pop(request_id)
+            self._store_now(store.key, store.lattice)
 
 
 def run_executor(config: ExecutorConfig, ready_file: Path | None = None) -> int:

@@ -26,6 +26,7 @@ from cloudburst.protocol.messages import (
     AnnaError,
     KeyAddressRequest,
     KeyRequest,
+    KeyResponse,
     KeyTuple,
     RequestType,
 )
@@ -103,6 +104,10 @@ class KvsClient:
         #: Every storage endpoint the routing tier has named.
         self._endpoints: set[str] = set()
         self._lock = threading.Lock()
+        #: Merges sent by :meth:`put_nowait` and not yet answered: request id -> keys.
+        self._unsettled: dict[str, tuple[str, ...]] = {}
+        #: Their answers, until :meth:`settle` takes them: request id -> keys not stored.
+        self._settled: dict[str, tuple[str, ...]] = {}
 
     def __enter__(self) -> KvsClient:
         return self
@@ -184,6 +189,57 @@ class KvsClient:
             if answer.error != AnnaError.NO_ERROR:
                 raise KvsError(f"PUT of {key!r} failed with {answer.error.name}")
 
+    def put_nowait(self, items: Mapping[str, Lattice]) -> str | None:
+        """Sends the merge of ``items`` without waiting for the KVS; :meth:`settle` later reports the outcome.
+
+        Only for keys whose owner is known (or, on a single-endpoint node, guessed) to be one endpoint; otherwise
+        nothing is sent and ``None`` returned, and the caller writes with :meth:`put_many`. Nothing is retried
+        here: the caller re-sends what :meth:`settle` reports as not stored, or what stays unanswered.
+
+        Returns:
+            The request id :meth:`settle` reports on, or ``None`` when nothing was sent.
+
+        Raises:
+            EncodeError: A lattice has no wire form.
+        """
+        with self._lock:
+            owners = {self._owner_guess(key) for key in items}
+            if len(owners) != 1 or None in owners:
+                return None
+            (endpoint,) = owners
+            assert endpoint is not None
+            tuples = []
+            for key, lattice in items.items():
+                lattice_type, payload = codec.encode_lattice(lattice)
+                size = len(self._address_cache.get(key, (endpoint,)))
+                tuples.append(KeyTuple(key, lattice_type, payload=payload, address_cache_size=size))
+            request_id = self._new_id()
+            request = KeyRequest(RequestType.PUT, tuple(tuples), self.response_address, request_id)
+            self._push.send(endpoint, codec.encode_key_request(request))
+            self._unsettled[request_id] = tuple(items)
+            return request_id
+
+    def settle(self) -> dict[str, tuple[str, ...]]:
+        """The :meth:`put_nowait` merges answered since the last call, without blocking.
+
+        Returns:
+            Request id -> the keys it did not store (empty: all stored). A key refused because its owner moved
+            has its address forgotten, so a retry with :meth:`put_many` looks it up again.
+        """
+        with self._lock:
+            while self._responses.poll(0):
+                try:
+                    self._stash(codec.decode_key_response(self._responses.recv(zmq.NOBLOCK)))
+                except DecodeError:
+                    continue
+            settled, self._settled = self._settled, {}
+            return settled
+
+    @property
+    def unsettled(self) -> int:
+        """How many :meth:`put_nowait` merges are still unanswered."""
+        return len(self._unsettled)
+
     def causal_get(self, keys: Iterable[str], *, timeout: float | None = None) -> dict[str, CausalLattice | None]:
         """Like :meth:`get_many`, for keys holding causal lattices (vector clock, dependencies, siblings).
 
@@ -215,6 +271,31 @@ class KvsClient:
         except KvsError:
             return "different"
         return answer.lattice_type.name if answer.error == AnnaError.NO_ERROR else "different"
+
+    def _owner_guess(self, key: str) -> str | None:
+        addresses = self._address_cache.get(key)
+        if addresses is not None:
+            return addresses[0]
+        if self._fixed_endpoint:
+            return self._routing
+        if len(self._endpoints) == 1:
+            (only,) = self._endpoints
+            return only
+        return None
+
+    def _stash(self, response: _Response) -> None:
+        """Keeps the answer to a :meth:`put_nowait` merge that arrived while waiting for something else."""
+        keys = self._unsettled.pop(response.response_id, None)
+        if keys is None or not isinstance(response, KeyResponse):
+            return
+        failed = []
+        for answer in response.tuples:
+            if answer.invalidate or answer.error == AnnaError.WRONG_THREAD:
+                self._address_cache.pop(answer.key, None)
+            if answer.error != AnnaError.NO_ERROR:
+                failed.append(answer.key)
+        answered = {answer.key for answer in response.tuples}
+        self._settled[response.response_id] = (*failed, *(key for key in keys if key not in answered))
 
     def _new_id(self) -> str:
         self._next_id += 1
@@ -347,4 +428,6 @@ class KvsClient:
             if response.response_id in waiting:
                 del waiting[response.response_id]
                 received.append(response)
+            elif self._unsettled:
+                self._stash(response)
         return received

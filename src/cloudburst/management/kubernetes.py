@@ -21,8 +21,8 @@ which no pod annotation controls; scaling the executor pool while its pod templa
 
 What :meth:`~KubernetesProvisioner.drain` cannot do from outside: the kubelet restarts any container of a
 Deployment's pod that exits, whatever its exit code. The node's image must therefore run its executors under a
-supervisor that, like :class:`~cloudburst.cluster.local.LocalCluster`'s, leaves an executor that exited with code 0
-(a departure) down.
+supervisor that leaves an executor that exited with code 0 (a departure) down: ``cloudburst node``
+(:class:`~cloudburst.cluster.node.NodeServer`), as ``deploy/kubernetes/node.yaml`` does.
 
 The provisioner needs these permissions in its namespace: ``get`` and ``patch`` on ``deployments/scale``, and
 ``list``, ``patch`` and ``delete`` on ``pods``.

@@ -66,6 +66,7 @@ from cloudburst.protocol.runtime_messages import (
     ExecutorType,
     Function,
     FunctionCall,
+    FunctionLease,
     FunctionLocation,
     FunctionReference,
     FunctionStatistics,
@@ -808,6 +809,38 @@ def decode_generic_response(data: bytes) -> GenericResponse:
     """
     pb = _parse(cloudburst_pb2.GenericResponse, data, "GenericResponse")
     return _generic_response_from_pb(pb, "GenericResponse")
+
+
+def encode_function_lease(lease: FunctionLease) -> bytes:
+    """Encodes a scheduler's answer to a lease request."""
+    pb = cloudburst_pb2.FunctionLease(
+        function=lease.function,
+        function_version=lease.function_version,
+        executors=lease.executors,
+        ttl=lease.ttl,
+        error=lease.error,  # type: ignore[arg-type]
+        error_message=lease.error_message,
+    )
+    return _serialize(pb, "FunctionLease")
+
+
+def decode_function_lease(data: bytes) -> FunctionLease:
+    """Decodes a scheduler's answer to a lease request.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``FunctionLease``.
+    """
+    pb = _parse(cloudburst_pb2.FunctionLease, data, "FunctionLease")
+    if not (math.isfinite(pb.ttl) and pb.ttl >= 0):
+        raise DecodeError("FunctionLease", f"ttl must be a non-negative number, not {pb.ttl}")
+    return FunctionLease(
+        function=pb.function,
+        function_version=pb.function_version,
+        executors=tuple(pb.executors),
+        ttl=pb.ttl,
+        error=_enum(ErrorCode, pb.error, "FunctionLease.error"),
+        error_message=pb.error_message,
+    )
 
 
 def encode_encoded_value(value: EncodedValue) -> bytes:

@@ -202,6 +202,23 @@ class GenericResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class FunctionLease:
+    """Where one-shot calls of ``function`` may go straight to, for ``ttl`` seconds; or why none may.
+
+    Attributes:
+        executors: Control endpoints of executors that take the calls (empty on failure).
+        error: Why the lease was refused (with ``error_message``); ``NO_CLOUDBURST_ERROR`` when granted.
+    """
+
+    function: str
+    function_version: int = 0
+    executors: tuple[str, ...] = ()
+    ttl: float = 0.0
+    error: ErrorCode = ErrorCode.NO_CLOUDBURST_ERROR
+    error_message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DagSchedule:
     """One function's share of a DAG request: where everything runs and the fixed arguments."""
 

@@ -35,6 +35,7 @@ from cloudburst.protocol.runtime_messages import (
     CallResult,
     EncodedValue,
     ExecutorStatistics,
+    FunctionLease,
     GenericResponse,
     SchedulerStatus,
 )
@@ -48,6 +49,7 @@ from cloudburst.scheduler.state import (
     DagDeleteEvent,
     FunctionCallEvent,
     FunctionCreateEvent,
+    FunctionLeaseEvent,
     FunctionListEvent,
     FunctionListReply,
     InternalMessageEvent,
@@ -98,6 +100,7 @@ class _PublicPort(enum.Enum):
     DAG_CALL = "dag_call"
     DAG_DELETE = "dag_delete"
     STATUS_QUERY = "status_query"
+    FUNCTION_LEASE = "function_lease"
 
 
 def _text(payload: bytes, what: str) -> str:
@@ -127,6 +130,8 @@ def _decode_request(port: _PublicPort, request_id: int, payload: bytes) -> Sched
         return DagCallEvent(request_id, codec.decode_dag_call(payload))
     if port is _PublicPort.DAG_DELETE:
         return DagDeleteEvent(request_id, _text(payload, "DAG name"))
+    if port is _PublicPort.FUNCTION_LEASE:
+        return FunctionLeaseEvent(request_id, _text(payload, "function name"))
     return StatusQueryEvent(request_id)
 
 
@@ -138,6 +143,8 @@ def _encode_reply(reply: Reply) -> bytes:
         return reply.kvs_address.encode()
     if isinstance(reply, FunctionListReply):
         return codec.encode_string_set(reply.names)
+    if isinstance(reply, FunctionLease):
+        return codec.encode_function_lease(reply)
     return codec.encode_cluster_status(reply)
 
 

@@ -70,6 +70,7 @@ from cloudburst.protocol.runtime_messages import (
     ExecutorType,
     Function,
     FunctionCall,
+    FunctionLease,
     FunctionLocation,
     FunctionStatistics,
     GenericResponse,
@@ -163,6 +164,14 @@ class FunctionCallEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class FunctionLeaseEvent:
+    """A client asks where it may send one-shot calls of ``function`` itself, for a while."""
+
+    request_id: int
+    function: str
+
+
+@dataclass(frozen=True, slots=True)
 class DagCreateEvent:
     """A client registers a DAG."""
 
@@ -236,6 +245,7 @@ SchedulerEvent = (
     | FunctionCreateEvent
     | FunctionListEvent
     | FunctionCallEvent
+    | FunctionLeaseEvent
     | DagCreateEvent
     | DagCallEvent
     | DagDeleteEvent
@@ -250,6 +260,7 @@ ClientRequestEvent = (
     | FunctionCreateEvent
     | FunctionListEvent
     | FunctionCallEvent
+    | FunctionLeaseEvent
     | DagCreateEvent
     | DagCallEvent
     | DagDeleteEvent
@@ -276,12 +287,20 @@ class FunctionListReply:
 
 
 #: What a client request is answered with.
-Reply = GenericResponse | ConnectReply | FunctionListReply | ClusterStatus
+Reply = GenericResponse | ConnectReply | FunctionListReply | ClusterStatus | FunctionLease
 #: What the scheduler pushes: envelopes to executors and peers, errors to callers (a ``CallResult`` for clients
 #: that asked to be notified, a bare ``Value`` for original clients).
 PushedMessage = ExecutorRequest | SchedulerStatus | CallResult | EncodedValue | TriggerAck | ExecutorStatistics
-#: Who asked for a one-shot call: a client's request (its id), or a storage trigger's firing.
-CallOrigin = int | TriggerFiring
+
+
+@dataclass(frozen=True, slots=True)
+class _LeaseRequest:
+    request_id: int
+
+
+#: Who asked for a one-shot call: a client's request (its id), a storage trigger's firing, or a client asking
+#: where it may send such calls itself.
+CallOrigin = int | TriggerFiring | _LeaseRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -642,6 +661,8 @@ class SchedulerState:
             self._handle_dag_create(event.request_id, event.dag, out)
         elif isinstance(event, DagDeleteEvent):
             self._handle_dag_delete(event, out, looked_up=False)
+        elif isinstance(event, FunctionLeaseEvent):
+            self._handle_function_call(_LeaseRequest(event.request_id), FunctionCall(event.function), out)
         elif isinstance(event, StatusQueryEvent):
             self._reply(event.request_id, self.cluster_status(), out)
         elif isinstance(event, RecoverEvent):
@@ -791,7 +812,9 @@ class SchedulerState:
         answering = _ListOp | _FunctionCreateOp | _DagCreateReadOp | _DagDeleteOp
         referenced = {op.request_id for op in self._ops.values() if isinstance(op, answering)}
         referenced |= {
-            op.origin for op in self._ops.values() if isinstance(op, _FunctionLookupOp) and isinstance(op.origin, int)
+            op.origin if isinstance(op.origin, int) else op.origin.request_id
+            for op in self._ops.values()
+            if isinstance(op, _FunctionLookupOp) and isinstance(op.origin, int | _LeaseRequest)
         }
         referenced |= {c.request_id for c in self._creations.values()}
         referenced |= {
@@ -852,15 +875,47 @@ class SchedulerState:
         """Fails a one-shot call: to its caller, or, for a trigger's run, to the KVS node that will retry it."""
         if isinstance(origin, int):
             self._fail(origin, error, out)
+        elif isinstance(origin, _LeaseRequest):
+            refusal = failure_response(error)
+            lease = FunctionLease(error.function or "", error=refusal.error, error_message=refusal.error_message)
+            self._reply(origin.request_id, lease, out)
         elif origin.acknowledge_to:
             out.append(PushInstruction(origin.acknowledge_to, TriggerAck(origin.id, error=str(error))))
 
-    def _place_call(self, origin: CallOrigin, call: FunctionCall, out: list[SchedulerInstruction]) -> None:
+    def _one_shot_pool(self) -> list[ExecutorId]:
+        """The executors one-shot calls may run on."""
         cpu = [(eid, record) for eid, record in self._executors.items() if record.status.type == ExecutorType.CPU]
         # Executors without pins are preferred (pinned ones serve DAGs), but any CPU executor can run a one-shot
         # call, so a cluster whose executors all host DAG functions still takes calls.
         unpinned = [eid for eid, record in cpu if not record.functions]
-        pool = unpinned or [eid for eid, _ in cpu]
+        return unpinned or [eid for eid, _ in cpu]
+
+    def _grant_lease(self, request_id: int, function: str, out: list[SchedulerInstruction]) -> None:
+        """Lets a client send calls of ``function`` straight to the executors that would run them.
+
+        Skipping this scheduler takes a hop and its queue off every call; what is lost is per-call placement
+        (locality, shedding), which is why calls that reference keys still come here. The lease lasts one report
+        period, so the client follows changes in membership and load at the pace the scheduler itself learns them.
+        """
+        candidates = [c for c in map(self._candidate, self._one_shot_pool()) if not c.backed_off]
+        pool = [c.executor for c in candidates] or self._one_shot_pool()
+        if not pool:
+            self._fail_call(_LeaseRequest(request_id), NoResources(f"no CPU executor can run {function!r}"), out)
+            return
+        self._counters["leases_granted"] += 1
+        lease = FunctionLease(
+            function,
+            function_version=self._functions[function],
+            executors=tuple(self._executor_endpoint(eid) for eid in sorted(pool)),
+            ttl=self.config.report_period,
+        )
+        self._reply(request_id, lease, out)
+
+    def _place_call(self, origin: CallOrigin, call: FunctionCall, out: list[SchedulerInstruction]) -> None:
+        if isinstance(origin, _LeaseRequest):
+            self._grant_lease(origin.request_id, call.name, out)
+            return
+        pool = self._one_shot_pool()
         candidates = (self._candidate(eid) for eid in pool)
         target = self.policy.pick_for_call(
             candidates, references=call.references, key_locations=self._key_locations, rotation=call.name

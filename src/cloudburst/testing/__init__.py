@@ -1,8 +1,36 @@
-"""Public helpers for testing code that uses Cloudburst: a controllable clock and a KVS in a child process."""
+"""Public helpers for testing code that uses Cloudburst: a controllable clock, a KVS in a child process, and
+waiting for what other processes do."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from cloudburst.errors import DeadlineExceeded
 from cloudburst.kvs.process import KvsProcess
+
+_T = TypeVar("_T")
+
+
+def wait_until(condition: Callable[[], _T], what: str, timeout: float = 30.0, interval: float = 0.05) -> _T:
+    """Calls ``condition`` until it returns something true, and returns that.
+
+    Args:
+        condition: Polled every ``interval`` seconds.
+        what: Names what is awaited, in the error.
+        timeout: Seconds to wait at most.
+        interval: Seconds between two calls.
+
+    Raises:
+        DeadlineExceeded: ``condition`` was still false after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise DeadlineExceeded(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+    return value
 
 
 class FakeClock:
@@ -40,4 +68,4 @@ class FakeClock:
         self._wall_offset_ns = wall_ns - int(self._now * 1e9)
 
 
-__all__ = ["FakeClock", "KvsProcess"]
+__all__ = ["FakeClock", "KvsProcess", "wait_until"]

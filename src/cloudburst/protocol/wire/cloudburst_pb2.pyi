@@ -509,6 +509,46 @@ class GenericResponse(_message.Message):
 Global___GenericResponse: _TypeAlias = GenericResponse  # noqa: Y015
 
 @_typing.final
+class FunctionLease(_message.Message):
+    """Extension: where one-shot calls of `function` may be sent straight to, for
+    `ttl` seconds (the executors' control endpoints), so a call skips the
+    scheduler. On failure `error` says why and `executors` is empty.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FUNCTION_FIELD_NUMBER: _builtins.int
+    FUNCTION_VERSION_FIELD_NUMBER: _builtins.int
+    EXECUTORS_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    function: _builtins.str
+    function_version: _builtins.int
+    ttl: _builtins.float
+    error: Global___CloudburstError.ValueType
+    error_message: _builtins.str
+    @_builtins.property
+    def executors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        function: _builtins.str = ...,
+        function_version: _builtins.int = ...,
+        executors: _abc.Iterable[_builtins.str] | None = ...,
+        ttl: _builtins.float = ...,
+        error: Global___CloudburstError.ValueType = ...,
+        error_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "error_message", b"error_message", "executors", b"executors", "function", b"function", "function_version", b"function_version", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FunctionLease: _TypeAlias = FunctionLease  # noqa: Y015
+
+@_typing.final
 class Continuation(_message.Message):
     """Runs the DAG named `name` on a finished DAG's result."""
 
