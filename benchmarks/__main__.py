@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from benchmarks import autoscale, consistency, kvs_latency, locality, runtime_latency, suite, visibility
+from benchmarks import autoscale, consistency, kvs_latency, locality, runtime_latency, soak, suite, visibility
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     scaling = workloads.add_parser("autoscale", help="a rising load on an autoscaling cluster: latency and nodes")
     autoscale.add_arguments(scaling)
     scaling.set_defaults(run=autoscale.main)
+    steady = workloads.add_parser("soak", help="a steady mixed load for a long time: RSS growth per process, errors")
+    soak.add_arguments(steady)
+    steady.set_defaults(run=soak.main)
     args = parser.parse_args(argv)
     # A terminated benchmark unwinds like an interrupted one, so its server processes are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

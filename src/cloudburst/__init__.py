@@ -35,6 +35,7 @@ from cloudburst.errors import (
     TransportError,
 )
 from cloudburst.protocol.messages import ConsistencyType
+from cloudburst.transport.security import SecurityConfig
 
 __version__ = "0.1.0"
 
@@ -43,18 +44,27 @@ SINGLE = ConsistencyType.SINGLE
 MULTI = ConsistencyType.MULTI
 
 
-def connect(scheduler: str = "127.0.0.1", *, host: str = "127.0.0.1", timeout: float = 30.0) -> Connection:
+def connect(
+    scheduler: str = "127.0.0.1",
+    *,
+    host: str = "127.0.0.1",
+    timeout: float = 30.0,
+    security: SecurityConfig | None = None,
+) -> Connection:
     """Connects to a running deployment through one of its schedulers.
 
     Args:
         scheduler: The scheduler's host.
         host: This machine's address as the executors can reach it (results are pushed there).
         timeout: Default deadline, in seconds, of every call and of waiting for results.
+        security: CURVE keys for a deployment that requires them: ``SecurityConfig.for_client(cluster_public_file,
+            client_secret_file)`` (see ``docs/security.md``).
 
     Raises:
-        DeadlineExceeded: The scheduler did not answer in time (is the cluster running?).
+        DeadlineExceeded: The scheduler did not answer in time (is the cluster running? is the key authorized?).
+        ConfigError: ``security`` was built from missing or malformed key files.
     """
-    return Connection(scheduler, host=host, timeout=timeout)
+    return Connection(scheduler, host=host, timeout=timeout, security=security)
 
 
 def local(
@@ -98,6 +108,7 @@ __all__ = [
     "NotPinned",
     "RemoteExecutionError",
     "SchedulingError",
+    "SecurityConfig",
     "TransportError",
     "__version__",
     "connect",

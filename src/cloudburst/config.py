@@ -10,6 +10,7 @@ from cloudburst.errors import ConfigError
 from cloudburst.kvs.sqlite import Durability
 from cloudburst.kvs.subscriptions import DEFAULT_CACHE_UPDATE_PORT, DEFAULT_MAX_CACHES, DEFAULT_MAX_KEYS_PER_CACHE
 from cloudburst.management.policy import ManagementPolicyConfig
+from cloudburst.transport.security import SecurityConfig
 
 #: Where state lives unless ``--data-dir`` says otherwise, so what was stored survives restarts.
 DEFAULT_DATA_DIR = Path.home() / ".cloudburst"
@@ -35,6 +36,7 @@ class KvsConfig:
         max_subscribed_caches: The most node caches whose key sets the node tracks (and pushes to) at once.
         max_keys_per_cache: The most keys tracked per cache; a larger key-set report is truncated.
         trigger_port: Where executors acknowledge the runs of storage triggers; 0 picks a free port.
+        security: CURVE keys (see ``docs/security.md``); ``None``: plaintext, for loopback-only deployments.
     """
 
     host: str = "127.0.0.1"
@@ -50,6 +52,7 @@ class KvsConfig:
     max_subscribed_caches: int = DEFAULT_MAX_CACHES
     max_keys_per_cache: int = DEFAULT_MAX_KEYS_PER_CACHE
     trigger_port: int = 6960
+    security: SecurityConfig | None = None
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -146,6 +149,7 @@ class SchedulerConfig:
             references, exploring 20 % of the time), ``random`` or ``round-robin``.
         management: The management service's host. Each report period the scheduler sends it its call
             statistics and asks it for the scheduler list, whose members it gossips with besides ``peers``.
+        security: CURVE keys (see ``docs/security.md``); ``None``: plaintext, for loopback-only deployments.
     """
 
     host: str = "127.0.0.1"
@@ -157,6 +161,7 @@ class SchedulerConfig:
     seed: int | None = None
     policy: Literal["locality", "random", "round-robin"] = "locality"
     management: str | None = None
+    security: SecurityConfig | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in ("locality", "random", "round-robin"):
@@ -187,6 +192,7 @@ class ExecutorConfig:
         management: The management service's host, which gets the status and statistics reports too. Each
             report period the executor asks it for the scheduler list and reports to those schedulers as well, so
             schedulers started after it find it.
+        security: CURVE keys (see ``docs/security.md``); ``None``: plaintext, for loopback-only deployments.
     """
 
     host: str = "127.0.0.1"
@@ -204,6 +210,7 @@ class ExecutorConfig:
     cache_invalidations: str | None = None
     cache_causal: str | None = None
     management: str | None = None
+    security: SecurityConfig | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.tid < MAX_EXECUTORS_PER_NODE:
@@ -221,12 +228,14 @@ class ManagementConfig:
         schedulers: Hosts of schedulers known from the start: always listed, besides those that report.
         ports: The deployment's port layout.
         policy: The scaling policies' thresholds, periods and node bounds.
+        security: CURVE keys (see ``docs/security.md``); ``None``: plaintext, for loopback-only deployments.
     """
 
     host: str = "127.0.0.1"
     schedulers: tuple[str, ...] = ()
     ports: RuntimePorts = RuntimePorts()
     policy: ManagementPolicyConfig = field(default_factory=ManagementPolicyConfig)
+    security: SecurityConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +254,7 @@ class NodeConfig:
         max_restarts: Restarts of one executor allowed within ``restart_window`` seconds before the supervisor
             gives up on it (a crash loop should be seen, not hidden).
         restart_window: See ``max_restarts``.
+        security: CURVE keys (see ``docs/security.md``); ``None``: plaintext, for loopback-only deployments.
 
     Raises:
         ConfigError: The executor counts are out of range, or the executors would know no scheduler and no
@@ -260,6 +270,7 @@ class NodeConfig:
     report_period: float = 5.0
     max_restarts: int = 5
     restart_window: float = 60.0
+    security: SecurityConfig | None = None
 
     def __post_init__(self) -> None:
         check_executor_counts(self.executors, self.gpu_executors)

@@ -15,6 +15,7 @@ from cloudburst.kvs.client import KvsClient
 from cloudburst.lattices import Lattice
 from cloudburst.protocol.codec import StorableLattice
 from cloudburst.retry import RetryPolicy
+from cloudburst.transport.security import SecurityConfig
 
 
 class NodeCacheClient:
@@ -26,6 +27,7 @@ class NodeCacheClient:
         timeout: Default deadline of each call, in seconds.
         retry: Attempt timeout and back-off; a resent request is harmless, since every write is a lattice merge.
         clock: Time source for deadlines.
+        security: CURVE keys; ``None``: plaintext.
     """
 
     def __init__(
@@ -36,9 +38,12 @@ class NodeCacheClient:
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         clock: Clock | None = None,
+        security: SecurityConfig | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self._client = KvsClient(endpoint, host=host, timeout=timeout, retry=retry, clock=clock, fixed_endpoint=True)
+        self._client = KvsClient(
+            endpoint, host=host, timeout=timeout, retry=retry, clock=clock, fixed_endpoint=True, security=security
+        )
 
     def __enter__(self) -> NodeCacheClient:
         return self

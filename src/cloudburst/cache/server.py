@@ -76,6 +76,7 @@ from cloudburst.protocol.runtime_messages import KeyVersion
 from cloudburst.retry import RetryPolicy
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
+from cloudburst.transport.security import SecurityConfig, curve_server, new_context
 from cloudburst.transport.zmq import PushSocketCache, bind, drain, pull_socket
 
 logger = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class CacheServer:
         clock: Time source for the state and the report timestamps.
         kvs_timeout: Deadline of each KVS round trip, which blocks the loop.
         kvs_retry: Retry policy of the KVS client.
+        security: CURVE keys (a role's); ``None``: plaintext.
     """
 
     def __init__(
@@ -161,25 +163,28 @@ class CacheServer:
         clock: Clock | None = None,
         kvs_timeout: float = DEFAULT_KVS_TIMEOUT,
         kvs_retry: RetryPolicy | None = None,
+        security: SecurityConfig | None = None,
     ) -> None:
         self.node_ip = node_ip
         self._clock = clock or SystemClock()
         self.state = CacheState(node_ip, config or CacheConfig())
         self._timestamps = TimestampGenerator(writer_id_for(f"cache@{node_ip}"), self._clock)
-        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._replies = PushSocketCache(self._context)
+        self._context = new_context(security)
+        self._replies = PushSocketCache(self._context, security=security)
         self._reply_gate = ReplyGate(ReplyPolicy.for_bind_host(node_ip))
         self._rejected = RejectLog()
         self._stopping = False
         self._closed = False
-        self._requests = pull_socket(self._context, MAX_MESSAGE_BYTES)
-        self._updates = pull_socket(self._context, MAX_MESSAGE_BYTES)
-        self._causal = pull_socket(self._context, MAX_MESSAGE_BYTES)
-        self._session_requests = pull_socket(self._context, MAX_MESSAGE_BYTES)
+        self._requests = pull_socket(self._context, MAX_MESSAGE_BYTES, security)
+        # The KVS pushes updates to the address the cache reports, as it pushes replies.
+        self._updates = pull_socket(self._context, MAX_MESSAGE_BYTES, security, pushed_by_address=True)
+        self._causal = pull_socket(self._context, MAX_MESSAGE_BYTES, security)
+        self._session_requests = pull_socket(self._context, MAX_MESSAGE_BYTES, security)
         self.sessions = SessionVersions(sessions)
         self.cut = CausalCut()
         self._invalidations = self._context.socket(zmq.PUB)
         self._invalidations.setsockopt(zmq.LINGER, 0)
+        curve_server(self._invalidations, security)
         self._invalidation_sequence = 0
         self._reported: frozenset[str] = frozenset()
         try:
@@ -195,7 +200,7 @@ class CacheServer:
             self._replies.close()
             self._context.term()
             raise
-        self._kvs = KvsClient(kvs_routing, host=node_ip, timeout=kvs_timeout, retry=kvs_retry)
+        self._kvs = KvsClient(kvs_routing, host=node_ip, timeout=kvs_timeout, retry=kvs_retry, security=security)
         self._kvs_timeout = kvs_timeout
         self._pending: dict[str, tuple[_PendingReply, int]] = {}
         #: Answers of the state to reads the loop made on its own behalf (causal reads), by internal id.
@@ -523,7 +528,7 @@ class CacheServer:
 
     def _reply(self, address: str, data: bytes) -> None:
         try:
-            self._replies.send(self._reply_gate.check(address), data)
+            self._replies.send(self._reply_gate.check(address), data, reply=True)
         except TransportError as error:
             self._rejected("reply", str(error))
 
@@ -645,15 +650,18 @@ def _result_tuple(result: CacheKeyResult) -> KeyTuple:
     return KeyTuple(result.key, result.value.lattice_type, result.error, result.value.payload)
 
 
-def run_cache(node_ip: str, kvs_routing: str, ready_file: Path | None = None) -> int:
+def run_cache(
+    node_ip: str, kvs_routing: str, ready_file: Path | None = None, security: SecurityConfig | None = None
+) -> int:
     """Runs a node cache in the foreground until SIGTERM or SIGINT.
 
     Args:
         node_ip: The node's ip, where the cache binds its request and update ports.
         kvs_routing: The KVS routing endpoint.
         ready_file: Written with :meth:`CacheServer.ready_info` once bound.
+        security: CURVE keys (a role's); ``None``: plaintext.
 
     Returns:
         The process exit code.
     """
-    return serve_until_signalled(CacheServer(node_ip, kvs_routing), ready_file)
+    return serve_until_signalled(CacheServer(node_ip, kvs_routing, security=security), ready_file)

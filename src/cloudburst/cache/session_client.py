@@ -26,6 +26,7 @@ from cloudburst.protocol.causal_messages import (
 from cloudburst.protocol.messages import ConsistencyType
 from cloudburst.protocol.runtime_messages import KeyVersion
 from cloudburst.retry import RetryPolicy
+from cloudburst.transport.security import SecurityConfig
 from cloudburst.transport.zmq import PushSocketCache, reply_socket
 
 
@@ -45,17 +46,24 @@ class CausalCacheClient:
         timeout: Default deadline of each call, in seconds.
         retry: Attempt timeout and back-off.
         clock: Time source for deadlines.
+        security: CURVE keys; ``None``: plaintext.
     """
 
     def __init__(
-        self, *, host: str, timeout: float = 10.0, retry: RetryPolicy | None = None, clock: Clock | None = None
+        self,
+        *,
+        host: str,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        clock: Clock | None = None,
+        security: SecurityConfig | None = None,
     ) -> None:
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
         self._clock = clock or SystemClock()
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._push = PushSocketCache(self._context, linger_ms=0)
-        self._responses, self.response_address = reply_socket(self._context, host)
+        self._push = PushSocketCache(self._context, linger_ms=0, security=security)
+        self._responses, self.response_address = reply_socket(self._context, host, security)
         self._id_prefix = uuid.uuid4().hex[:12]
         self._next_id = 0
         self._lock = threading.Lock()

@@ -49,6 +49,13 @@ class Choice:
 
 OptionKind = Kind | Choice
 
+#: The CURVE key files every role takes (see ``docs/security.md``).
+CURVE_OPTIONS: Mapping[str, OptionKind] = {
+    "curve_server_secret": Kind.PATH,
+    "curve_client_secret": Kind.PATH,
+    "curve_authorized": Kind.PATH,
+}
+
 #: Each role's keys: the option's destination on the command line, and its kind.
 ROLE_OPTIONS: Mapping[str, Mapping[str, OptionKind]] = {
     "kvs": {
@@ -62,6 +69,7 @@ ROLE_OPTIONS: Mapping[str, Mapping[str, OptionKind]] = {
         "in_memory": Kind.BOOLEAN,
         "engine": Kind.STRING,
         "durability": Choice(DURABILITY_LEVELS),
+        **CURVE_OPTIONS,
     },
     "scheduler": {
         "host": Kind.STRING,
@@ -70,6 +78,7 @@ ROLE_OPTIONS: Mapping[str, Mapping[str, OptionKind]] = {
         "peers": Kind.STRINGS,
         "policy": Choice(SCHEDULER_POLICIES),
         "management": Kind.STRING,
+        **CURVE_OPTIONS,
     },
     "node": {
         "host": Kind.STRING,
@@ -80,6 +89,7 @@ ROLE_OPTIONS: Mapping[str, Mapping[str, OptionKind]] = {
         "executors": Kind.INTEGER,
         "gpu_executors": Kind.INTEGER,
         "work_dir": Kind.PATH,
+        **CURVE_OPTIONS,
     },
     "management": {
         "host": Kind.STRING,
@@ -100,6 +110,7 @@ ROLE_OPTIONS: Mapping[str, Mapping[str, OptionKind]] = {
         "max_pinned_ratio": Kind.NUMBER,
         "scale_up_load": Kind.NUMBER,
         "scale_down_load": Kind.NUMBER,
+        **CURVE_OPTIONS,
     },
 }
 

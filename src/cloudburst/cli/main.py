@@ -25,6 +25,7 @@ from cloudburst.cluster.serve import serve_until_signalled
 from cloudburst.config import DEFAULT_DATA_DIR, ExecutorConfig, KvsConfig, ManagementConfig, NodeConfig, SchedulerConfig
 from cloudburst.errors import CloudburstError, ConfigError
 from cloudburst.management.policy import ManagementPolicyConfig
+from cloudburst.transport.security import SecurityConfig, generate_keys
 
 if TYPE_CHECKING:
     from cloudburst.management.server import Provisioner
@@ -39,6 +40,29 @@ def _add_child_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_schedulers_option(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--scheduler", dest="schedulers", metavar="HOST", action="append", default=[], help=help_text)
+
+
+def _add_curve_options(parser: argparse.ArgumentParser) -> None:
+    curve = parser.add_argument_group("CURVE (authentication and encryption; see docs/security.md)")
+    curve.add_argument("--curve-server-secret", type=Path, metavar="FILE", help="the cluster keypair's secret file")
+    curve.add_argument("--curve-client-secret", type=Path, metavar="FILE", help="this role's client secret file")
+    curve.add_argument(
+        "--curve-authorized", type=Path, metavar="DIR", help="directory of the authorized client public keys (*.key)"
+    )
+
+
+def _role_security(args: argparse.Namespace) -> SecurityConfig | None:
+    """The CURVE keys the role's flags name; ``None`` when none is given.
+
+    Raises:
+        ConfigError: Some but not all three are given, or a key file is missing or malformed.
+    """
+    files = (args.curve_server_secret, args.curve_client_secret, args.curve_authorized)
+    if all(path is None for path in files):
+        return None
+    if any(path is None for path in files):
+        raise ConfigError("CURVE needs all of --curve-server-secret, --curve-client-secret and --curve-authorized")
+    return SecurityConfig.for_role(*files)
 
 
 def _add_config_option(parser: argparse.ArgumentParser, role: str) -> None:
@@ -77,6 +101,7 @@ def _add_kvs_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
         help="NORMAL survives a killed process, FULL also power loss (default: %(default)s)",
     )
     _add_config_option(kvs, "kvs")
+    _add_curve_options(kvs)
     _add_child_options(kvs)
 
 
@@ -98,6 +123,7 @@ def _add_scheduler_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
         "--management", help="the management service's host: gets call statistics, lists schedulers to gossip with"
     )
     _add_config_option(scheduler, "scheduler")
+    _add_curve_options(scheduler)
     _add_child_options(scheduler)
 
 
@@ -113,6 +139,7 @@ def _add_executor_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     executor.add_argument("--cache-causal", help="the node cache's causal-read endpoint (SINGLE and MULTI calls)")
     executor.add_argument("--management", help="the management service's host, which gets the reports too")
     executor.add_argument("--report-period", type=float, default=5.0, help="seconds between reports")
+    _add_curve_options(executor)
     _add_child_options(executor)
 
 
@@ -170,6 +197,7 @@ def _add_management_parser(commands: _Commands[argparse.ArgumentParser]) -> None
         "--scale-down-load", type=float, default=defaults.scale_down_load, help="remove replicas below this share"
     )
     _add_config_option(management, "management")
+    _add_curve_options(management)
     _add_child_options(management)
 
 
@@ -188,6 +216,7 @@ def _add_node_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
         "--work-dir", type=Path, help="where the children's logs go (default: a temporary directory, removed on exit)"
     )
     _add_config_option(node, "node")
+    _add_curve_options(node)
     _add_child_options(node)
 
 
@@ -195,6 +224,7 @@ def _add_cache_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     cache = commands.add_parser("cache", help="run a node's cache (shared by the node's executors) in the foreground")
     cache.add_argument("--host", default="127.0.0.1", help="the node's address (default: %(default)s)")
     cache.add_argument("--kvs", default="tcp://127.0.0.1:6450", help="KVS routing endpoint")
+    _add_curve_options(cache)
     _add_child_options(cache)
 
 
@@ -223,6 +253,20 @@ def _add_cluster_parsers(commands: _Commands[argparse.ArgumentParser]) -> None:
     status.add_argument("--scheduler", help="ask this scheduler host instead of the local cluster's")
 
 
+def _add_keys_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser("keys", help="manage CURVE keys (see docs/security.md)")
+    actions = keys.add_subparsers(dest="keys_command", required=True)
+    generate = actions.add_parser("generate", help="write a new keypair: DIR/NAME.key (public), DIR/NAME.key_secret")
+    generate.add_argument("directory", type=Path, metavar="DIR", help="where to write (created if missing)")
+    generate.add_argument("--name", default="cloudburst", help="the files' base name (default: %(default)s)")
+
+
+def _run_keys(args: argparse.Namespace) -> int:
+    public, secret = generate_keys(args.directory, args.name)
+    print(f"public key: {public}\nsecret key: {secret} (keep it private)")
+    return 0
+
+
 def _add_demo_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser("demo", help="start a local deployment, run a representative workload, report")
     demo.add_argument("--operations", type=int, default=500, help="calls per latency measurement")
@@ -248,6 +292,7 @@ def build_parser(role_defaults: Mapping[str, Mapping[str, object]] | None = None
     _add_cache_parser(commands)
     _add_management_parser(commands)
     _add_cluster_parsers(commands)
+    _add_keys_parser(commands)
     _add_demo_parser(commands)
     for command, defaults in (role_defaults or {}).items():
         commands.choices[command].set_defaults(**defaults)
@@ -299,6 +344,7 @@ def _run_kvs(args: argparse.Namespace) -> int:
         data_dir=None if args.in_memory else args.data_dir / "kvs",
         durability=args.durability,
         engine_url=args.engine,
+        security=_role_security(args),
     )
     return serve_until_signalled(KvsServer(config), args.ready_file)
 
@@ -313,6 +359,7 @@ def _run_scheduler(args: argparse.Namespace) -> int:
         report_period=args.report_period,
         policy=args.policy,
         management=args.management,
+        security=_role_security(args),
     )
     return run_scheduler(config, args.ready_file)
 
@@ -331,6 +378,7 @@ def _run_executor(args: argparse.Namespace) -> int:
         cache_invalidations=args.cache_invalidations,
         cache_causal=args.cache_causal,
         management=args.management,
+        security=_role_security(args),
     )
     return run_executor(config, args.ready_file)
 
@@ -352,6 +400,7 @@ def _run_node(args: argparse.Namespace) -> int:
         executors=args.executors,
         gpu_executors=args.gpu_executors,
         report_period=args.report_period,
+        security=_role_security(args),
     )
     return run_node(config, args.work_dir, args.ready_file)
 
@@ -395,14 +444,16 @@ def _run_management(args: argparse.Namespace) -> int:
         scale_up_load=args.scale_up_load,
         scale_down_load=args.scale_down_load,
     )
-    config = ManagementConfig(host=args.host, schedulers=tuple(args.schedulers), policy=policy)
+    config = ManagementConfig(
+        host=args.host, schedulers=tuple(args.schedulers), policy=policy, security=_role_security(args)
+    )
     return run_management(config, _provisioner(args), args.ready_file)
 
 
 def _run_cache(args: argparse.Namespace) -> int:
     from cloudburst.cache.server import run_cache
 
-    return run_cache(args.host, args.kvs, args.ready_file)
+    return run_cache(args.host, args.kvs, args.ready_file, _role_security(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"cloudburst: error: {error}", file=sys.stderr)
         return 2
-    quiet = args.command in ("demo", "status", "down")
+    quiet = args.command in ("demo", "status", "down", "keys")
     level = args.log_level or ("WARNING" if quiet else "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _exit_with_parent(getattr(args, "parent_pid", None))
@@ -433,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_cache(args)
         if args.command == "management":
             return _run_management(args)
+        if args.command == "keys":
+            return _run_keys(args)
         from cloudburst.cli import cluster
 
         if args.command == "up":

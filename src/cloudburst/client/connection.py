@@ -61,6 +61,8 @@ from cloudburst.protocol.runtime_messages import (
 from cloudburst.protocol.trigger_messages import DEFAULT_ACK_TIMEOUT, DEFAULT_MAX_ATTEMPTS, TriggerSpec
 from cloudburst.protocol.values import encode, from_lattice, serialize, to_lattice
 from cloudburst.shared.reference import CloudburstReference
+from cloudburst.transport.security import SecurityConfig, curve_client
+from cloudburst.transport.zmq import reply_socket
 
 logger = logging.getLogger(__name__)
 
@@ -143,9 +145,12 @@ class Connection:
         host: This machine's address as executors can reach it (results are pushed here).
         ports: The deployment's port layout.
         timeout: Default deadline, in seconds, of every request and of waiting for results.
+        security: CURVE keys (:meth:`SecurityConfig.for_client`) for a deployment that requires them; ``None``:
+            plaintext.
 
     Raises:
-        DeadlineExceeded: The scheduler did not answer the connection request in time.
+        DeadlineExceeded: The scheduler did not answer the connection request in time (with CURVE keys, also
+            when the deployment refuses the key).
     """
 
     def __init__(
@@ -155,17 +160,17 @@ class Connection:
         host: str = "127.0.0.1",
         ports: RuntimePorts | None = None,
         timeout: float = 30.0,
+        security: SecurityConfig | None = None,
     ) -> None:
         self.scheduler = scheduler
+        self.security = security
         self.ports = ports or RuntimePorts()
         self.timeout = timeout
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._local = threading.local()
         self._sockets_lock = threading.Lock()
         self._all_sockets: list[zmq.Socket[bytes]] = []
-        self._results = self._context.socket(zmq.PULL)
-        self._results.setsockopt(zmq.LINGER, 0)
-        self.result_address = f"tcp://{host}:{self._results.bind_to_random_port(f'tcp://{host}')}"
+        self._results, self.result_address = reply_socket(self._context, host, security)
         self._slots: dict[str, ResultSlot] = {}
         self._early: OrderedDict[str, EncodedValue] = OrderedDict()
         self._slots_lock = threading.Lock()
@@ -185,7 +190,7 @@ class Connection:
                 "; is a cluster running there? (start one with `cloudburst up`)",
             )
             self.kvs_routing = _kvs_endpoint(answer.decode())
-            self.kvs = KvsClient(self.kvs_routing, host=host, timeout=timeout)
+            self.kvs = KvsClient(self.kvs_routing, host=host, timeout=timeout, security=security)
         except BaseException:
             self.close()
             raise
@@ -307,6 +312,7 @@ class Connection:
         if socket is None:
             socket = self._context.socket(zmq.PUSH)
             socket.setsockopt(zmq.LINGER, 0)
+            curve_client(socket, self.security)
             socket.connect(endpoint)
             pushes[endpoint] = socket
             with self._sockets_lock:
@@ -590,6 +596,7 @@ class Connection:
         if socket is None:
             socket = self._context.socket(zmq.REQ)
             socket.setsockopt(zmq.LINGER, 0)
+            curve_client(socket, self.security)
             socket.connect(f"tcp://{self.scheduler}:{port}")
             sockets[port] = socket
             with self._sockets_lock:

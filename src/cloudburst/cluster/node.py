@@ -70,7 +70,9 @@ class NodeGroup:
     def __init__(self, config: NodeConfig, workdir: Path) -> None:
         self.config = config
         self._workdir = workdir
-        self.cache = ChildProcess(["cache", "--host", config.host, "--kvs", config.kvs_routing], workdir, self._name())
+        self.cache = ChildProcess(
+            ["cache", "--host", config.host, "--kvs", config.kvs_routing, *self._security_args()], workdir, self._name()
+        )
         self.executors: list[ChildProcess] = []
         self._budgets = [RestartBudget(config.max_restarts, config.restart_window) for _ in config.tids]
         self._given_up: set[int] = set()
@@ -78,6 +80,10 @@ class NodeGroup:
         self.cache_endpoints: dict[str, str] = {}
         #: Set by a local provisioner's drain: no executor of the node is restarted any more, whatever its exit.
         self.draining = False
+
+    def _security_args(self) -> list[str]:
+        security = self.config.security
+        return security.role_arguments() if security is not None else []
 
     def _name(self, tid: int | None = None) -> str:
         return f"cache@{self.config.host}" if tid is None else f"executor-{tid}@{self.config.host}"
@@ -125,6 +131,7 @@ class NodeGroup:
             str(config.report_period),
             *(["--management", config.management] if config.management else []),
             *(["--gpu"] if config.is_gpu(tid) else []),
+            *self._security_args(),
         ]
 
     def supervise(self, now: float) -> list[int]:

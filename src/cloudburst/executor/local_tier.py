@@ -16,6 +16,7 @@ import zmq
 from cloudburst.kvs.client import DataClient
 from cloudburst.lattices import Lattice
 from cloudburst.protocol.codec import StorableLattice
+from cloudburst.transport.security import SecurityConfig, curve_client
 
 #: Values an executor keeps; the least recently used go first.
 LOCAL_TIER_CAPACITY = 10_000
@@ -29,6 +30,7 @@ class LocalReadTier:
         invalidations: The node cache's invalidation endpoint (a PUB socket).
         context: The ZeroMQ context to open the subscription in.
         capacity: The most values kept.
+        security: CURVE keys; ``None``: plaintext.
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class LocalReadTier:
         invalidations: str,
         context: zmq.Context[zmq.Socket[bytes]],
         capacity: int = LOCAL_TIER_CAPACITY,
+        security: SecurityConfig | None = None,
     ) -> None:
         self._inner = inner
         self._capacity = capacity
@@ -45,6 +48,7 @@ class LocalReadTier:
         self._subscription = context.socket(zmq.SUB)
         self._subscription.setsockopt(zmq.LINGER, 0)
         self._subscription.setsockopt(zmq.SUBSCRIBE, b"")
+        curve_client(self._subscription, security)
         self._subscription.connect(invalidations)
 
     def close(self) -> None:

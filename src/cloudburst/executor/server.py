@@ -61,6 +61,7 @@ from cloudburst.protocol.runtime_messages import CallResult, DagTrigger, Encoded
 from cloudburst.protocol.trigger_messages import TriggerAck
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
+from cloudburst.transport.security import denied_handshakes, new_context
 from cloudburst.transport.zmq import PushSocketCache, bind, drain, pull_socket
 
 logger = logging.getLogger(__name__)
@@ -97,13 +98,14 @@ class ExecutorServer:
     def __init__(self, config: ExecutorConfig, clock: Clock | None = None) -> None:
         self.config = config
         self._clock = clock or SystemClock()
-        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._context = new_context(config.security)
         self._rejected = RejectLog()
         self._reply_gate = ReplyGate(ReplyPolicy.for_bind_host(config.host))
         self._stopping = False
         self.exit_code = 0
-        self._control = pull_socket(self._context, MAX_MESSAGE_BYTES)
-        self._push = PushSocketCache(self._context)
+        security = config.security
+        self._control = pull_socket(self._context, MAX_MESSAGE_BYTES, security)
+        self._push = PushSocketCache(self._context, security=security)
         #: Asks the management service for the scheduler list, when there is one.
         self._scheduler_list: SchedulerListClient | None = None
         self._kvs: KvsClient | None = None
@@ -118,18 +120,22 @@ class ExecutorServer:
         try:
             bind(self._control, config.host, config.ports.executor_control + config.tid)
             if config.management:
-                self._scheduler_list = SchedulerListClient(self._context, config.management, config.ports)
-            self._kvs = KvsClient(config.kvs_routing, host=config.host, timeout=config.kvs_timeout)
+                self._scheduler_list = SchedulerListClient(self._context, config.management, config.ports, security)
+            self._kvs = KvsClient(config.kvs_routing, host=config.host, timeout=config.kvs_timeout, security=security)
             if config.cache_address:
                 # User data goes through the node's cache; function bodies and results go to the KVS directly
                 # (results are read once, elsewhere, and would only churn the cache).
-                self._cache = NodeCacheClient(config.cache_address, host=config.host, timeout=config.kvs_timeout)
+                self._cache = NodeCacheClient(
+                    config.cache_address, host=config.host, timeout=config.kvs_timeout, security=security
+                )
             data: DataClient = self._cache or self._kvs
             if self._cache is not None and config.cache_invalidations:
-                self._local_tier = LocalReadTier(self._cache, config.cache_invalidations, self._context)
+                self._local_tier = LocalReadTier(
+                    self._cache, config.cache_invalidations, self._context, security=security
+                )
                 data = self._local_tier
             if self._cache is not None and config.cache_causal:
-                self._sessions = CausalCacheClient(host=config.host, timeout=config.kvs_timeout)
+                self._sessions = CausalCacheClient(host=config.host, timeout=config.kvs_timeout, security=security)
                 # The incarnation keeps a restarted executor from reusing clock entries of its earlier life.
                 counter = WriterCounter(f"{config.host}:{config.tid}:{incarnation[:8]}")
                 causal = CausalDataClient(config.cache_causal, self._sessions, self._cache, counter, config.kvs_timeout)
@@ -152,6 +158,11 @@ class ExecutorServer:
     def rejected_messages(self) -> int:
         """How many malformed control messages or undeliverable sends the executor has dropped."""
         return self._rejected.total
+
+    @property
+    def denied_handshakes(self) -> int:
+        """How many CURVE handshakes the executor refused (unauthorized client keys)."""
+        return denied_handshakes(self._context)
 
     def ready_info(self) -> str:
         """Where the executor listens, for the ready file its supervisor waits for."""
@@ -269,7 +280,9 @@ class ExecutorServer:
                 data = codec.encode_trigger_ack(message)
             else:
                 data = codec.encode_scheduler_message(message)
-            self._push.send(self._reply_gate.check(address), data)
+            # Results go to a caller's reply address, bound by a CURVE client; the rest to other roles' ports.
+            reply = isinstance(message, CallResult | EncodedValue)
+            self._push.send(self._reply_gate.check(address), data, reply=reply)
         except CloudburstError as error:
             self._rejected(f"a {type(message).__name__} for {address!r}", str(error))
 

@@ -26,6 +26,8 @@ from cloudburst.kvs.client import DataClient
 from cloudburst.lattices import Lattice, MultiKeyCausalLattice
 from cloudburst.protocol import values
 from cloudburst.protocol.codec import StorableLattice
+from cloudburst.transport.guard import RejectLog
+from cloudburst.transport.security import curve_server
 from cloudburst.transport.zmq import PushSocketCache, bind
 
 logger = logging.getLogger(__name__)
@@ -81,9 +83,12 @@ class UserLibrary:
         self._id: ExecutorId = (config.host, config.tid)
         self._timestamps = timestamps or TimestampGenerator(writer_id_for(f"{config.host}:{config.tid}"))
         self._inbox = context.socket(zmq.PULL)
+        #: Anyone who reaches the inbox port can fill it with garbage: each kind is logged at most once a minute.
+        self._rejected = RejectLog()
         self._inbox.setsockopt(zmq.LINGER, 0)
         self._inbox.setsockopt(zmq.RCVHWM, INBOX_CAPACITY)
         self._inbox.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        curve_server(self._inbox, config.security)
         try:
             bind(self._inbox, config.host, config.ports.executor_inbox + config.tid)
         except TransportError:
@@ -317,7 +322,7 @@ class UserLibrary:
                 return received
             message = _load_message(data)
             if message is None:
-                logger.warning("dropped a malformed message in the inbox of %s:%d", *self._id)
+                self._rejected(f"inbox of {self._id[0]}:{self._id[1]}", "not a (sender, payload) message")
             else:
                 received.append(message)
 

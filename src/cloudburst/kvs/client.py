@@ -31,6 +31,7 @@ from cloudburst.protocol.messages import (
     RequestType,
 )
 from cloudburst.retry import RetryPolicy
+from cloudburst.transport.security import SecurityConfig
 from cloudburst.transport.zmq import PushSocketCache, reply_socket
 
 CausalLattice = SingleKeyCausalLattice | MultiKeyCausalLattice
@@ -77,6 +78,7 @@ class KvsClient:
         clock: Time source for deadlines.
         fixed_endpoint: ``routing`` is not a routing tier but one endpoint answering for every key in the storage
             protocol (a node cache): every request goes there and no address is ever looked up.
+        security: CURVE keys; ``None``: plaintext.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class KvsClient:
         retry: RetryPolicy | None = None,
         clock: Clock | None = None,
         fixed_endpoint: bool = False,
+        security: SecurityConfig | None = None,
     ) -> None:
         self._routing = routing
         self._fixed_endpoint = fixed_endpoint
@@ -95,9 +98,9 @@ class KvsClient:
         self._retry = retry or RetryPolicy()
         self._clock = clock or SystemClock()
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._push = PushSocketCache(self._context, linger_ms=0)
-        self._responses, self.response_address = reply_socket(self._context, host)
-        self._addresses_in, self._address_reply = reply_socket(self._context, host)
+        self._push = PushSocketCache(self._context, linger_ms=0, security=security)
+        self._responses, self.response_address = reply_socket(self._context, host, security)
+        self._addresses_in, self._address_reply = reply_socket(self._context, host, security)
         self._id_prefix = uuid.uuid4().hex[:12]
         self._next_id = 0
         self._address_cache: dict[str, tuple[str, ...]] = {}

@@ -25,6 +25,7 @@ from cloudburst.protocol import codec
 from cloudburst.protocol.messages import KeyRequest, RequestType
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
+from cloudburst.transport.security import new_context
 from cloudburst.transport.zmq import PushSocketCache, bind, drain, pull_socket
 
 logger = logging.getLogger(__name__)
@@ -84,20 +85,20 @@ class KvsServer:
     def __init__(self, config: KvsConfig, engine: StorageEngine | None = None) -> None:
         self.config = config
         self._engine = engine if engine is not None else open_engine(config)
-        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._replies = PushSocketCache(self._context)
+        self._context = new_context(config.security)
+        self._replies = PushSocketCache(self._context, security=config.security)
         self._reply_gate = ReplyGate(ReplyPolicy.for_bind_host(config.host))
         self._rejected = RejectLog()
         self._stopping = False
-        self._routing = pull_socket(self._context, config.max_message_bytes)
+        self._routing = pull_socket(self._context, config.max_message_bytes, config.security)
         routing_port = bind(self._routing, config.host, config.routing_port)
         self._storage: list[zmq.Socket[bytes]] = []
         ports: list[int] = []
         for tid in range(config.threads):
-            socket = pull_socket(self._context, config.max_message_bytes)
+            socket = pull_socket(self._context, config.max_message_bytes, config.security)
             ports.append(bind(socket, config.host, config.storage_port + tid if config.storage_port else 0))
             self._storage.append(socket)
-        self._acks = pull_socket(self._context, config.max_message_bytes)
+        self._acks = pull_socket(self._context, config.max_message_bytes, config.security)
         ack_port = bind(self._acks, config.host, config.trigger_port)
         host = config.advertise_host or config.host
         self.state = KvsState(
@@ -157,11 +158,12 @@ class KvsServer:
         self._context.term()
         self._engine.close()
 
-    def _reply(self, where: str, address: str, payload: bytes) -> None:
+    def _reply(self, where: str, address: str, payload: bytes, *, to_server: bool = False) -> None:
         if not address:
             return
         try:
-            self._replies.send(self._reply_gate.check(address), payload)
+            # A reply or cache address is bound by a CURVE client, a scheduler's port by a CURVE server.
+            self._replies.send(self._reply_gate.check(address), payload, reply=not to_server)
         except TransportError as error:
             self._rejected(where, str(error))
 
@@ -216,4 +218,6 @@ class KvsServer:
     def _dispatch(self, dispatches: Sequence[TriggerDispatch]) -> None:
         for dispatch in dispatches:
             # An undeliverable run stays owed and is tried again (on the next scheduler) after its ack timeout.
-            self._reply("trigger dispatch", dispatch.address, codec.encode_scheduler_message(dispatch.firing))
+            self._reply(
+                "trigger dispatch", dispatch.address, codec.encode_scheduler_message(dispatch.firing), to_server=True
+            )

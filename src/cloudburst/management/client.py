@@ -15,6 +15,7 @@ from cloudburst.config import RuntimePorts
 from cloudburst.errors import DecodeError, TransportError
 from cloudburst.protocol import codec
 from cloudburst.transport.guard import RejectLog
+from cloudburst.transport.security import SecurityConfig, curve_client
 from cloudburst.transport.zmq import drain_multipart
 
 #: Hosts taken from one answer; a longer list is cut (a real deployment has a handful of schedulers).
@@ -48,13 +49,21 @@ class SchedulerListClient:
         context: The server's ZeroMQ context.
         management: The management service's host.
         ports: The deployment's port layout.
+        security: CURVE keys; ``None``: plaintext.
 
     Raises:
         TransportError: ``management`` does not make a valid endpoint.
     """
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], management: str, ports: RuntimePorts) -> None:
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        management: str,
+        ports: RuntimePorts,
+        security: SecurityConfig | None = None,
+    ) -> None:
         self.socket: zmq.Socket[bytes] = context.socket(zmq.DEALER)
+        curve_client(self.socket, security)
         self.socket.setsockopt(zmq.LINGER, 0)
         # Questions wait only for a live connection: while the service is down they are dropped, not queued up to
         # be answered all at once when it comes back.

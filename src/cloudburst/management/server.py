@@ -66,6 +66,7 @@ from cloudburst.protocol.runtime_messages import (
 )
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
+from cloudburst.transport.security import curve_server, new_context
 from cloudburst.transport.zmq import PushSocketCache, bind, drain, drain_multipart, pull_socket, split_envelope
 
 logger = logging.getLogger(__name__)
@@ -162,13 +163,14 @@ class ManagementServer:
         self._provisioner = provisioner
         self._clock = clock or SystemClock()
         self._lock = threading.RLock()
-        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._push = PushSocketCache(self._context)
+        self._context = new_context(config.security)
+        self._push = PushSocketCache(self._context, security=config.security)
         self._rejected = RejectLog()
         self._reply_gate = ReplyGate(ReplyPolicy.for_bind_host(config.host))
-        self._reports = pull_socket(self._context, MAX_MESSAGE_BYTES)
-        self._executor_queries = pull_socket(self._context, MAX_QUERY_BYTES)
+        self._reports = pull_socket(self._context, MAX_MESSAGE_BYTES, config.security)
+        self._executor_queries = pull_socket(self._context, MAX_QUERY_BYTES, config.security)
         self._scheduler_queries = self._context.socket(zmq.ROUTER)
+        curve_server(self._scheduler_queries, config.security)
         self._scheduler_queries.setsockopt(zmq.LINGER, _REPLY_LINGER_MS)
         self._scheduler_queries.setsockopt(zmq.MAXMSGSIZE, MAX_QUERY_BYTES)
         self._stopping = False
@@ -312,7 +314,7 @@ class ManagementServer:
         for data in drain(self._executor_queries, MAX_BATCH):
             try:
                 address = self._reply_gate.check(data.decode("utf-8"))
-                self._push.send(address, codec.encode_string_set(tuple(self.state.nodes())))
+                self._push.send(address, codec.encode_string_set(tuple(self.state.nodes())), reply=True)
             except UnicodeDecodeError:
                 self._rejected("executor list port", "the reply address is not UTF-8 text")
             except TransportError as error:

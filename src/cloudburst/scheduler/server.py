@@ -72,6 +72,7 @@ from cloudburst.scheduler.state import (
 )
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
+from cloudburst.transport.security import curve_server, denied_handshakes, new_context
 from cloudburst.transport.zmq import PushSocketCache, bind, drain, drain_multipart, split_envelope
 
 logger = logging.getLogger(__name__)
@@ -175,10 +176,10 @@ class SchedulerServer:
     def __init__(self, config: SchedulerConfig, clock: Clock | None = None) -> None:
         self.config = config
         self._clock = clock or SystemClock()
-        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._context = new_context(config.security)
         self._rejected = RejectLog()
         self._reply_gate = ReplyGate(ReplyPolicy.for_bind_host(config.host))
-        self._push = PushSocketCache(self._context)
+        self._push = PushSocketCache(self._context, security=config.security)
         self._stopping = False
         self._routers: dict[zmq.Socket[bytes], _PublicPort] = {}
         self._internal = self._socket(zmq.PULL, 0)
@@ -195,8 +196,10 @@ class SchedulerServer:
                 bind(socket, config.host, getattr(config.ports, port.value))
             bind(self._internal, config.host, config.ports.scheduler_internal)
             if config.management:
-                self._scheduler_list = SchedulerListClient(self._context, config.management, config.ports)
-            self._kvs = KvsClient(config.kvs_routing, host=config.host, timeout=KVS_TIMEOUT)
+                self._scheduler_list = SchedulerListClient(
+                    self._context, config.management, config.ports, config.security
+                )
+            self._kvs = KvsClient(config.kvs_routing, host=config.host, timeout=KVS_TIMEOUT, security=config.security)
         except BaseException:
             self.close()
             raise
@@ -211,6 +214,7 @@ class SchedulerServer:
         socket = self._context.socket(kind)
         socket.setsockopt(zmq.LINGER, linger_ms)
         socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        curve_server(socket, self.config.security)
         return socket
 
     @property
@@ -222,6 +226,12 @@ class SchedulerServer:
     def rejected_messages(self) -> int:
         """How many malformed messages or undeliverable sends the scheduler has dropped or refused."""
         return self._rejected.total
+
+    @property
+    def denied_handshakes(self) -> int:
+        """How many CURVE handshakes the scheduler refused (unauthorized client keys); their messages were never
+        received."""
+        return denied_handshakes(self._context)
 
     def ready_info(self) -> str:
         """Where the scheduler listens, for the ready file its supervisor waits for."""
@@ -360,7 +370,9 @@ class SchedulerServer:
 
     def _send(self, address: str, message: PushedMessage) -> None:
         try:
-            self._push.send(self._reply_gate.check(address), _encode_pushed(message))
+            # Results go to a caller's reply address, bound by a CURVE client; the rest to other roles' ports.
+            reply = isinstance(message, CallResult | EncodedValue)
+            self._push.send(self._reply_gate.check(address), _encode_pushed(message), reply=reply)
         except CloudburstError as error:
             self._rejected(f"a {type(message).__name__} for {address!r}", str(error))
 

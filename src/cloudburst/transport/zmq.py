@@ -8,6 +8,7 @@ from collections import OrderedDict
 import zmq
 
 from cloudburst.errors import TransportError
+from cloudburst.transport.security import SecurityConfig, curve_client, curve_server
 
 logger = logging.getLogger(__name__)
 
@@ -35,19 +36,33 @@ def bind(socket: zmq.Socket[bytes], host: str, port: int) -> int:
     return port
 
 
-def pull_socket(context: zmq.Context[zmq.Socket[bytes]], max_message_bytes: int) -> zmq.Socket[bytes]:
+def pull_socket(
+    context: zmq.Context[zmq.Socket[bytes]],
+    max_message_bytes: int,
+    security: SecurityConfig | None = None,
+    *,
+    pushed_by_address: bool = False,
+) -> zmq.Socket[bytes]:
     """A PULL socket for a server's input: oversized messages are refused by the transport, and closing it never
-    waits (a server's inbound queue holds nothing worth flushing)."""
+    waits (a server's inbound queue holds nothing worth flushing).
+
+    With ``security`` it is a CURVE server, or, when servers push to it at an address they were told (as to a reply
+    address, ``pushed_by_address``), a CURVE client of theirs.
+    """
     socket = context.socket(zmq.PULL)
+    (curve_client if pushed_by_address else curve_server)(socket, security)
     socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
     socket.setsockopt(zmq.LINGER, 0)
     return socket
 
 
-def reply_socket(context: zmq.Context[zmq.Socket[bytes]], host: str) -> tuple[zmq.Socket[bytes], str]:
+def reply_socket(
+    context: zmq.Context[zmq.Socket[bytes]], host: str, security: SecurityConfig | None = None
+) -> tuple[zmq.Socket[bytes], str]:
     """A client's PULL socket on a random port of ``host``, where servers push replies, and its address; closing it
-    never waits."""
+    never waits. With ``security`` it is a CURVE client: only a holder of the cluster key can push to it."""
     socket = context.socket(zmq.PULL)
+    curve_client(socket, security)
     socket.setsockopt(zmq.LINGER, 0)
     return socket, f"tcp://{host}:{socket.bind_to_random_port(f'tcp://{host}')}"
 
@@ -101,18 +116,30 @@ class PushSocketCache:
         capacity: The most sockets kept open.
         linger_ms: How long closing may wait to flush queued messages: a server flushes its replies, a client
             that closes abandons its requests.
+        security: CURVE keys: pushes to a server's port are CURVE clients, pushes to a reply address CURVE servers.
     """
 
     def __init__(
-        self, context: zmq.Context[zmq.Socket[bytes]], capacity: int = 1024, linger_ms: int = LINGER_MS
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        capacity: int = 1024,
+        linger_ms: int = LINGER_MS,
+        security: SecurityConfig | None = None,
     ) -> None:
         self._context = context
         self._capacity = capacity
         self._linger_ms = linger_ms
-        self._sockets: OrderedDict[str, zmq.Socket[bytes]] = OrderedDict()
+        self._security = security
+        self._sockets: OrderedDict[tuple[str, bool], zmq.Socket[bytes]] = OrderedDict()
 
-    def send(self, address: str, payload: bytes) -> bool:
+    def send(self, address: str, payload: bytes, *, reply: bool = False) -> bool:
         """Pushes ``payload`` to ``address`` without blocking.
+
+        Args:
+            address: The destination endpoint.
+            payload: The message.
+            reply: ``address`` came from a request (a reply address, or a cache's update address), so it is bound
+                by a CURVE client and this end must be the CURVE server.
 
         Returns:
             False when the destination's queue is full and the message was dropped.
@@ -120,22 +147,24 @@ class PushSocketCache:
         Raises:
             TransportError: ``address`` is not a valid endpoint.
         """
-        socket = self._sockets.get(address)
+        key = (address, reply)
+        socket = self._sockets.get(key)
         if socket is None:
             socket = self._context.socket(zmq.PUSH)
             socket.setsockopt(zmq.LINGER, self._linger_ms)
             socket.setsockopt(zmq.SNDHWM, SEND_HIGH_WATER_MARK)
+            (curve_server if reply else curve_client)(socket, self._security)
             try:
                 socket.connect(address)
             except zmq.ZMQError as error:
                 socket.close(linger=0)
                 raise TransportError(f"cannot connect to {address!r}: {error}") from None
-            self._sockets[address] = socket
+            self._sockets[key] = socket
             if len(self._sockets) > self._capacity:
                 _, evicted = self._sockets.popitem(last=False)
                 evicted.close()
         else:
-            self._sockets.move_to_end(address)
+            self._sockets.move_to_end(key)
         try:
             socket.send(payload, zmq.NOBLOCK)
         except zmq.Again:
