@@ -17,6 +17,7 @@ from pathlib import Path
 from cloudburst.cluster.child import ChildProcess
 from cloudburst.cluster.serve import serve_until_signalled
 from cloudburst.config import NodeConfig
+from cloudburst.errors import DeadlineExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class NodeGroup:
         )
         self.executors: list[ChildProcess] = []
         self._budgets = [RestartBudget(config.max_restarts, config.restart_window) for _ in config.tids]
+        self._cache_budget = RestartBudget(config.max_restarts, config.restart_window)
+        self._cache_given_up = False
         self._given_up: set[int] = set()
         #: The cache's endpoints (``requests``, ``invalidations``, ``causal``, ...), once started.
         self.cache_endpoints: dict[str, str] = {}
@@ -143,6 +146,7 @@ class NodeGroup:
         Returns:
             The tids of the executors restarted now.
         """
+        self._supervise_cache(now)
         restarted = []
         for tid, executor in enumerate(self.executors):
             code = executor.exit_code()
@@ -160,6 +164,27 @@ class NodeGroup:
             executor.start()
             restarted.append(tid)
         return restarted
+
+    def _supervise_cache(self, now: float) -> None:
+        """Restarts a crashed cache on its ports; executors reconnect by themselves.
+
+        Nothing acknowledged is lost with it (writes go through to the KVS before they are acknowledged), and the
+        executors drop their local copies when the new cache's invalidation stream starts over.
+        """
+        code = self.cache.exit_code()
+        if code is None or self.draining or self._cache_given_up:
+            return
+        tail = self.cache.log_text()[-_CRASH_LOG_TAIL:]
+        if not self._cache_budget.allow(now):
+            self._cache_given_up = True
+            logger.error("%s keeps crashing (exit code %s); not restarting it again:\n%s", self.cache.name, code, tail)
+            return
+        logger.warning("%s exited with code %s; restarting it. Its output ends with:\n%s", self.cache.name, code, tail)
+        self.cache.stop()
+        try:
+            self.cache_endpoints = json.loads(self.cache.start())
+        except DeadlineExceeded as error:
+            logger.error("%s did not come back: %s", self.cache.name, error)  # tried again next time, within budget
 
     def outcome(self) -> int | None:
         """The node's exit code once it is over (see :func:`node_outcome`), else ``None``."""
