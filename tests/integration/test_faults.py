@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from cloudburst.cluster.local import ClusterConfig, LocalCluster, random_loopback_host
-from cloudburst.errors import CloudburstError
+from cloudburst.errors import CloudburstError, NoResources
 
 pytestmark = pytest.mark.integration
 
@@ -87,5 +87,24 @@ def test_a_killed_node_cache_loses_no_acknowledged_write_and_comes_back():
             assert all(connection.get_object(f"k{i}") == i for i in acknowledged)
             assert cluster.node_pids(config.host)[0] != cache  # the cache was restarted
             assert len(acknowledged) >= 150  # and writes went through it again
+        finally:
+            connection.close()
+
+
+@pytest.mark.timeout(120)
+def test_an_overloaded_executor_refuses_further_calls_at_once_with_a_typed_error():
+    config = ClusterConfig(host=random_loopback_host(), executors=1, nodes=1, data_dir=None, report_period=0.5)
+    with LocalCluster(config) as cluster:
+        connection = cluster.connect(timeout=DEADLINE)
+        try:
+            connection.register(lambda lib, x: __import__("time").sleep(0.05), "slow")
+            connection.call("slow", 0).result()
+            started = time.monotonic()
+            with pytest.raises(NoResources, match="queue is full") as refused:
+                for i in range(1_000_000):
+                    connection.call("slow", i)
+            # Bounded queues: the refusal comes after a bounded number of calls, and fast.
+            print(f"\nrefused after {time.monotonic() - started:.2f} s: {refused.value}")
+            assert time.monotonic() - started < 30
         finally:
             connection.close()

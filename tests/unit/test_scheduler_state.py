@@ -66,6 +66,7 @@ from cloudburst.scheduler.state import (
     KvsWriteDoneEvent,
     KvsWriteInstruction,
     ListSchedulersInstruction,
+    PushFailedEvent,
     PushInstruction,
     RecoverEvent,
     ReplyInstruction,
@@ -1413,3 +1414,34 @@ def test_leases_of_unknown_functions_or_without_executors_are_refused_with_the_r
     assert reply.error == ErrorCode.NO_RESOURCES
     lease = FunctionLease("f", 7, ("tcp://10.0.1.1:4000",), 5.0)
     assert codec.decode_function_lease(codec.encode_function_lease(lease)) == lease
+
+
+# -- overload ----------------------------------------------------------------------------------------------------
+
+
+def test_a_call_an_overloaded_executor_could_not_take_fails_at_once_with_no_resources(cluster):
+    call = FunctionCall(
+        "f", response_key="k1", response_address="tcp://10.0.0.9:9000", delivery=ResultDelivery.NOTIFY_ONLY
+    )
+    pushes = cluster.feed(PushFailedEvent(endpoint(A), call))
+    (push,) = pushes
+    assert push.address == "tcp://10.0.0.9:9000"
+    assert push.message.id == "k1"
+    with pytest.raises(NoResources, match="overloaded"):
+        values.decode(push.message.value)
+    firing = TriggerFiring("id1", "t", "f", "in/1", LatticeType.LWW, b"p", 1, TRIGGER_ACK)
+    (nack,) = cluster.feed(PushFailedEvent(endpoint(A), FunctionCall("f", trigger=firing)))
+    assert (nack.address, nack.message.id) == (TRIGGER_ACK, "id1")
+    assert "overloaded" in nack.message.error
+
+
+def test_a_dag_request_an_overloaded_executor_could_not_take_fails_at_once(cluster):
+    dag = make_dag("d", ["f"])
+    schedule = DagSchedule(
+        "req-1", dag, "f", (), {}, response_address="tcp://10.0.0.9:9000", delivery=ResultDelivery.NOTIFY_ONLY
+    )
+    (push,) = cluster.feed(PushFailedEvent(endpoint(A), schedule))
+    assert push.message.id == "req-1"
+    with pytest.raises(NoResources) as raised:
+        values.decode(push.message.value)
+    assert (raised.value.dag, raised.value.request_id) == ("d", "req-1")

@@ -59,6 +59,7 @@ from cloudburst.scheduler.state import (
     KvsWriteInstruction,
     ListSchedulersInstruction,
     PushedMessage,
+    PushFailedEvent,
     PushInstruction,
     RecoverEvent,
     Reply,
@@ -336,7 +337,8 @@ class SchedulerServer:
 
     def _execute(self, instruction: SchedulerInstruction) -> SchedulerEvent | None:
         if isinstance(instruction, PushInstruction):
-            self._send(instruction.address, instruction.message)
+            if not self._send(instruction.address, instruction.message):
+                return PushFailedEvent(instruction.address, instruction.message)
         elif isinstance(instruction, ReplyInstruction):
             waiting = self._waiting.pop(instruction.request_id, None)
             if waiting is None:
@@ -368,13 +370,15 @@ class SchedulerServer:
             # The client is gone or its queue is full; it will time out, which is all it could learn anyway.
             self._rejected("a reply", f"could not send: {error}")
 
-    def _send(self, address: str, message: PushedMessage) -> None:
+    def _send(self, address: str, message: PushedMessage) -> bool:
+        """Pushes ``message``; False when the destination's queue was full and it was dropped."""
         try:
             # Results go to a caller's reply address, bound by a CURVE client; the rest to other roles' ports.
             reply = isinstance(message, CallResult | EncodedValue)
-            self._push.send(self._reply_gate.check(address), _encode_pushed(message), reply=reply)
+            return self._push.send(self._reply_gate.check(address), _encode_pushed(message), reply=reply)
         except CloudburstError as error:
             self._rejected(f"a {type(message).__name__} for {address!r}", str(error))
+            return True  # refused, not overloaded: nothing to tell anyone
 
 
 def run_scheduler(config: SchedulerConfig, ready_file: Path | None = None) -> int:

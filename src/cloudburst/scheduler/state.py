@@ -172,6 +172,14 @@ class FunctionLeaseEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class PushFailedEvent:
+    """A :class:`PushInstruction` could not be delivered: the destination's queue is full (it is overloaded)."""
+
+    address: str
+    message: PushedMessage
+
+
+@dataclass(frozen=True, slots=True)
 class DagCreateEvent:
     """A client registers a DAG."""
 
@@ -253,6 +261,7 @@ SchedulerEvent = (
     | InternalMessageEvent
     | KvsReadDoneEvent
     | KvsWriteDoneEvent
+    | PushFailedEvent
     | SchedulerTickEvent
 )
 ClientRequestEvent = (
@@ -645,6 +654,8 @@ class SchedulerState:
             # Only a KVS node's firing makes a trigger run; a client cannot pose as one.
             call = event.call if event.call.trigger is None else replace(event.call, trigger=None)
             self._handle_function_call(event.request_id, call, out)
+        elif isinstance(event, PushFailedEvent):
+            self._handle_push_failed(event, out)
         elif isinstance(event, KvsReadDoneEvent):
             self._handle_read_done(event, out)
         elif isinstance(event, KvsWriteDoneEvent):
@@ -1699,19 +1710,44 @@ class SchedulerState:
         tally.call_count += 1
         self._function_calls.update(entry.members)
 
+    def _handle_push_failed(self, event: PushFailedEvent, out: list[SchedulerInstruction]) -> None:
+        """Fails at once what an overloaded executor could not take, rather than leave its caller to time out."""
+        message = event.message
+        self._counters["pushes_refused"] += 1
+        error = NoResources(f"the executor at {event.address} is overloaded (its queue is full)")
+        if isinstance(message, FunctionCall):
+            if message.trigger is not None:
+                self._fail_call(message.trigger, error, out)
+            else:
+                self._deliver_error_to(message.response_key, message.response_address, message.delivery, error, out)
+        elif isinstance(message, DagSchedule):
+            error.dag, error.request_id = message.dag.name, message.id
+            key = message.output_key or message.id
+            self._deliver_error_to(key, message.response_address, message.delivery, error, out)
+
     def _deliver_error(
         self, call: DagCall, request_id: str, error: CloudburstError, out: list[SchedulerInstruction]
     ) -> None:
         """Sends a continuation's error where its result would have gone, as the executor delivers results."""
+        self._deliver_error_to(call.output_key or request_id, call.response_address, call.delivery, error, out)
+
+    def _deliver_error_to(
+        self,
+        key: str,
+        address: str,
+        delivery: ResultDelivery,
+        error: CloudburstError,
+        out: list[SchedulerInstruction],
+    ) -> None:
+        """Sends an error where a request's result would have gone, as the executor delivers results."""
         value = values.encode_error(error)
-        key, address = call.output_key or request_id, call.response_address
         push = store = False
-        if call.delivery == ResultDelivery.LEGACY:
+        if delivery == ResultDelivery.LEGACY:
             if address:
                 out.append(PushInstruction(address, value))
             else:
                 store = True
-        elif call.delivery == ResultDelivery.NOTIFY_AND_STORE:
+        elif delivery == ResultDelivery.NOTIFY_AND_STORE:
             push = store = True
         else:
             push = True
