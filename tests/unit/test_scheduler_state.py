@@ -1445,3 +1445,24 @@ def test_a_dag_request_an_overloaded_executor_could_not_take_fails_at_once(clust
     with pytest.raises(NoResources) as raised:
         values.decode(push.message.value)
     assert (raised.value.dag, raised.value.request_id) == ("d", "req-1")
+
+
+def test_a_dag_function_that_lost_its_last_replica_is_pinned_again(cluster):
+    dag = make_dag("lonely", ["f"])
+    request_id, placements, _ = cluster.create_dag(dag)
+    assert cluster.replies.pop(request_id).success
+    (first,) = placements.values()
+    executor = next(e for e in (A, B, C) if endpoint(e) == first)
+    cluster.executor(executor, [], incarnation="two")  # restarted: its pins are gone
+    reply, _ = cluster.ask(lambda rid: DagCallEvent(rid, DagCall("lonely")))
+    assert reply.error == ErrorCode.NO_RESOURCES
+    cluster.tick()
+    (repair,) = pins_of(cluster.tick(PERIOD))
+    address, pin = repair
+    assert pin.name == "f"
+    assert not pins_of(cluster.tick(PERIOD))  # one repair at a time
+    cluster.tell(GenericResponse(success=True, response_id=pin.request_id))
+    assert cluster.state.locations("f") != ()
+    reply, pushes = cluster.ask(lambda rid: DagCallEvent(rid, DagCall("lonely")))
+    assert reply.success
+    assert {p.address for p in pushes if isinstance(p.message, DagSchedule)} == {address}

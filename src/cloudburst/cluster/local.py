@@ -21,7 +21,7 @@ import zmq
 
 from cloudburst.client.connection import Connection
 from cloudburst.cluster.child import ChildProcess
-from cloudburst.cluster.node import NodeGroup
+from cloudburst.cluster.node import NodeGroup, RestartBudget
 from cloudburst.config import DEFAULT_DATA_DIR, ManagementConfig, NodeConfig, RuntimePorts, check_executor_counts
 from cloudburst.errors import ConfigError, DeadlineExceeded, InvalidRequest
 from cloudburst.kvs.server import KvsAddresses
@@ -124,6 +124,7 @@ class LocalCluster:
         self.kvs_routing = ""
         self._kvs: ChildProcess | None = None
         self._schedulers: list[ChildProcess] = []
+        self._scheduler_budgets: list[RestartBudget] = []
         #: Running nodes by address, in the order they were added.
         self._nodes: dict[str, NodeGroup] = {}
         #: Each node's cache request endpoint, by node address.
@@ -178,6 +179,7 @@ class LocalCluster:
                     "scheduler" if index == 0 else f"scheduler@{scheduler_host}",
                 )
                 self._schedulers.append(scheduler)
+                self._scheduler_budgets.append(RestartBudget(self.config.max_restarts, self.config.restart_window))
                 scheduler.start()
             for node in self.config.node_hosts():
                 self.add_node(node)
@@ -319,7 +321,9 @@ class LocalCluster:
         )
 
     def supervise(self, now: float | None = None) -> list[int]:
-        """Restarts executors that exited; call it periodically.
+        """Restarts executors, node caches and schedulers that exited; call it periodically.
+
+        A restarted scheduler recovers functions and DAGs from the KVS and learns executors from their reports.
 
         Returns:
             The indexes (as in :meth:`executor_pids`) of the executors restarted now.
@@ -327,11 +331,23 @@ class LocalCluster:
         now = time.monotonic() if now is None else now
         restarted: list[int] = []
         with self._lock:
+            for scheduler, budget in zip(self._schedulers, self._scheduler_budgets, strict=True):
+                code = scheduler.exit_code()
+                # Exit code 0 is a stop that was asked for (SIGTERM), not a crash.
+                if code not in (None, 0) and budget.allow(now):
+                    logger.warning("%s exited with code %s; restarting it", scheduler.name, code)
+                    scheduler.stop()
+                    scheduler.start()
             first = 0
             for group in self._nodes.values():
                 restarted += [first + tid for tid in group.supervise(now)]
                 first += len(group.executors)
         return restarted
+
+    def scheduler_pids(self) -> list[int]:
+        """The schedulers' process ids, in the order of :meth:`ClusterConfig.scheduler_hosts`."""
+        with self._lock:
+            return [scheduler.pid for scheduler in self._schedulers]
 
     def executor_pids(self) -> list[int]:
         """The executors' process ids, node by node, then by tid."""

@@ -392,6 +392,16 @@ class _DagEntry:
     sources: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _RepairPin:
+    """A pin sent to bring back a registered DAG's function that lost its last replica."""
+
+    dag: str
+    function: str
+    executor: ExecutorId
+    deadline: float
+
+
 @dataclass(slots=True)
 class _PinAttempt:
     pin_id: str
@@ -583,6 +593,8 @@ class SchedulerState:
         self._functions: dict[str, int] = {}
         #: Live DAGs by name.
         self._dags: dict[str, _DagEntry] = {}
+        #: Pins in flight that restore lost replicas, by pin id.
+        self._repairs: dict[str, _RepairPin] = {}
         #: Deleted DAG names and when the deletion was learned, oldest first; gossiped until they expire.
         self._deleted: OrderedDict[str, float] = OrderedDict()
         #: Executors that report here themselves.
@@ -1089,6 +1101,15 @@ class SchedulerState:
             self._backoff[eid] = self._now
 
     def _handle_pin_reply(self, response: GenericResponse, out: list[SchedulerInstruction]) -> None:
+        repair = self._repairs.pop(response.response_id, None)
+        if repair is not None:
+            record = self._executors.get(repair.executor)
+            if response.success and record is not None and repair.dag in self._dags:
+                self._counters["replicas_restored"] += 1
+                self._set_functions(repair.executor, record.functions | {repair.function})
+                self._owners.setdefault((repair.function, repair.executor), set()).add(repair.dag)
+                self._remember(repair.dag, f"{repair.function} pinned again at {location_string(repair.executor)}")
+            return
         attempt = self._pins.pop(response.response_id, None)
         if attempt is None:
             self._handle_late_pin_reply(response, out)
@@ -1460,6 +1481,7 @@ class SchedulerState:
             if not self._recent_assignments(eid):
                 del self._assignments[eid]
         self._read_key_sets(out)
+        self._repair_replicas(out)
         self._roll_statistics()
         gossip = SchedulerStatus(
             dags=tuple(sorted(self._dags)),
@@ -1476,6 +1498,39 @@ class SchedulerState:
             # Sent even when empty: the management service lists the schedulers that report.
             out.append(PushInstruction(ports.management_endpoint(self.config.management), self._statistics))
             out.append(ListSchedulersInstruction())
+
+    def _repair_replicas(self, out: list[SchedulerInstruction]) -> None:
+        """Pins again every function of a registered DAG whose last replica is gone (its executor died or left).
+
+        Until then calls of the DAG fail at once with ``NoResources``; after, they run again without anyone having
+        to re-register the DAG. One pin per function at a time; one that is refused or unanswered is retried the
+        next period.
+        """
+        now = self._now
+        self._repairs = {pin: r for pin, r in self._repairs.items() if r.deadline > now}
+        repairing = {(r.dag, r.function) for r in self._repairs.values()}
+        for name, entry in self._dags.items():
+            if name in self._deleting:
+                continue
+            for reference in entry.dag.functions:
+                function = reference.name
+                if self._locations.get(function) or (name, function) in repairing:
+                    continue
+                wanted = ExecutorType.GPU if reference.gpu else ExecutorType.CPU
+                candidates = [
+                    ExecutorCandidate(eid, pinned=len(record.functions))
+                    for eid, record in self._executors.items()
+                    if record.status.type == wanted and record.status.running
+                ]
+                target = self.policy.pick_for_pin(candidates, set())
+                if target is None:
+                    continue
+                pin_id = self._new_id()
+                self._repairs[pin_id] = _RepairPin(name, function, target, now + self.config.pin_timeout)
+                repairing.add((name, function))
+                self._counters["repair_pins_sent"] += 1
+                pin = PinFunction(function, self._internal_endpoint, pin_id, reference.batching)
+                out.append(PushInstruction(self._executor_endpoint(target), pin))
 
     def _read_key_sets(self, out: list[SchedulerInstruction]) -> None:
         """Asks the KVS for every executor node's cache key set, so locality follows what the caches hold now.
