@@ -920,8 +920,9 @@ class SchedulerState:
         (locality, shedding), which is why calls that reference keys still come here. The lease lasts one report
         period, so the client follows changes in membership and load at the pace the scheduler itself learns them.
         """
-        candidates = [c for c in map(self._candidate, self._one_shot_pool()) if not c.backed_off]
-        pool = [c.executor for c in candidates] or self._one_shot_pool()
+        # Every eligible executor, busy ones included: the client spreads calls over the lease for its whole
+        # life, and leaving busy executors out would herd that time's calls onto the others.
+        pool = self._one_shot_pool()
         if not pool:
             self._fail_call(_LeaseRequest(request_id), NoResources(f"no CPU executor can run {function!r}"), out)
             return
