@@ -307,16 +307,7 @@ class Connection:
         return lease
 
     def _push(self, endpoint: str, payload: bytes) -> None:
-        pushes: dict[str, zmq.Socket[bytes]] = self._local.__dict__.setdefault("pushes", {})
-        socket = pushes.get(endpoint)
-        if socket is None:
-            socket = self._context.socket(zmq.PUSH)
-            socket.setsockopt(zmq.LINGER, 0)
-            curve_client(socket, self.security)
-            socket.connect(endpoint)
-            pushes[endpoint] = socket
-            with self._sockets_lock:
-                self._all_sockets.append(socket)
+        socket = self._thread_socket(zmq.PUSH, endpoint)
         try:
             socket.send(payload, zmq.NOBLOCK)
         except zmq.Again:
@@ -590,15 +581,16 @@ class Connection:
             encoded.append(encode(arg))
         return tuple(encoded), tuple(references)
 
-    def _socket(self, port: int) -> zmq.Socket[bytes]:
-        sockets: dict[int, zmq.Socket[bytes]] = self._local.__dict__.setdefault("sockets", {})
-        socket = sockets.get(port)
+    def _thread_socket(self, kind: int, endpoint: str) -> zmq.Socket[bytes]:
+        """This thread's socket of ``kind`` connected to ``endpoint`` (ZeroMQ sockets are not thread-safe)."""
+        sockets: dict[tuple[int, str], zmq.Socket[bytes]] = self._local.__dict__.setdefault("sockets", {})
+        socket = sockets.get((kind, endpoint))
         if socket is None:
-            socket = self._context.socket(zmq.REQ)
+            socket = self._context.socket(kind)
             socket.setsockopt(zmq.LINGER, 0)
             curve_client(socket, self.security)
-            socket.connect(f"tcp://{self.scheduler}:{port}")
-            sockets[port] = socket
+            socket.connect(endpoint)
+            sockets[(kind, endpoint)] = socket
             with self._sockets_lock:
                 self._all_sockets.append(socket)
         return socket
@@ -607,12 +599,13 @@ class Connection:
         if self._closed.is_set():
             raise CloudburstError(f"{what}: the connection is closed")
         wait = self.timeout if timeout is None else timeout
-        socket = self._socket(port)
+        endpoint = f"tcp://{self.scheduler}:{port}"
+        socket = self._thread_socket(zmq.REQ, endpoint)
         socket.send(payload)
         if socket.poll(int(wait * 1000)):
             return socket.recv()
         # A REQ socket that got no reply cannot send again: replace it so the next request starts clean.
-        del self._local.sockets[port]
+        del self._local.sockets[(zmq.REQ, endpoint)]
         socket.close(linger=0)
         raise DeadlineExceeded(f"{what}: the scheduler at {self.scheduler}:{port} did not answer in {wait:g} s{hint}")
 
