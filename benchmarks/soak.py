@@ -27,6 +27,7 @@ from pathlib import Path
 
 import cloudburst
 from benchmarks.common import write_atomically
+from benchmarks.contenders.cloudburst_functions import increment, square
 from cloudburst.client.connection import Connection
 from cloudburst.cluster.local import ClusterConfig, LocalCluster, random_loopback_host
 
@@ -37,14 +38,6 @@ RATE = 40.0
 KEYS = 64
 CALL_TIMEOUT = 30.0
 MB = 1024 * 1024
-
-
-def increment(_lib: object, x: int) -> int:
-    return x + 1
-
-
-def square(_lib: object, x: int) -> int:
-    return x * x
 
 
 def store_and_load(lib: object, key: str, value: int) -> int:

@@ -48,6 +48,21 @@ class Contender:
     ops: dict[str, Op]
 
 
+def identity(value: object) -> object:
+    """The null call's task for the peers (module-level, so their workers load it by reference)."""
+    return value
+
+
+def increment(value: int) -> int:
+    """The chain's first task for the peers."""
+    return value + 1
+
+
+def square(value: int) -> int:
+    """The chain's second task for the peers."""
+    return value * value
+
+
 def verify(contender: Contender) -> Contender:
     """Runs each op once and checks its result, so a broken setup fails before it is timed."""
     wanted: dict[str, Callable[[object], bool]] = {

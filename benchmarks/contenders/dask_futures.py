@@ -17,22 +17,13 @@ from benchmarks.contenders import (
     THROUGHPUT,
     Contender,
     Op,
+    identity,
+    increment,
+    square,
     verify,
 )
 
 NAME = "dask"
-
-
-def identity(value: object) -> object:
-    return value
-
-
-def increment(value: int) -> int:
-    return value + 1
-
-
-def square(value: int) -> int:
-    return value * value
 
 
 def timed_read(_value: object, key: str) -> int:

@@ -19,22 +19,13 @@ from benchmarks.contenders import (
     THROUGHPUT,
     Contender,
     Op,
+    identity,
+    increment,
+    square,
     verify,
 )
 
 NAME = "ray"
-
-
-def identity(value: object) -> object:
-    return value
-
-
-def increment(value: int) -> int:
-    return value + 1
-
-
-def square(value: int) -> int:
-    return value * value
 
 
 def timed_read(boxed: list[object]) -> int:
