@@ -45,6 +45,7 @@ from benchmarks.contenders import (
     floors,
     ray_tasks,
 )
+from benchmarks.progress import RunProgress
 from benchmarks.runtime_latency import (
     Burst,
     cpu_seconds,
@@ -126,26 +127,27 @@ def warm_up(entry: Entry, config: Config) -> None:
 
 
 @contextlib.contextmanager
-def started_systems(config: Config) -> Iterator[tuple[list[Contender], dict[str, str]]]:
+def started_systems(config: Config, progress: RunProgress) -> Iterator[tuple[list[Contender], dict[str, str]]]:
     """Starts the floors, Cloudburst and every importable peer; stops them all on exit.
 
     Yields the started contenders, the floors first, and why each skipped peer was skipped.
     """
     skipped: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
-        print("starting the floors and cloudburst", file=sys.stderr, flush=True)
+        progress.phase("starting the floors and cloudburst")
         contenders = [
             stack.enter_context(floors.started()),
             stack.enter_context(cloudburst_functions.started(config.workers)),
         ]
         for name, started in PEERS:
-            print(f"starting {name}", file=sys.stderr, flush=True)
+            progress.phase(f"starting {name}")
             try:
                 contenders.append(stack.enter_context(started(config.workers)))
             except ImportError as error:
                 skipped[name] = f"not importable ({error})"
-                print(f"note: {name} skipped, {skipped[name]}", file=sys.stderr, flush=True)
+                progress.note(f"note: {name} skipped, {skipped[name]}")
         yield contenders, skipped
+        progress.phase("stopping every system")
 
 
 def entries_by_workload(contenders: list[Contender]) -> dict[str, list[Entry]]:
@@ -158,7 +160,7 @@ def entries_by_workload(contenders: list[Contender]) -> dict[str, list[Entry]]:
     return table
 
 
-def run_rounds(config: Config) -> dict[str, Any]:
+def run_rounds(config: Config, progress: RunProgress) -> dict[str, Any]:
     """Starts everything, measures in alternating rounds, stops everything; the summary of what was measured."""
     cpus = placement() if config.pin else None
     started, busy_before, own_before = time.monotonic(), machine_busy_seconds(), cpu_seconds(os.getpid())
@@ -167,21 +169,25 @@ def run_rounds(config: Config) -> dict[str, Any]:
             # Before any zmq context or peer runtime exists, so the client's threads inherit the client CPU.
             stack.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))
             os.sched_setaffinity(0, cpus[0])
-        contenders, skipped = stack.enter_context(started_systems(config))
+        contenders, skipped = stack.enter_context(started_systems(config, progress))
         if cpus is not None:
             pin_children(cpus[1])
         table = entries_by_workload(contenders)
-        print("warming up", file=sys.stderr, flush=True)
-        for entry in (entry for entries in table.values() for entry in entries):
-            warm_up(entry, config)
+        every = [entry for entries in table.values() for entry in entries]
+        progress.phase("warming up", len(every))
+        for entry in every:
+            with progress.step(f"{entry.workload}, {entry.contender}"):
+                warm_up(entry, config)
         # Again after the warm-up, which may have started worker processes (later ones inherit the pinning).
         processes = Counter(map(role, descendants(os.getpid()))) if cpus is None else pin_children(cpus[1])
+        progress.phase("measuring", config.rounds * len(every))
         for number in range(config.rounds):
-            print(f"round {number + 1}/{config.rounds}", file=sys.stderr, flush=True)
+            progress.plain(f"round {number + 1}/{config.rounds}")
             for entries in table.values():
                 shift = number % len(entries)
                 for entry in entries[shift:] + entries[:shift]:
-                    measure(entry, config)
+                    with progress.step(f"round {number + 1}/{config.rounds}, {entry.workload}, {entry.contender}"):
+                        measure(entry, config)
         # Before anything stops: a process that is gone no longer tells its CPU time.
         foreign = other_load(busy_before, own_before, started)
     return {
@@ -248,13 +254,14 @@ def versions() -> dict[str, str]:
 
 
 def run(config: Config) -> dict[str, Any]:
-    """Measures everything and returns the results."""
-    measured = run_rounds(config)
-    leftovers = leftover_processes()
-    if leftovers:
-        print(f"note: still running after every system stopped: {leftovers}", file=sys.stderr)
-    print(f"locality, {config.locality_rounds} rounds", file=sys.stderr, flush=True)
-    locality_results = locality_rows(config.locality_rounds)
+    """Measures everything and returns the results (showing how far it is on stderr)."""
+    with RunProgress() as progress:
+        measured = run_rounds(config, progress)
+        leftovers = leftover_processes()
+        if leftovers:
+            progress.note(f"note: still running after every system stopped: {leftovers}")
+        progress.phase(f"locality, {config.locality_rounds} rounds")
+        locality_results = locality_rows(config.locality_rounds)
     return {
         "benchmark": "suite",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -33,6 +33,7 @@ from cloudburst.errors import (
     RemoteExecutionError,
     SchedulingError,
     TransportError,
+    VersionMismatch,
 )
 from cloudburst.protocol.messages import ConsistencyType
 from cloudburst.transport.security import SecurityConfig
@@ -50,6 +51,7 @@ def connect(
     host: str = "127.0.0.1",
     timeout: float = 30.0,
     security: SecurityConfig | None = None,
+    check_versions: bool = True,
 ) -> Connection:
     """Connects to a running deployment through one of its schedulers.
 
@@ -59,12 +61,15 @@ def connect(
         timeout: Default deadline, in seconds, of every call and of waiting for results.
         security: CURVE keys for a deployment that requires them: ``SecurityConfig.for_client(cluster_public_file,
             client_secret_file)`` (see ``docs/security.md``).
+        check_versions: Refuse a cluster whose Python or cloudpickle major.minor version differs from this
+            client's (functions travel as cloudpickle bytecode, which needs them to match).
 
     Raises:
         DeadlineExceeded: The scheduler did not answer in time (is the cluster running? is the key authorized?).
         ConfigError: ``security`` was built from missing or malformed key files.
+        VersionMismatch: The cluster runs other Python or cloudpickle versions (see ``check_versions``).
     """
-    return Connection(scheduler, host=host, timeout=timeout, security=security)
+    return Connection(scheduler, host=host, timeout=timeout, security=security, check_versions=check_versions)
 
 
 def local(
@@ -110,6 +115,7 @@ __all__ = [
     "SchedulingError",
     "SecurityConfig",
     "TransportError",
+    "VersionMismatch",
     "__version__",
     "connect",
     "local",

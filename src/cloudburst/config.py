@@ -36,6 +36,7 @@ class KvsConfig:
         max_subscribed_caches: The most node caches whose key sets the node tracks (and pushes to) at once.
         max_keys_per_cache: The most keys tracked per cache; a larger key-set report is truncated.
         trigger_port: Where executors acknowledge the runs of storage triggers; 0 picks a free port.
+        metrics_port: The Prometheus endpoint (HTTP ``/metrics``); 0 picks a free port.
         security: CURVE keys (see ``docs/security.md``); ``None``: plaintext, for loopback-only deployments.
     """
 
@@ -52,6 +53,7 @@ class KvsConfig:
     max_subscribed_caches: int = DEFAULT_MAX_CACHES
     max_keys_per_cache: int = DEFAULT_MAX_KEYS_PER_CACHE
     trigger_port: int = 6960
+    metrics_port: int = 9500
     security: SecurityConfig | None = None
 
     def __post_init__(self) -> None:
@@ -102,15 +104,28 @@ class RuntimePorts:
     scheduler_internal: int = 5007
     status_query: int = 5012
     function_lease: int = 5013
+    #: The scheduler answers any request here with its versions (:mod:`cloudburst.protocol.versions`).
+    info: int = 5014
     executor_control: int = 4000
     executor_inbox: int = 5500
     management: int = 7003
     management_executors: int = 7002
     management_schedulers: int = 7004
+    #: The management service's web dashboard, its JSON API (traces among it) and its ``/metrics`` (HTTP).
+    dashboard: int = 7080
+    #: Prometheus endpoints (HTTP) of schedulers, node caches, and executor ``tid`` at ``+ tid`` (the KVS node's
+    #: is in its own configuration).
+    metrics_scheduler: int = 9501
+    metrics_cache: int = 9502
+    metrics_executor: int = 9510
 
     def scheduler_internal_endpoint(self, host: str) -> str:
         """Where executors and peer schedulers reach the scheduler on ``host``."""
         return f"tcp://{host}:{self.scheduler_internal}"
+
+    def info_endpoint(self, host: str) -> str:
+        """Where the scheduler on ``host`` tells its versions, for clients to check theirs against."""
+        return f"tcp://{host}:{self.info}"
 
     def management_endpoint(self, host: str) -> str:
         """Where executors send the management service on ``host`` their status and statistics reports."""
@@ -228,6 +243,8 @@ class ManagementConfig:
         schedulers: Hosts of schedulers known from the start: always listed, besides those that report.
         ports: The deployment's port layout.
         policy: The scaling policies' thresholds, periods and node bounds.
+        autoscale: Add and drain nodes and replicas as the policies decide; without, the service only watches (the
+            dashboard, traces and operator drains still work).
         security: CURVE keys (see ``docs/security.md``); ``None``: plaintext, for loopback-only deployments.
     """
 
@@ -235,6 +252,7 @@ class ManagementConfig:
     schedulers: tuple[str, ...] = ()
     ports: RuntimePorts = RuntimePorts()
     policy: ManagementPolicyConfig = field(default_factory=ManagementPolicyConfig)
+    autoscale: bool = True
     security: SecurityConfig | None = None
 
 

@@ -99,6 +99,30 @@ class TransportError(CloudburstError):
     """A message could not be sent or received (bad address, refused peer)."""
 
 
+class VersionMismatch(CloudburstError):
+    """The client and the cluster run Python or cloudpickle versions that cannot exchange functions.
+
+    Functions are shipped as cloudpickle bytecode, which loads only under the Python major.minor version that
+    produced it, and a cloudpickle of another major.minor version may not read it. The client raises it when it
+    connects, before anything is registered; it never crosses the wire, so it has no wire error code.
+
+    Args:
+        scheduler: The scheduler that answered for the cluster.
+        differences: Each component that differs, as (name, this client's version, the cluster's version).
+    """
+
+    def __init__(self, scheduler: str, differences: tuple[tuple[str, str, str], ...], **context: str | None) -> None:
+        sides = "; ".join(f"{name} {ours} here, {theirs} there" for name, ours, theirs in differences)
+        super().__init__(
+            f"this client and the cluster at {scheduler} differ: {sides}. Functions are shipped as cloudpickle "
+            "bytecode, which executors load only under the same Python and cloudpickle major.minor versions: "
+            "install matching versions, or connect with check_versions=False at your own risk",
+            **context,
+        )
+        self.scheduler = scheduler
+        self.differences = differences
+
+
 class KvsError(CloudburstError):
     """The key-value store refused or failed a request."""
 

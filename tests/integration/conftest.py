@@ -94,3 +94,12 @@ def serve_in_thread():
         thread.join(timeout=10)
         assert not thread.is_alive()
         server.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium for the dashboard's tests (see ``browser.py``), shared by a module's tests."""
+    from browser import launch_chromium
+
+    with launch_chromium() as browser:
+        yield browser

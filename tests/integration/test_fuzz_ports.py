@@ -56,6 +56,7 @@ from cloudburst.protocol.runtime_messages import (
     UnpinFunction,
 )
 from cloudburst.protocol.trigger_messages import TriggerAck
+from cloudburst.protocol.versions import VersionInfo, local_version_info
 
 pytestmark = pytest.mark.integration
 
@@ -293,6 +294,8 @@ def targets(cluster: LocalCluster, valid: dict[str, tuple[bytes, ...]]) -> list[
             )
             for port, kind in routers.items()
         ),
+        # It answers anything with its versions, so nothing is rejected (or logged); requests over 4 KiB are refused.
+        Target("scheduler info", PORTS.info_endpoint(host), "router", valid["text"], 4096),
         Target(
             "scheduler internal",
             PORTS.scheduler_internal_endpoint(host),
@@ -354,6 +357,20 @@ def ask_for_schedulers(context: zmq.Context[zmq.Socket[bytes]], host: str) -> tu
         dealer.close()
 
 
+def ask_for_versions(context: zmq.Context[zmq.Socket[bytes]], host: str) -> VersionInfo:
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(PORTS.info_endpoint(host))
+    try:
+        dealer.send_multipart([b"", b""])
+        assert dealer.poll(10_000), "the scheduler did not answer an info query"
+        delimiter, answer = dealer.recv_multipart()
+        assert delimiter == b""
+        return VersionInfo.decode(answer)
+    finally:
+        dealer.close()
+
+
 def serves_valid_traffic(cluster: LocalCluster, context: zmq.Context[zmq.Socket[bytes]]) -> None:
     """Registers and calls functions and a DAG, stores through functions and reads through the node cache."""
     host = cluster.config.host
@@ -373,6 +390,7 @@ def serves_valid_traffic(cluster: LocalCluster, context: zmq.Context[zmq.Socket[
             cache.put("fz/cached", LwwLattice(timestamp=1, value=b"cached"))
             assert cache.get("fz/cached") == LwwLattice(timestamp=1, value=b"cached")
         assert host in ask_for_schedulers(context, host)
+        assert ask_for_versions(context, host) == local_version_info()
         # Last, as it is the slowest: the inboxes took garbage only, which a function's recv drops (and logs).
         for _ in range(4):
             assert isinstance(connection.call("fz_inbox").result(timeout=30), int)

@@ -38,12 +38,12 @@ def sset(*members):
     return StoredValue(*encode_lattice(SetLattice(frozenset(members))))
 
 
-def found(key, value):
-    return CacheKeyResult(key, AnnaError.NO_ERROR, value)
+def found(key, value, *, cached=False):
+    return CacheKeyResult(key, AnnaError.NO_ERROR, value, cached=cached)
 
 
-def dne(key):
-    return CacheKeyResult(key, AnnaError.KEY_DNE)
+def dne(key, *, cached=False):
+    return CacheKeyResult(key, AnnaError.KEY_DNE, cached=cached)
 
 
 class Harness:
@@ -103,7 +103,8 @@ def test_miss_fetches_then_hit_answers_at_once(cache):
     out = cache.fetched(fetch.fetch_id, found("k", lww(1, b"v")))
     assert of(out, CacheGetReplyInstruction) == [CacheGetReplyInstruction("r1", (found("k", lww(1, b"v")),))]
     out = cache.get("r2", "k")
-    assert out == [CacheGetReplyInstruction("r2", (found("k", lww(1, b"v")),))]
+    # The second read is a hit, and says so (request traces show it).
+    assert out == [CacheGetReplyInstruction("r2", (found("k", lww(1, b"v"), cached=True),))]
     stats = cache.state.statistics()
     assert (stats.hits, stats.misses, stats.keys, stats.bytes_held) == (1, 1, 1, len(lww(1, b"v").payload))
 
@@ -123,7 +124,7 @@ def test_request_answered_only_when_all_keys_resolved(cache):
     (f2,) = of(cache.get("r2", "a", "b"), CacheFetchInstruction)
     out = cache.fetched(f1.fetch_id, found("a", lww(2, b"x")))
     assert of(out, CacheGetReplyInstruction) == [
-        CacheGetReplyInstruction("r1", (found("hot", lww(1, b"h")), found("a", lww(2, b"x"))))
+        CacheGetReplyInstruction("r1", (found("hot", lww(1, b"h"), cached=True), found("a", lww(2, b"x"))))
     ]
     out = cache.fetched(f2.fetch_id, dne("b"))
     assert of(out, CacheGetReplyInstruction) == [CacheGetReplyInstruction("r2", (found("a", lww(2, b"x")), dne("b")))]
@@ -164,7 +165,7 @@ def missing_key(cache, key="k"):
 
 def test_missing_key_is_remembered_for_the_ttl(cache):
     missing_key(cache)
-    assert cache.get("r1", "k", advance=0.05) == [CacheGetReplyInstruction("r1", (dne("k"),))]
+    assert cache.get("r1", "k", advance=0.05) == [CacheGetReplyInstruction("r1", (dne("k", cached=True),))]
     assert cache.state.statistics().negative_hits == 1
     out = cache.get("r2", "k", advance=0.06)
     assert of(out, CacheFetchInstruction)
@@ -208,7 +209,7 @@ def test_put_is_read_through_the_node_at_once_but_acknowledged_only_by_the_kvs(c
     (write,) = of(out, CacheWriteInstruction)
     assert (write.key, write.lattice_type, write.payload) == ("s", LatticeType.SET, sset(b"b").payload)
     (reply,) = of(cache.get("r", "s"), CacheGetReplyInstruction)
-    assert reply.results == (found("s", sset(b"a", b"b")),)
+    assert reply.results == (found("s", sset(b"a", b"b"), cached=True),)
     out = cache.step(CacheWriteDoneEvent(write.write_id, AnnaError.NO_ERROR))
     assert out == [CachePutReplyInstruction("w1", "s", AnnaError.NO_ERROR)]
     assert cache.state.statistics().pending_writes == 0
@@ -279,7 +280,7 @@ def test_push_of_empty_lww_deletes_and_remembers_missing(cache):
     cache.load("k", lww(1, b"v"))
     cache.push("k", lww(2, b""))
     assert cache.state.get_cached("k") is None
-    assert cache.get("r", "k") == [CacheGetReplyInstruction("r", (dne("k"),))]
+    assert cache.get("r", "k") == [CacheGetReplyInstruction("r", (dne("k", cached=True),))]
 
 
 def test_push_of_another_type_replaces_the_entry(cache):

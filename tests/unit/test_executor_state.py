@@ -69,6 +69,7 @@ from cloudburst.protocol.runtime_messages import (
     ThreadStatus,
     UnpinFunction,
 )
+from cloudburst.protocol.telemetry_messages import ReadRecord
 from cloudburst.protocol.trigger_messages import TriggerFiring
 
 HOST = "10.0.0.5"
@@ -978,3 +979,70 @@ def test_the_executor_acknowledges_a_run_instead_of_delivering_a_result(succeede
     assert ack.address == TRIGGER_ACK
     assert ack.message.id == "id1"
     assert (ack.message.error == "") is succeeded
+
+
+# -- trace hops ------------------------------------------------------------------------------------------------
+
+
+def test_each_finished_stage_leaves_a_hop_with_its_queue_wait_reads_and_for_the_sink_the_whole_request():
+    harness = Harness()
+    harness.pin("f")
+    harness.pin("g")
+    schedule = make_schedule(CHAIN, "f", "r1", start_time=100.0)
+    run = only_run(harness.receive(schedule, make_trigger("r1", "f", BEGIN)))
+    harness.advance(0.5)
+    read = ReadRecord("k", "cache", True, "lww x")
+    harness.step(DagRunDoneEvent(run.run_id, (arguments_of(1),), 0.2, 100.6, (read,)))
+    (hop,) = harness.state.take_hops()
+    assert (hop.request_id, hop.role, hop.node, hop.function, hop.dag) == ("r1", "executor", NODE, "f", "chain")
+    assert hop.start == pytest.approx(100.4)
+    assert (hop.duration, hop.reads, hop.end_to_end, hop.ok) == (0.2, (read,), 0.0, True)
+    assert hop.queue == pytest.approx(0.3)  # arrived at 0, ran from 0.3 to 0.5
+    run = only_run(harness.receive(make_schedule(CHAIN, "g", "r1", start_time=100.0), make_trigger("r1", "g", "f", 1)))
+    harness.step(DagRunDoneEvent(run.run_id, (result_of(2),), 0.1, 100.9))
+    (sink,) = harness.state.take_hops()
+    assert (sink.function, sink.end_to_end) == ("g", pytest.approx(0.9))
+    assert harness.state.take_hops() == []
+
+
+def test_a_failed_stage_hop_carries_the_error_and_its_remote_traceback():
+    harness = Harness()
+    harness.pin("f")
+    harness.state.take_hops()
+    run = only_run(harness.receive(make_schedule(SINGLE, "f", "r9"), make_trigger("r9", "f", BEGIN)))
+    error = RemoteExecutionError(
+        "ZeroDivisionError: division by zero", "builtins.ZeroDivisionError", remote_traceback="tb"
+    )
+    harness.finish(run, RunFailed(error), duration=0.01, wall_time=5.0)
+    (hop,) = harness.state.take_hops()
+    assert (hop.request_id, hop.ok, hop.error, hop.message, hop.traceback) == (
+        "r9",
+        False,
+        "RemoteExecutionError",
+        "ZeroDivisionError: division by zero",
+        "tb",
+    )
+
+
+def test_a_one_shot_call_leaves_a_hop_under_its_response_key():
+    harness = Harness()
+    (run,) = harness.receive(FunctionCall("square", response_key="k7", response_address=CLIENT))
+    harness.step(OneShotDoneEvent(run.run_id, result_of(4), 0.003, 50.0))
+    (hop,) = harness.state.take_hops()
+    assert (hop.request_id, hop.function, hop.dag, hop.end_to_end, hop.start) == (
+        "k7",
+        "square",
+        "",
+        0.003,
+        pytest.approx(49.997),
+    )
+
+
+def test_hops_nobody_takes_are_bounded():
+    harness = Harness()
+    for index in range(state_module.MAX_PENDING_HOPS + 10):
+        (run,) = harness.receive(FunctionCall("f", response_key=f"k{index}", response_address=CLIENT))
+        harness.step(OneShotDoneEvent(run.run_id, result_of(index)))
+    hops = harness.state.take_hops()
+    assert len(hops) == state_module.MAX_PENDING_HOPS
+    assert hops[-1].request_id == f"k{state_module.MAX_PENDING_HOPS + 9}"

@@ -41,6 +41,9 @@ SCHEDULER_PORTS = (
     "dag_delete",
     "scheduler_internal",
     "status_query",
+    "function_lease",
+    "info",
+    "metrics_scheduler",
 )
 #: A Redis Cluster node's bus port is its client port plus this.
 REDIS_BUS_OFFSET = 10000
@@ -184,6 +187,16 @@ def test_the_cloudburst_image_is_the_one_the_dockerfile_builds():
     assert {image for image in images if image.startswith("cloudburst")} == {"cloudburst:latest"}
 
 
+def scrape_port(deployment):
+    """The port Prometheus is told to scrape (the ``prometheus.io/port`` annotation), which the pod must expose."""
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    port = int(annotations["prometheus.io/port"])
+    assert port in container_ports(deployment)
+    return port
+
+
 def test_kvs_ports_are_the_kvs_defaults(tmp_path):
     deployment = named("Deployment", "cloudburst-kvs")
     args = role_arguments(deployment, tmp_path)
@@ -193,7 +206,8 @@ def test_kvs_ports_are_the_kvs_defaults(tmp_path):
         KVS.trigger_port,
     )
     storage = {KVS.storage_port + thread for thread in range(args.threads)}
-    assert container_ports(deployment) == {KVS.routing_port, KVS.trigger_port, *storage}
+    assert container_ports(deployment) == {KVS.routing_port, KVS.trigger_port, KVS.metrics_port, *storage}
+    assert scrape_port(deployment) == KVS.metrics_port
 
 
 def test_scheduler_ports_are_the_runtime_ports_and_its_service_exposes_them_all(tmp_path):
@@ -202,6 +216,7 @@ def test_scheduler_ports_are_the_runtime_ports_and_its_service_exposes_them_all(
     assert container_ports(deployment) == expected
     service = named("Service", "cloudburst-scheduler")
     assert {port["port"] for port in service["spec"]["ports"]} == expected
+    assert scrape_port(deployment) == PORTS.metrics_scheduler
     assert deployment["spec"]["replicas"] == 2
 
 
@@ -210,16 +225,22 @@ def test_node_ports_are_the_cache_and_executor_ports_of_its_executors(tmp_path):
     args = role_arguments(deployment, tmp_path)
     tids = range(args.executors + args.gpu_executors)
     cache = {DEFAULT_REQUEST_PORT, DEFAULT_UPDATE_PORT, DEFAULT_INVALIDATION_PORT, DEFAULT_CAUSAL_PORT}
-    executors = {port for tid in tids for port in (PORTS.executor_control + tid, PORTS.executor_inbox + tid)}
-    assert container_ports(deployment) == {*cache, DEFAULT_SESSION_PORT, *executors}
+    executors = {
+        port
+        for tid in tids
+        for port in (PORTS.executor_control + tid, PORTS.executor_inbox + tid, PORTS.metrics_executor + tid)
+    }
+    assert container_ports(deployment) == {*cache, DEFAULT_SESSION_PORT, PORTS.metrics_cache, *executors}
+    assert scrape_port(deployment) == PORTS.metrics_cache
     assert KVS.cache_update_port == DEFAULT_UPDATE_PORT, "the KVS pushes to the port the caches listen on"
 
 
 def test_management_ports_are_the_runtime_ports(tmp_path):
     deployment = named("Deployment", "cloudburst-management")
-    expected = {PORTS.management, PORTS.management_executors, PORTS.management_schedulers}
+    expected = {PORTS.management, PORTS.management_executors, PORTS.management_schedulers, PORTS.dashboard}
     assert container_ports(deployment) == expected
     assert {port["port"] for port in named("Service", "cloudburst-management")["spec"]["ports"]} == expected
+    assert scrape_port(deployment) == PORTS.dashboard
 
 
 def test_services_route_to_ports_their_pods_expose():

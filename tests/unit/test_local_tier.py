@@ -15,6 +15,7 @@ class CountingStore:
     def __init__(self):
         self.data = {}
         self.reads = 0
+        self.last_cached = frozenset()
 
     def get_many(self, keys, *, timeout=None):
         self.reads += 1

@@ -60,6 +60,11 @@ class NodeCacheClient:
         """Closes the client's sockets."""
         self._client.close()
 
+    @property
+    def last_cached(self) -> frozenset[str]:
+        """The keys of the last read the cache answered from its memory."""
+        return self._client.last_cached
+
     def get(self, key: str, *, timeout: float | None = None) -> StorableLattice | None:
         """The lattice stored under ``key``, or ``None`` if there is none.
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
+from prometheus_client.core import Metric
 
 from cloudburst.cache.causal import (
     CausalCut,
@@ -52,6 +53,7 @@ from cloudburst.cache.state import (
 )
 from cloudburst.clock import Clock, SystemClock, TimestampGenerator, writer_id_for
 from cloudburst.cluster.serve import serve_until_signalled
+from cloudburst.config import RuntimePorts
 from cloudburst.errors import CloudburstError, DecodeError, LatticeTypeMismatch, TransportError
 from cloudburst.kvs.client import KvsClient
 from cloudburst.kvs.engine import StoredValue
@@ -73,7 +75,10 @@ from cloudburst.protocol.messages import (
     RequestType,
 )
 from cloudburst.protocol.runtime_messages import KeyVersion
+from cloudburst.protocol.telemetry_messages import CacheReport
 from cloudburst.retry import RetryPolicy
+from cloudburst.telemetry.metrics import CallbackCollector, MetricsEndpoint, counter, gauge
+from cloudburst.telemetry.reporter import TelemetryReporter
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
 from cloudburst.transport.security import SecurityConfig, curve_server, new_context
@@ -97,6 +102,8 @@ MAX_BATCH = 256
 MAX_MESSAGE_BYTES = 64 * 2**20
 #: Seconds between ticks (negative-cache purge, key-set reports).
 TICK_INTERVAL = 0.05
+#: Seconds between two reports of the cache's figures to the management service.
+TELEMETRY_PERIOD = 1.0
 #: Seconds one KVS round trip may block the loop before the affected keys are answered ``TIMEOUT``.
 DEFAULT_KVS_TIMEOUT = 2.0
 #: Seconds to wait before re-reading a key the KVS does not yet hold recent enough for a causal read.
@@ -146,6 +153,9 @@ class CacheServer:
         kvs_timeout: Deadline of each KVS round trip, which blocks the loop.
         kvs_retry: Retry policy of the KVS client.
         security: CURVE keys (a role's); ``None``: plaintext.
+        management: The management service's report endpoint, which gets the cache's figures every
+            :data:`TELEMETRY_PERIOD`; ``None``: no reports.
+        metrics_port: The Prometheus endpoint's port; 0 picks a free one.
     """
 
     def __init__(
@@ -164,8 +174,12 @@ class CacheServer:
         kvs_timeout: float = DEFAULT_KVS_TIMEOUT,
         kvs_retry: RetryPolicy | None = None,
         security: SecurityConfig | None = None,
+        management: str | None = None,
+        metrics_port: int = RuntimePorts().metrics_cache,
     ) -> None:
         self.node_ip = node_ip
+        self.metrics = MetricsEndpoint(node_ip, metrics_port, f"cache {node_ip}")
+        self.metrics.registry.register(CallbackCollector(self._metric_families))
         self._clock = clock or SystemClock()
         self.state = CacheState(node_ip, config or CacheConfig())
         self._timestamps = TimestampGenerator(writer_id_for(f"cache@{node_ip}"), self._clock)
@@ -207,6 +221,9 @@ class CacheServer:
         self._captured: dict[str, tuple[CacheKeyResult, ...]] = {}
         self._next_id = 0
         self._last_tick = self._clock.now()
+        self._telemetry = TelemetryReporter(self._replies, management, f"cache:{node_ip}") if management else None
+        self._last_report = self._last_tick
+        self.metrics.start()
 
     @property
     def rejected_messages(self) -> int:
@@ -224,6 +241,25 @@ class CacheServer:
                 "sessions": self.session_address,
             }
         )
+
+    def report(self) -> CacheReport:
+        """The cache's figures as the management service gets them."""
+        stats = self.state.statistics()
+        return CacheReport(self.node_ip, stats.hits, stats.misses, stats.negative_hits, stats.keys, stats.bytes_held)
+
+    def _metric_families(self) -> list[Metric]:
+        stats = self.state.statistics()
+        return [
+            counter("cloudburst_cache_hits", "GET keys answered from a cached value.", stats.hits),
+            counter("cloudburst_cache_misses", "GET keys that needed the KVS.", stats.misses),
+            counter(
+                "cloudburst_cache_negative_hits", "GET keys answered as missing without the KVS.", stats.negative_hits
+            ),
+            counter("cloudburst_cache_evictions", "Keys evicted to fit the cache's bounds.", stats.evictions),
+            gauge("cloudburst_cache_keys", "Keys cached now.", stats.keys),
+            gauge("cloudburst_cache_bytes", "Payload bytes cached now.", stats.bytes_held),
+            gauge("cloudburst_cache_pending_gets", "GETs waiting for the KVS.", stats.pending_gets),
+        ]
 
     def stop(self) -> None:
         """Asks :meth:`serve_forever` to return; safe from a signal handler or another thread."""
@@ -256,12 +292,16 @@ class CacheServer:
                 self._feed(CacheTickEvent())
                 self.sessions.expire(now)
                 self._publish(())  # a heartbeat: subscribers learn the sequence and that nothing was lost
+                if self._telemetry is not None and now - self._last_report >= TELEMETRY_PERIOD:
+                    self._last_report = now
+                    self._telemetry.send((), self.report())
 
     def close(self) -> None:
         """Closes sockets and the KVS client; idempotent."""
         if self._closed:
             return
         self._closed = True
+        self.metrics.close()
         self._kvs.close()
         self._replies.close()
         self._requests.close()
@@ -646,12 +686,16 @@ class CacheServer:
 
 def _result_tuple(result: CacheKeyResult) -> KeyTuple:
     if result.value is None:
-        return KeyTuple(result.key, error=result.error)
-    return KeyTuple(result.key, result.value.lattice_type, result.error, result.value.payload)
+        return KeyTuple(result.key, error=result.error, cached=result.cached)
+    return KeyTuple(result.key, result.value.lattice_type, result.error, result.value.payload, cached=result.cached)
 
 
 def run_cache(
-    node_ip: str, kvs_routing: str, ready_file: Path | None = None, security: SecurityConfig | None = None
+    node_ip: str,
+    kvs_routing: str,
+    ready_file: Path | None = None,
+    security: SecurityConfig | None = None,
+    management: str | None = None,
 ) -> int:
     """Runs a node cache in the foreground until SIGTERM or SIGINT.
 
@@ -660,8 +704,12 @@ def run_cache(
         kvs_routing: The KVS routing endpoint.
         ready_file: Written with :meth:`CacheServer.ready_info` once bound.
         security: CURVE keys (a role's); ``None``: plaintext.
+        management: The management service's host, which gets the cache's figures.
 
     Returns:
         The process exit code.
     """
-    return serve_until_signalled(CacheServer(node_ip, kvs_routing, security=security), ready_file)
+    ports = RuntimePorts()
+    report_to = ports.management_endpoint(management) if management else None
+    server = CacheServer(node_ip, kvs_routing, security=security, management=report_to)
+    return serve_until_signalled(server, ready_file)

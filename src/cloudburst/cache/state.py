@@ -94,6 +94,8 @@ class CacheKeyResult:
     key: str
     error: AnnaError
     value: StoredValue | None = None
+    #: Answered from the cache's memory (a cached value, or a key remembered as missing).
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,10 +421,10 @@ class CacheState:
             if cached is not None:
                 self._entries.move_to_end(key)
                 self._hits += 1
-                results[key] = CacheKeyResult(key, AnnaError.NO_ERROR, cached)
+                results[key] = CacheKeyResult(key, AnnaError.NO_ERROR, cached, cached=True)
             elif self._is_negative(key, now):
                 self._negative_hits += 1
-                results[key] = CacheKeyResult(key, AnnaError.KEY_DNE)
+                results[key] = CacheKeyResult(key, AnnaError.KEY_DNE, cached=True)
             else:
                 self._misses += 1
                 missing.append(key)

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+from rich.console import Console
+
+from cloudburst.cli.progress import STARTED, Steps
+from cloudburst.cli.render import status_document, status_view
 from cloudburst.client.connection import Connection
 from cloudburst.cluster.local import ClusterConfig, LocalCluster, write_state
-from cloudburst.errors import CloudburstError, DeadlineExceeded
+from cloudburst.config import RuntimePorts
+from cloudburst.errors import CloudburstError, ConfigError, DeadlineExceeded
 from cloudburst.management.policy import ManagementPolicyConfig
 
 _STATE_FILE = "cluster.json"
 _SUPERVISE_EVERY = 0.2
+#: A command's error in the output of ``cloudburst`` (see :func:`cloudburst.cli.main.main`), or argparse's.
+_ERROR_LINE = re.compile(r"^cloudburst(?: [\w-]+)?: error: (.+)$", re.MULTILINE)
 
 
 def _state_path(data_dir: Path) -> Path:
@@ -40,7 +51,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _running_cluster(data_dir: Path) -> dict[str, object] | None:
+def running_cluster(data_dir: Path) -> dict[str, object] | None:
     """The recorded cluster if its supervisor still runs (a stale record is removed)."""
     path = _state_path(data_dir)
     try:
@@ -60,7 +71,7 @@ def up(args: argparse.Namespace) -> int:
     Raises:
         CloudburstError: A cluster already runs on this data directory, or the cluster did not start.
     """
-    existing = _running_cluster(args.data_dir)
+    existing = running_cluster(args.data_dir)
     if existing is not None:
         raise CloudburstError(
             f"a cluster is already running (supervisor pid {existing['pid']}, scheduler {existing['scheduler']}); "
@@ -98,11 +109,14 @@ def up(args: argparse.Namespace) -> int:
         f"{args.executors} executors ...",
         flush=True,
     )
+    console = Console()
     try:
-        cluster.start()
+        with _startup_logging(console, args.log_level), Steps(console) as steps:
+            cluster.start(progress=steps.report)
         write_state(_state_path(args.data_dir), cluster, os.getpid())
         print(
             f"Cluster ready. Scheduler: {cluster.scheduler}   KVS: {cluster.kvs_routing}\n"
+            f"Dashboard: {cluster.dashboard_url}\n"
             f"Connect with cloudburst.connect({cluster.scheduler!r}). Stop with Ctrl-C or `cloudburst down`.",
             flush=True,
         )
@@ -117,35 +131,92 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _startup_logging(console: Console, level: str | None) -> Iterator[None]:
+    """While a terminal shows the startup's progress, INFO logs (which would tear through the spinner and say the
+    same) are held back, unless ``--log-level`` asked for them; warnings and errors still show."""
+    root = logging.getLogger()
+    before = root.level
+    if console.is_terminal and level is None and before < logging.WARNING:
+        root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(before)
+
+
+def _new_lines(path: Path, offset: int) -> tuple[list[str], int]:
+    """The complete lines written to ``path`` after byte ``offset``, and the offset after them."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(offset)
+            data = log.read()
+    except OSError:
+        return [], offset
+    complete = data[: data.rfind(b"\n") + 1]
+    return complete.decode(errors="replace").splitlines(), offset + len(complete)
+
+
+def _show_started(steps: Steps, log_path: Path, offset: int) -> int:
+    """Shows the steps the detached supervisor has finished since ``offset``; returns the offset after them.
+
+    The supervisor's output is a file, not a terminal, so its progress is plain lines, shown here as they come.
+    """
+    lines, offset = _new_lines(log_path, offset)
+    for line in lines:
+        if line.startswith(STARTED):
+            steps.done(line)
+    return offset
+
+
+def _startup_failure(log_path: Path, offset: int) -> DeadlineExceeded:
+    """Why the detached supervisor did not start the cluster: its error's first line, then its log's end."""
+    output = log_path.read_bytes()[offset:].decode(errors="replace")
+    found = _ERROR_LINE.search(output)
+    headline = found.group(1) if found else "the cluster did not start"
+    return DeadlineExceeded(f"{headline}\n\nThe cluster's log ({log_path}) ends with:\n{output[-3000:]}")
+
+
 def _up_detached(args: argparse.Namespace) -> int:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = args.data_dir / "cluster.log"
     command = [sys.executable, "-m", "cloudburst", "up", "--host", args.host, "--executors", str(args.executors)]
     command += ["--nodes", str(args.nodes), "--gpu-executors", str(args.gpu_executors)]
-    command += ["--data-dir", str(args.data_dir), "--report-period", str(args.report_period)]
-    command += ["--in-memory"] if args.in_memory else []
+    command += ["--report-period", str(args.report_period)]
+    # The two are exclusive; in memory, the state file and the log use the default data directory, as here.
+    command += ["--in-memory"] if args.in_memory else ["--data-dir", str(args.data_dir)]
     command += ["--kvs", args.kvs] if args.kvs else []
     command += ["--autoscale", "--max-nodes", str(args.max_nodes)] if args.autoscale else []
     with open(log_path, "ab") as log:
+        # The log is appended to by every start: this start's lines are those after this offset.
+        offset = read = log.tell()
         process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     give_up = time.monotonic() + 120
-    while (state := _running_cluster(args.data_dir)) is None or state.get("pid") != process.pid:
-        if process.poll() is not None or time.monotonic() > give_up:
-            if process.poll() is None:
-                process.terminate()
-            tail = log_path.read_text(errors="replace")[-3000:]
-            raise DeadlineExceeded(f"the cluster did not start; its log ({log_path}) ends with:\n{tail}")
-        time.sleep(0.05)
+    with Steps(Console()) as steps:
+        steps.spin("starting a cluster in the background ...")
+        while (state := running_cluster(args.data_dir)) is None or state.get("pid") != process.pid:
+            if process.poll() is not None or time.monotonic() > give_up:
+                if process.poll() is None:
+                    process.terminate()
+                raise _startup_failure(log_path, offset)
+            read = _show_started(steps, log_path, read)
+            time.sleep(0.05)
+        _show_started(steps, log_path, read)
     print(
         f"Cluster running in the background (supervisor pid {process.pid}, log {log_path}).\n"
-        f"Scheduler: {state['scheduler']}   KVS: {state['kvs']}   Stop it with `cloudburst down`."
+        f"Scheduler: {state['scheduler']}   KVS: {state['kvs']}   Dashboard: {state.get('dashboard')}\n"
+        "Stop it with `cloudburst down`."
     )
     return 0
 
 
 def down(data_dir: Path) -> int:
-    """Stops the cluster recorded in ``data_dir``."""
-    state = _running_cluster(data_dir)
+    """Stops the cluster recorded in ``data_dir``, with a spinner on a terminal while it stops.
+
+    Raises:
+        DeadlineExceeded: Its supervisor did not stop within 60 s.
+    """
+    state = running_cluster(data_dir)
     if state is None:
         print("No cluster is running.")
         return 0
@@ -153,36 +224,60 @@ def down(data_dir: Path) -> int:
     assert isinstance(pid, int)
     os.kill(pid, signal.SIGTERM)
     give_up = time.monotonic() + 60
-    while _alive(pid):
-        if time.monotonic() > give_up:
-            raise DeadlineExceeded(f"the cluster supervisor (pid {pid}) did not stop within 60 s")
-        time.sleep(0.05)
+    with Steps(Console()) as steps:
+        steps.spin(f"stopping the cluster (supervisor pid {pid}) ...")
+        while _alive(pid):
+            if time.monotonic() > give_up:
+                raise DeadlineExceeded(
+                    f"the cluster supervisor (pid {pid}) did not stop within 60 s; its log is "
+                    f"{data_dir / 'cluster.log'}, and `kill {pid}` asks it again"
+                )
+            time.sleep(0.05)
     _state_path(data_dir).unlink(missing_ok=True)
     print("Cluster stopped.")
     return 0
 
 
-def status(data_dir: Path, scheduler: str | None) -> int:
-    """Prints executors, pinned functions and DAGs as the scheduler sees them."""
-    if scheduler is None:
-        state = _running_cluster(data_dir)
-        if state is None:
-            raise CloudburstError("no cluster is running here; start one with `cloudburst up` or pass --scheduler")
-        scheduler = str(state["scheduler"])
-    with Connection(scheduler, host=scheduler, timeout=5.0) as connection:
-        view = connection.status()
-    print(
-        f"Scheduler {scheduler}: {len(view.executors)} executors, {len(view.dags)} DAGs, "
-        f"{len(view.functions)} functions"
-    )
-    print(f"{'EXECUTOR':<24} {'STATE':<10} {'UTIL':>6}  PINNED")
-    for executor in sorted(view.executors, key=lambda e: (e.ip, e.tid)):
-        state_name = "running" if executor.running else "departing"
-        kind = " (GPU)" if executor.type else ""
-        print(
-            f"{executor.ip + ':' + str(executor.tid) + kind:<24} {state_name:<10} {executor.utilization:>6.1%}  "
-            f"{', '.join(executor.functions) or '-'}"
+def scheduler_host(address: str, ports: RuntimePorts) -> str:
+    """The scheduler's host from ``--scheduler``: a host, or its connect endpoint (``host:port``, ``tcp://...``).
+
+    Raises:
+        ConfigError: A port other than the scheduler's connect port.
+    """
+    host, colon, port = address.strip().removeprefix("tcp://").partition(":")
+    # More than one colon is an IPv6 address, not a host and port.
+    if not colon or ":" in port:
+        return address.strip()
+    if port != str(ports.connect):
+        raise ConfigError(
+            f"--scheduler {address!r}: schedulers answer on port {ports.connect}; give the host alone ({host!r})"
         )
-    print(f"DAGs: {', '.join(sorted(view.dags)) or '-'}")
-    print(f"Functions: {', '.join(sorted(view.functions)) or '-'}")
+    return host
+
+
+def status(data_dir: Path, scheduler: str | None, *, as_json: bool = False, timeout: float = 5.0) -> int:
+    """Prints executors, pinned functions, DAGs and functions as the scheduler sees them: a table, or JSON.
+
+    Raises:
+        CloudburstError: No cluster is recorded in ``data_dir`` and no scheduler was given.
+        ConfigError: ``scheduler`` names a port other than the connect port.
+        DeadlineExceeded: The scheduler did not answer within ``timeout`` seconds.
+    """
+    if scheduler is None:
+        state = running_cluster(data_dir)
+        if state is None:
+            raise CloudburstError(
+                f"no cluster is running from {data_dir} (none started by `cloudburst up` is recorded there): start "
+                "one with `cloudburst up`, or ask a cluster elsewhere with `cloudburst status --scheduler HOST`"
+            )
+        scheduler = str(state["scheduler"])
+    ports = RuntimePorts()
+    host = scheduler_host(scheduler, ports)
+    # Status ships no functions, so a cluster of other versions is still shown; the reply address is never used.
+    with Connection(host, host="127.0.0.1", ports=ports, timeout=timeout, check_versions=False) as connection:
+        view = connection.status()
+    if as_json:
+        print(json.dumps(status_document(host, view), indent=2))
+    else:
+        Console().print(status_view(host, view))
     return 0

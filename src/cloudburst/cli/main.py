@@ -21,6 +21,7 @@ from cloudburst.cli.config_file import (
     apply_file_options,
     load_role_options,
 )
+from cloudburst.cli.trace import add_trace_parser, run_trace
 from cloudburst.cluster.serve import serve_until_signalled
 from cloudburst.config import DEFAULT_DATA_DIR, ExecutorConfig, KvsConfig, ManagementConfig, NodeConfig, SchedulerConfig
 from cloudburst.errors import CloudburstError, ConfigError
@@ -224,6 +225,7 @@ def _add_cache_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     cache = commands.add_parser("cache", help="run a node's cache (shared by the node's executors) in the foreground")
     cache.add_argument("--host", default="127.0.0.1", help="the node's address (default: %(default)s)")
     cache.add_argument("--kvs", default="tcp://127.0.0.1:6450", help="KVS routing endpoint")
+    cache.add_argument("--management", help="the management service's host, which gets the cache's figures")
     _add_curve_options(cache)
     _add_child_options(cache)
 
@@ -250,7 +252,11 @@ def _add_cluster_parsers(commands: _Commands[argparse.ArgumentParser]) -> None:
     down.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: %(default)s")
     status = commands.add_parser("status", help="show executors, pinned functions and DAGs")
     status.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: %(default)s")
-    status.add_argument("--scheduler", help="ask this scheduler host instead of the local cluster's")
+    status.add_argument("--scheduler", metavar="HOST", help="ask this scheduler host instead of the local cluster's")
+    status.add_argument("--json", action="store_true", help="print JSON (for scripts) instead of tables")
+    status.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the scheduler (default: %(default)s)"
+    )
 
 
 def _add_keys_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
@@ -294,6 +300,7 @@ def build_parser(role_defaults: Mapping[str, Mapping[str, object]] | None = None
     _add_cluster_parsers(commands)
     _add_keys_parser(commands)
     _add_demo_parser(commands)
+    add_trace_parser(commands)
     for command, defaults in (role_defaults or {}).items():
         commands.choices[command].set_defaults(**defaults)
     return parser
@@ -453,7 +460,7 @@ def _run_management(args: argparse.Namespace) -> int:
 def _run_cache(args: argparse.Namespace) -> int:
     from cloudburst.cache.server import run_cache
 
-    return run_cache(args.host, args.kvs, args.ready_file, _role_security(args))
+    return run_cache(args.host, args.kvs, args.ready_file, _role_security(args), args.management)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -467,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"cloudburst: error: {error}", file=sys.stderr)
         return 2
-    quiet = args.command in ("demo", "status", "down", "keys")
+    quiet = args.command in ("demo", "status", "down", "keys", "trace")
     level = args.log_level or ("WARNING" if quiet else "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _exit_with_parent(getattr(args, "parent_pid", None))
@@ -486,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_management(args)
         if args.command == "keys":
             return _run_keys(args)
+        if args.command == "trace":
+            return run_trace(args)
         from cloudburst.cli import cluster
 
         if args.command == "up":
@@ -493,10 +502,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "down":
             return cluster.down(args.data_dir)
         if args.command == "status":
-            return cluster.status(args.data_dir, args.scheduler)
+            return cluster.status(args.data_dir, args.scheduler, as_json=args.json, timeout=args.timeout)
         from cloudburst.cli.demo import run_demo
 
         return run_demo(args.operations)
     except CloudburstError as error:
         print(f"cloudburst: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C during a command that installs no handler of its own: the user knows why it stopped.
+        print("cloudburst: interrupted", file=sys.stderr)
+        return 130

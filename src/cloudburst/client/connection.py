@@ -35,6 +35,7 @@ from cloudburst.errors import (
     FunctionNotFound,
     InvalidRequest,
     NoResources,
+    TransportError,
 )
 from cloudburst.keys import TRIGGER_INDEX, trigger_key
 from cloudburst.kvs.client import KvsClient
@@ -60,6 +61,7 @@ from cloudburst.protocol.runtime_messages import (
 )
 from cloudburst.protocol.trigger_messages import DEFAULT_ACK_TIMEOUT, DEFAULT_MAX_ATTEMPTS, TriggerSpec
 from cloudburst.protocol.values import encode, from_lattice, serialize, to_lattice
+from cloudburst.protocol.versions import VersionInfo, check_compatible, local_version_info
 from cloudburst.shared.reference import CloudburstReference
 from cloudburst.transport.security import SecurityConfig, curve_client
 from cloudburst.transport.zmq import reply_socket
@@ -72,6 +74,10 @@ _KVS_DEFAULT_PORT = 6450
 #: How long connecting waits for the scheduler: a running scheduler answers in microseconds, so waiting long only
 #: delays telling the user that no cluster is there.
 CONNECT_TIMEOUT = 5.0
+#: How long connecting waits for the scheduler's versions. A scheduler that has the info port answers as fast as
+#: it answered the connect request, and one without it refuses the TCP connection, which is noticed at once; this
+#: only bounds the odd case of a port whose packets are dropped.
+VERSION_CHECK_TIMEOUT = 1.0
 #: Seconds to wait for a lease; a scheduler that does not answer in time is taken to grant none.
 LEASE_TIMEOUT = 5.0
 #: Functions whose leases a connection keeps at once.
@@ -81,6 +87,20 @@ _MAX_LEASES = 10_000
 def _kvs_endpoint(answer: str) -> str:
     """The KVS routing endpoint from a scheduler's connect answer (a bare host means the default port)."""
     return answer if answer.startswith("tcp://") else f"tcp://{answer}:{_KVS_DEFAULT_PORT}"
+
+
+def _connect(socket: zmq.Socket[bytes], endpoint: str) -> None:
+    """Connects ``socket`` to ``endpoint``.
+
+    Raises:
+        TransportError: ``endpoint`` is malformed, as when a scheduler is given as a URL rather than a host.
+    """
+    try:
+        socket.connect(endpoint)
+    except zmq.ZMQError as error:
+        raise TransportError(
+            f"cannot connect to {endpoint}: {error} (give the scheduler as a host, e.g. 10.0.0.2)"
+        ) from None
 
 
 def _ship_module_by_value(definition: object) -> None:
@@ -137,6 +157,53 @@ class _Lease:
         return rng.choice(self.executors)
 
 
+class _VersionProbe:
+    """The scheduler's versions, asked on its info port as soon as the probe exists and read by :meth:`answer`.
+
+    A scheduler older than the info port (or the original system's) has nothing listening there: the refused TCP
+    connection shows on a socket monitor at once, so such a cluster costs no wait either.
+    """
+
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str, security: SecurityConfig | None) -> None:
+        self._endpoint = endpoint
+        self._socket = context.socket(zmq.REQ)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        curve_client(self._socket, security)
+        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_CONNECT_RETRIED)
+        try:
+            _connect(self._socket, endpoint)
+        except TransportError:
+            self.close()
+            raise
+        self._socket.send(b"")
+
+    def answer(self, wait: float) -> VersionInfo | None:
+        """The scheduler's versions, or ``None`` if it cannot tell within ``wait`` seconds (logged, not raised)."""
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            ready = dict(poller.poll(max(1, math.ceil(left * 1000))))
+            if self._socket in ready:
+                try:
+                    return VersionInfo.decode(self._socket.recv())
+                except DecodeError as error:
+                    logger.warning("%s did not answer with versions (%s); not checked", self._endpoint, error)
+                    return None
+            if self._monitor in ready:
+                logger.debug("%s refused the connection (a scheduler without the info port)", self._endpoint)
+                return None
+        logger.debug("%s did not answer in %g s; versions not checked", self._endpoint, wait)
+        return None
+
+    def close(self) -> None:
+        """Closes the probe's sockets (before the context is terminated, which would wait for them)."""
+        self._socket.disable_monitor()
+        self._monitor.close(linger=0)
+        self._socket.close(linger=0)
+
+
 class Connection:
     """A connection to a Cloudburst deployment through one scheduler.
 
@@ -147,10 +214,14 @@ class Connection:
         timeout: Default deadline, in seconds, of every request and of waiting for results.
         security: CURVE keys (:meth:`SecurityConfig.for_client`) for a deployment that requires them; ``None``:
             plaintext.
+        check_versions: Ask the scheduler for its versions and refuse a cluster whose Python or cloudpickle
+            major.minor version differs from this process's (a scheduler too old to tell is accepted).
 
     Raises:
         DeadlineExceeded: The scheduler did not answer the connection request in time (with CURVE keys, also
             when the deployment refuses the key).
+        VersionMismatch: ``check_versions`` and the cluster runs another Python or cloudpickle major.minor version.
+        TransportError: ``host`` is not an address of this machine.
     """
 
     def __init__(
@@ -161,6 +232,7 @@ class Connection:
         ports: RuntimePorts | None = None,
         timeout: float = 30.0,
         security: SecurityConfig | None = None,
+        check_versions: bool = True,
     ) -> None:
         self.scheduler = scheduler
         self.security = security
@@ -170,7 +242,11 @@ class Connection:
         self._local = threading.local()
         self._sockets_lock = threading.Lock()
         self._all_sockets: list[zmq.Socket[bytes]] = []
-        self._results, self.result_address = reply_socket(self._context, host, security)
+        try:
+            self._results, self.result_address = reply_socket(self._context, host, security)
+        except TransportError:
+            self._context.term()
+            raise
         self._slots: dict[str, ResultSlot] = {}
         self._early: OrderedDict[str, EncodedValue] = OrderedDict()
         self._slots_lock = threading.Lock()
@@ -182,13 +258,16 @@ class Connection:
         self._rng = random.Random()
         self._leasing = True
         try:
-            answer = self._request(
-                self.ports.connect,
-                b"",
-                "connect",
-                min(timeout, CONNECT_TIMEOUT),
-                "; is a cluster running there? (start one with `cloudburst up`)",
-            )
+            # Asked alongside the connect request, so that the check adds no round trip of its own.
+            info = self.ports.info_endpoint(scheduler)
+            probe = _VersionProbe(self._context, info, security) if check_versions else None
+            try:
+                answer = self._connect_request(min(timeout, CONNECT_TIMEOUT))
+                if probe is not None:
+                    self._check_versions(probe, min(timeout, VERSION_CHECK_TIMEOUT))
+            finally:
+                if probe is not None:
+                    probe.close()
             self.kvs_routing = _kvs_endpoint(answer.decode())
             self.kvs = KvsClient(self.kvs_routing, host=host, timeout=timeout, security=security)
         except BaseException:
@@ -589,13 +668,48 @@ class Connection:
             socket = self._context.socket(kind)
             socket.setsockopt(zmq.LINGER, 0)
             curve_client(socket, self.security)
-            socket.connect(endpoint)
+            try:
+                _connect(socket, endpoint)
+            except TransportError:
+                # Left open, the socket would keep the context (and so close()) from ever terminating.
+                socket.close(linger=0)
+                raise
             sockets[(kind, endpoint)] = socket
             with self._sockets_lock:
                 self._all_sockets.append(socket)
         return socket
 
-    def _request(self, port: int, payload: bytes, what: str, timeout: float | None = None, hint: str = "") -> bytes:
+    def _connect_request(self, wait: float) -> bytes:
+        """The scheduler's answer to the connect request: its KVS routing address.
+
+        Raises:
+            DeadlineExceeded: No answer within ``wait`` seconds; the message says what to check.
+        """
+        try:
+            return self._request(self.ports.connect, b"", "connect", wait)
+        except DeadlineExceeded:
+            key = " and that the cluster authorized this client's CURVE key" if self.security else ""
+            raise DeadlineExceeded(
+                f"no scheduler answered at tcp://{self.scheduler}:{self.ports.connect} within {wait:g} s: is a "
+                f"cluster running there? Start one with `cloudburst up`, or check the address{key}"
+            ) from None
+
+    def _check_versions(self, probe: _VersionProbe, wait: float) -> None:
+        """Refuses a cluster whose versions cannot run this client's functions.
+
+        Raises:
+            VersionMismatch: Python or cloudpickle major.minor versions differ.
+        """
+        cluster = probe.answer(wait)
+        if cluster is None:
+            return
+        ours = local_version_info()
+        if ours != cluster:
+            # Other differences (the cloudburst or protocol version) are allowed: the wire stays compatible.
+            logger.debug("versions: this client %s, the cluster %s", ours, cluster)
+        check_compatible(ours, cluster, self.scheduler)
+
+    def _request(self, port: int, payload: bytes, what: str, timeout: float | None = None) -> bytes:
         if self._closed.is_set():
             raise CloudburstError(f"{what}: the connection is closed")
         wait = self.timeout if timeout is None else timeout
@@ -607,7 +721,7 @@ class Connection:
         # A REQ socket that got no reply cannot send again: replace it so the next request starts clean.
         del self._local.sockets[(zmq.REQ, endpoint)]
         socket.close(linger=0)
-        raise DeadlineExceeded(f"{what}: the scheduler at {self.scheduler}:{port} did not answer in {wait:g} s{hint}")
+        raise DeadlineExceeded(f"{what}: the scheduler at {self.scheduler}:{port} did not answer in {wait:g} s")
 
     def _generic(self, port: int, payload: bytes, what: str) -> GenericResponse:
         reply = self._request(port, payload, what)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +11,9 @@ import time
 from pathlib import Path
 
 from cloudburst.errors import DeadlineExceeded
+
+#: How :func:`cloudburst.transport.zmq.bind` words a port it cannot bind, as the role's error output shows it.
+_BIND_ERROR = re.compile(r"cannot bind (?P<endpoint>tcp://\S+?)(?: \((?P<what>[^)]*)\))?: (?P<reason>[^\n]+)")
 
 
 class ChildProcess:
@@ -60,19 +64,29 @@ class ChildProcess:
             The ready file's content.
 
         Raises:
-            DeadlineExceeded: It did not get ready in time or exited (its log is in the message).
+            DeadlineExceeded: It did not get ready in time or exited. The message's first line says why when the
+                output tells (a port that cannot be bound, and what to do about it); the output's end follows.
         """
         self._workdir.mkdir(parents=True, exist_ok=True)
         self.ready_file.unlink(missing_ok=True)
         command = [sys.executable, "-m", "cloudburst", *self._role_args]
         command += ["--ready-file", str(self.ready_file), "--parent-pid", str(os.getpid())]
         with open(self.log_file, "ab") as log:
+            # The log is appended to across restarts: only what follows this offset belongs to this start.
+            offset = log.tell()
             self._process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         give_up = time.monotonic() + self._startup_timeout
         while not self.ready_file.exists():
-            if self._process.poll() is not None or time.monotonic() > give_up:
+            code = self._process.poll()
+            if code is not None or time.monotonic() > give_up:
                 self.kill()
-                raise DeadlineExceeded(f"{self.name} did not start; its output:\n{self.log_text()[-4000:]}")
+                output = self.log_file.read_bytes()[offset:].decode(errors="replace")
+                headline = bind_failure(self.name, output) or (
+                    f"{self.name} exited with code {code} before it was ready"
+                    if code is not None
+                    else f"{self.name} was not ready within {self._startup_timeout:g} s"
+                )
+                raise DeadlineExceeded(f"{headline}\n\n{self.name}'s output ends with:\n{output[-4000:]}")
             time.sleep(0.01)
         return self.ready_file.read_text()
 
@@ -104,6 +118,24 @@ class ChildProcess:
         if self._process is not None:
             kill_process(self._process)
         self._process = None
+
+
+def bind_failure(name: str, output: str) -> str | None:
+    """What to tell the user when a role's output shows it could not bind a port; ``None`` if it does not.
+
+    Args:
+        name: The role, as its :class:`ChildProcess` is named.
+        output: What the role printed (its error names the address, e.g. ``cannot bind tcp://h:5000 (...): ...``).
+    """
+    found = _BIND_ERROR.search(output)
+    if found is None:
+        return None
+    what = f" ({found['what']})" if found["what"] else ""
+    return (
+        f"{name} cannot listen on {found['endpoint']}{what}: {found['reason']}. Stop what listens there "
+        "(`cloudburst down` stops a cluster started with `cloudburst up --detach`), or use another address with "
+        "--host (every 127.x.y.z is this machine)"
+    )
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:

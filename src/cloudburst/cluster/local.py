@@ -14,6 +14,7 @@ import random
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,14 @@ from cloudburst.management.server import ManagementServer, send_self_depart
 from cloudburst.transport.zmq import PushSocketCache
 
 logger = logging.getLogger(__name__)
+
+#: Told of each role as a cluster starts it: ``progress(step, done)``, with ``done`` False just before the step
+#: starts and True once it listens; ``step`` names it, e.g. ``"the scheduler on 127.0.0.1"``.
+StartProgress = Callable[[str, bool], None]
+
+
+def _unwatched(step: str, done: bool) -> None:
+    """The :data:`StartProgress` used when nobody watches."""
 
 
 def random_loopback_host(*avoid: str) -> str:
@@ -61,8 +70,8 @@ class ClusterConfig:
             nowhere else), with the tids after the CPU executors'.
         schedulers: Schedulers, on ``host`` and the next addresses, gossiping with one another; executors report
             to all of them and clients may use any.
-        autoscale: Run the management service (on ``host``), which adds and drains nodes (and replicas) as load
-            asks, within ``scaling``'s bounds; executors and schedulers report to it.
+        autoscale: Let the management service (which always runs, on ``host``, and serves the dashboard) add and
+            drain nodes (and replicas) as load asks, within ``scaling``'s bounds; without, it only watches.
         scaling: The management service's policy thresholds and node bounds.
     """
 
@@ -132,7 +141,7 @@ class LocalCluster:
         # Nodes are added and drained from the management thread while the supervisor loop runs.
         self._lock = threading.RLock()
         self.config_ports = RuntimePorts()
-        #: The management service, when ``config.autoscale``; it runs in a thread of this process.
+        #: The management service, once started; it runs in a thread of this process.
         self.management: ManagementServer | None = None
         self._management_thread: threading.Thread | None = None
 
@@ -148,18 +157,24 @@ class LocalCluster:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def start(self) -> None:
+    def start(self, progress: StartProgress | None = None) -> None:
         """Starts the KVS, the scheduler and the executors, each once it can be reached.
+
+        Args:
+            progress: Told of the KVS, each scheduler and each node as it starts.
 
         Raises:
             DeadlineExceeded: A role did not start (for example its port is taken); its log is in the message.
         """
         host = self.config.host
+        tell = progress or _unwatched
         try:
             storage = ["--in-memory"] if self.config.data_dir is None else ["--data-dir", str(self.config.data_dir)]
             storage = ["--engine", self.config.kvs_engine] if self.config.kvs_engine else storage
+            tell(f"the KVS on {host}", False)
             self._kvs = ChildProcess(["kvs", "--host", host, *storage], self.workdir, "kvs")
             self.kvs_routing = KvsAddresses.from_json(self._kvs.start()).routing
+            tell(f"the KVS on {host}", True)
             hosts = self.config.scheduler_hosts()
             for index, scheduler_host in enumerate(hosts):
                 peers = [arg for peer in hosts if peer != scheduler_host for arg in ("--peer", peer)]
@@ -173,25 +188,32 @@ class LocalCluster:
                         "--report-period",
                         str(self.config.report_period),
                         *peers,
-                        *(["--management", host] if self.config.autoscale else []),
+                        "--management",
+                        host,
                     ],
                     self.workdir,
                     "scheduler" if index == 0 else f"scheduler@{scheduler_host}",
                 )
                 self._schedulers.append(scheduler)
                 self._scheduler_budgets.append(RestartBudget(self.config.max_restarts, self.config.restart_window))
+                tell(f"the scheduler on {scheduler_host}", False)
                 scheduler.start()
+                tell(f"the scheduler on {scheduler_host}", True)
             for node in self.config.node_hosts():
-                self.add_node(node)
-            if self.config.autoscale:
-                management = ManagementConfig(
-                    host=host, schedulers=tuple(hosts), ports=self.config_ports, policy=self.config.scaling
-                )
-                self.management = ManagementServer(management, self)
-                self._management_thread = threading.Thread(
-                    target=self.management.serve_forever, name="management", daemon=True
-                )
-                self._management_thread.start()
+                self.add_node(node, progress)
+            management = ManagementConfig(
+                host=host,
+                schedulers=tuple(hosts),
+                ports=self.config_ports,
+                policy=self.config.scaling,
+                autoscale=self.config.autoscale,
+            )
+            self.management = ManagementServer(management, self)
+            self._management_thread = threading.Thread(
+                target=self.management.serve_forever, name="management", daemon=True
+            )
+            self._management_thread.start()
+            self._wait_until_schedulers_know_the_executors()
         except BaseException:
             self.stop()
             raise
@@ -203,8 +225,32 @@ class LocalCluster:
             self.kvs_routing,
         )
 
-    def add_node(self, node: str | None = None) -> str:
+    def _wait_until_schedulers_know_the_executors(self, timeout: float = 60.0) -> None:
+        """Returns once every scheduler has heard from every executor, so that a first call finds them.
+
+        An executor is ready once it listens, but a scheduler learns of it from its first status report, a moment
+        later; a call in between would be refused with ``NoResources``.
+
+        Raises:
+            DeadlineExceeded: Some scheduler did not hear from every executor within ``timeout`` seconds.
+        """
+        expected = len(self.executor_pids())
+        give_up = time.monotonic() + timeout
+        for scheduler in self.config.scheduler_hosts():
+            with Connection(scheduler, host=self.config.host, timeout=timeout, check_versions=False) as connection:
+                while (known := sum(e.running for e in connection.status().executors)) < expected:
+                    if time.monotonic() > give_up:
+                        raise DeadlineExceeded(
+                            f"the scheduler on {scheduler} knows {known} of {expected} executors after {timeout:g} s"
+                        )
+                    time.sleep(0.01)
+
+    def add_node(self, node: str | None = None, progress: StartProgress | None = None) -> str:
         """Starts a node: its cache, then its executors, on ``node`` or else the address after the last node's.
+
+        Args:
+            node: The node's address; by default the one after the last node's.
+            progress: Told when the node (its cache and executors, as one step) starts and once it is up.
 
         Returns:
             The node's address.
@@ -214,8 +260,14 @@ class LocalCluster:
         """
         with self._lock:
             node = node or self._next_node_address()
-            group = NodeGroup(self._node_config(node), self.workdir)
+            config = self._node_config(node)
+            gpus = f" (+{config.gpu_executors} GPU)" if config.gpu_executors else ""
+            step = f"node {node}: a cache and {config.executors} executors{gpus}"
+            tell = progress or _unwatched
+            tell(step, False)
+            group = NodeGroup(config, self.workdir)
             group.start()
+            tell(step, True)
             self._nodes[node] = group
             self.cache_addresses[node] = group.cache_endpoints["requests"]
             return node
@@ -250,7 +302,7 @@ class LocalCluster:
         """Drains ``node`` and waits until it is released: its executors finish what they hold and exit, then the
         rest of the node is stopped.
 
-        With the management service running, the drain goes through it (so it is refused below ``min_nodes``);
+        When the management service autoscales, the drain goes through it (so it is refused below ``min_nodes``);
         otherwise the executors are told to depart from here.
 
         Raises:
@@ -264,7 +316,7 @@ class LocalCluster:
                 raise InvalidRequest(f"cannot drain {node}: {reason}")
             tids = group.config.tids
         deadline = time.monotonic() + timeout
-        if self.management is not None:
+        if self.management is not None and self.config.autoscale:
             # Not under our lock: the management service calls back into drain and release with its own held.
             self.management.drain_node(node)
         else:
@@ -312,7 +364,7 @@ class LocalCluster:
             host=node,
             kvs_routing=self.kvs_routing,
             schedulers=tuple(config.scheduler_hosts()),
-            management=config.host if config.autoscale else None,
+            management=config.host,
             executors=config.executors,
             gpu_executors=config.gpu_executors,
             report_period=config.report_period,
@@ -374,6 +426,11 @@ class LocalCluster:
             self._kvs.stop()
         self._scratch.cleanup()
 
+    @property
+    def dashboard_url(self) -> str | None:
+        """The management service's dashboard (its JSON API and ``/metrics`` are under it), once started."""
+        return self.management.dashboard_url if self.management is not None else None
+
     def connect(self, timeout: float = 30.0) -> Connection:
         """A client connection to this cluster."""
         return Connection(self.scheduler, host=self.config.host, timeout=timeout)
@@ -386,6 +443,7 @@ class LocalCluster:
             "kvs": self.kvs_routing,
             "executors": self.config.executors,
             "nodes": self.nodes(),
+            "dashboard": self.dashboard_url,
             "data_dir": str(self.config.data_dir) if self.config.data_dir else None,
         }
 

@@ -72,7 +72,17 @@ class NodeGroup:
         self.config = config
         self._workdir = workdir
         self.cache = ChildProcess(
-            ["cache", "--host", config.host, "--kvs", config.kvs_routing, *self._security_args()], workdir, self._name()
+            [
+                "cache",
+                "--host",
+                config.host,
+                "--kvs",
+                config.kvs_routing,
+                *(["--management", config.management] if config.management else []),
+                *self._security_args(),
+            ],
+            workdir,
+            self._name(),
         )
         self.executors: list[ChildProcess] = []
         self._budgets = [RestartBudget(config.max_restarts, config.restart_window) for _ in config.tids]

@@ -44,6 +44,10 @@ class LocalReadTier:
         self._inner = inner
         self._capacity = capacity
         self._values: OrderedDict[str, StorableLattice] = OrderedDict()
+        #: The keys the last :meth:`get_many` answered from the local copies, and those the node cache answered
+        #: from its memory (for request traces).
+        self.last_hits: frozenset[str] = frozenset()
+        self.last_cached: frozenset[str] = frozenset()
         self._sequence: int | None = None
         self._subscription = context.socket(zmq.SUB)
         self._subscription.setsockopt(zmq.LINGER, 0)
@@ -82,8 +86,11 @@ class LocalReadTier:
             else:
                 self._values.move_to_end(key)
                 found[key] = value
+        self.last_hits = frozenset(found)
+        self.last_cached = frozenset()
         if missing:
             fetched = self._inner.get_many(missing, timeout=timeout)
+            self.last_cached = self._inner.last_cached
             found.update(fetched)
             if self._sequence is not None:  # only once the invalidation stream is known to be complete
                 for key, value in fetched.items():

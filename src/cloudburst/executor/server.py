@@ -59,6 +59,8 @@ from cloudburst.management.client import SchedulerListClient
 from cloudburst.protocol import codec
 from cloudburst.protocol.runtime_messages import CallResult, DagTrigger, EncodedValue, ExecutorRequest
 from cloudburst.protocol.trigger_messages import TriggerAck
+from cloudburst.telemetry.metrics import ExecutorMetrics, MetricsEndpoint
+from cloudburst.telemetry.reporter import TelemetryReporter
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
 from cloudburst.transport.security import denied_handshakes, new_context
@@ -104,6 +106,9 @@ class ExecutorServer:
         self._stopping = False
         self.exit_code = 0
         security = config.security
+        self.metrics = MetricsEndpoint(
+            config.host, config.ports.metrics_executor + config.tid, f"executor {config.host}:{config.tid}"
+        )
         self._control = pull_socket(self._context, MAX_MESSAGE_BYTES, security)
         self._push = PushSocketCache(self._context, security=security)
         #: Asks the management service for the scheduler list, when there is one.
@@ -148,6 +153,19 @@ class ExecutorServer:
             raise
         self.runtime = FunctionRuntime(config, self._kvs, self._library, causal=causal)
         self.state = ExecutorState(config, incarnation)
+        node = f"{config.host}:{config.tid}"
+        #: Trace hops go to the management service, when there is one.
+        self._telemetry = (
+            TelemetryReporter(self._push, config.ports.management_endpoint(config.management), node)
+            if config.management
+            else None
+        )
+        self._metrics = ExecutorMetrics(
+            self.metrics.registry,
+            pending=lambda: len(self.state.pending_requests()),
+            utilization=lambda: self.state.status().utilization,
+        )
+        self.metrics.start()
 
     @property
     def control_endpoint(self) -> str:
@@ -195,12 +213,15 @@ class ExecutorServer:
             if not self._stopping and self._clock.now() >= next_tick:
                 self._feed(TickEvent())
                 self._settle_stores()
+                self._report_hops()
                 next_tick = self._clock.now() + _TICK_SECONDS
         self._settle_stores(flush=True)
+        self._report_hops()
         return self.exit_code
 
     def close(self) -> None:
-        """Closes sockets and the KVS client."""
+        """Closes sockets, the KVS client and the metrics endpoint."""
+        self.metrics.close()
         if self._library is not None:
             self._library.close()
         self._push.close()
@@ -241,14 +262,19 @@ class ExecutorServer:
         if isinstance(instruction, SendInstruction):
             self._send(instruction.address, instruction.message)
         elif isinstance(instruction, RunDagInstruction):
+            assert self._library is not None
             started = self._clock.now()
             outcomes = self.runtime.run_dag(instruction)
             duration = self._clock.now() - started
-            return DagRunDoneEvent(instruction.run_id, outcomes, duration, self._clock.wall_ns() / 1e9)
+            wall = self._clock.wall_ns() / 1e9
+            return DagRunDoneEvent(instruction.run_id, outcomes, duration, wall, self._library.take_reads())
         elif isinstance(instruction, RunOneShotInstruction):
+            assert self._library is not None
             started = self._clock.now()
             outcome = self.runtime.run_one_shot(instruction.call)
-            return OneShotDoneEvent(instruction.run_id, outcome, self._clock.now() - started)
+            duration = self._clock.now() - started
+            wall = self._clock.wall_ns() / 1e9
+            return OneShotDoneEvent(instruction.run_id, outcome, duration, wall, self._library.take_reads())
         elif isinstance(instruction, StoreResultInstruction):
             self._store(instruction.key, instruction.result)
         elif isinstance(instruction, LoadFunctionInstruction):
@@ -267,6 +293,14 @@ class ExecutorServer:
             self.exit_code = instruction.code
             self._stopping = True
         return None
+
+    def _report_hops(self) -> None:
+        """Counts the runs recorded since the last turn in the metrics and sends their hops on."""
+        hops = self.state.take_hops()
+        if hops:
+            self._metrics.observe(hops)
+            if self._telemetry is not None:
+                self._telemetry.send(hops)
 
     def _send(self, address: str, message: OutgoingMessage) -> None:
         try:

@@ -59,6 +59,7 @@ from cloudburst.protocol.runtime_messages import (
     ThreadStatus,
     UnpinFunction,
 )
+from cloudburst.protocol.telemetry_messages import ReadRecord, TraceHop
 from cloudburst.protocol.trigger_messages import TriggerAck, TriggerFiring
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ MAX_RUNTIME_SAMPLES = 10_000
 MAX_TALLIED_NAMES = 1_024
 #: Entries of the debugging story log.
 STORY_LENGTH = 10_000
+#: Trace hops kept for the server to take; a server without a management service to send them to never takes them.
+MAX_PENDING_HOPS = 4096
 #: Seconds a departing executor stays up after its drain completes. Schedulers that picked it just before they saw
 #: its ``running=False`` status may still have a request on the wire; exiting at once would lose it.
 DEPART_GRACE = 1.0
@@ -175,11 +178,14 @@ RunOutcome = RunSucceeded | RunFailed
 
 @dataclass(frozen=True, slots=True)
 class OneShotDoneEvent:
-    """A :class:`RunOneShotInstruction` finished after ``duration`` seconds."""
+    """A :class:`RunOneShotInstruction` finished after ``duration`` seconds, at wall-clock ``wall_time``, having
+    read ``reads``."""
 
     run_id: int
     outcome: RunOutcome
     duration: float = 0.0
+    wall_time: float = 0.0
+    reads: tuple[ReadRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +201,8 @@ class DagRunDoneEvent:
     outcomes: tuple[RunOutcome, ...]
     duration: float = 0.0
     wall_time: float = 0.0
+    #: The keys the run read (a batch's reads are every item's).
+    reads: tuple[ReadRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,6 +450,8 @@ class ExecutorState:
         self._function_tallies: dict[str, _Tally] = {}
         self._dag_tallies: dict[str, _Tally] = {}
         self._counters: Counter[str] = Counter()
+        #: Trace hops not yet taken by the server (the oldest are dropped when nobody takes them).
+        self._hops: deque[TraceHop] = deque(maxlen=MAX_PENDING_HOPS)
         #: Bounded ``(request id, function, what, time)`` log for :meth:`story`.
         self._story: deque[tuple[str, str, str, float]] = deque(maxlen=STORY_LENGTH)
         self._now = 0.0
@@ -662,6 +672,8 @@ class ExecutorState:
         self._busy += event.duration
         self._tally_function(call.name, event.duration)
         outcome = event.outcome
+        request_id = call.trigger.id if call.trigger is not None else call.response_key
+        self._record_hop(request_id, call.name, "", event.outcome, event.duration, event.wall_time, event.reads)
         if call.trigger is not None:
             self._acknowledge_trigger(call.trigger, outcome, out)
             return
@@ -712,6 +724,18 @@ class ExecutorState:
             schedule = request.schedule
             request.run_id = None
             self._tally_function(run.function, share)
+            sink = isinstance(outcome, RunSucceeded) and outcome.valid and not schedule.dag.downstream(run.function)
+            self._record_hop(
+                schedule.id,
+                run.function,
+                schedule.dag.name,
+                outcome,
+                share,
+                event.wall_time,
+                event.reads,
+                queue=max(0.0, now - event.duration - request.created),
+                end_to_end=max(0.0, event.wall_time - schedule.start_time) if sink and schedule.start_time > 0 else 0.0,
+            )
             if isinstance(outcome, RunFailed):
                 self._remember(key[0], key[1], "failed")
                 self._deliver(self._final_destination(schedule), self._error_result(outcome.error), out)
@@ -1041,6 +1065,44 @@ class ExecutorState:
         if last is None:
             return _Destination(schedule.output_key or schedule.id, schedule.response_address, schedule.delivery)
         return _Destination(last.output_key or schedule.id, last.response_address, last.delivery)
+
+    def take_hops(self) -> list[TraceHop]:
+        """The trace hops recorded since the last call, oldest first."""
+        hops = list(self._hops)
+        self._hops.clear()
+        return hops
+
+    def _record_hop(
+        self,
+        request_id: str,
+        function: str,
+        dag: str,
+        outcome: RunOutcome,
+        duration: float,
+        wall_time: float,
+        reads: tuple[ReadRecord, ...],
+        *,
+        queue: float = 0.0,
+        end_to_end: float = 0.0,
+    ) -> None:
+        error = outcome.error if isinstance(outcome, RunFailed) else None
+        self._hops.append(
+            TraceHop(
+                request_id=request_id,
+                role="executor",
+                node=self.node,
+                start=wall_time - duration,
+                duration=duration,
+                function=function,
+                dag=dag,
+                queue=queue,
+                end_to_end=end_to_end if dag else duration,
+                error=type(error).__name__ if error is not None else "",
+                message=error.message if error is not None else "",
+                traceback=(error.remote_traceback or "") if error is not None else "",
+                reads=reads,
+            )
+        )
 
     def _error_result(self, error: CloudburstError) -> EncodedResult:
         if error.node is None:

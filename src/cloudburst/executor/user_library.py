@@ -10,6 +10,7 @@ two invocations was lost.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import pickle
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,10 +23,12 @@ from cloudburst.config import ExecutorConfig
 from cloudburst.errors import CausalModeUnavailable, LatticeTypeMismatch, TransportError
 from cloudburst.executor.causal import CausalSession, latest_value
 from cloudburst.executor.causal_io import CausalDataClient
+from cloudburst.executor.local_tier import LocalReadTier
 from cloudburst.kvs.client import DataClient
 from cloudburst.lattices import Lattice, MultiKeyCausalLattice
 from cloudburst.protocol import values
 from cloudburst.protocol.codec import StorableLattice
+from cloudburst.protocol.telemetry_messages import ReadRecord, describe_version
 from cloudburst.transport.guard import RejectLog
 from cloudburst.transport.security import curve_server
 from cloudburst.transport.zmq import PushSocketCache, bind
@@ -35,6 +38,8 @@ logger = logging.getLogger(__name__)
 #: Messages the inbox holds for this executor before senders' messages are dropped (ZeroMQ's receive high-water
 #: mark), so a chatty peer cannot exhaust the executor's memory.
 INBOX_CAPACITY = 10_000
+#: Reads one request's trace records; a function reading more keys shows only its first ones.
+MAX_LOGGED_READS = 64
 #: Largest accepted inbox message.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -79,6 +84,8 @@ class UserLibrary:
         self._writes: set[str] | None = None
         #: The causal session of the request running now (set by the runtime), ``None`` for NORMAL requests.
         self.session: CausalSession | None = None
+        #: Reads of the running request, for its trace (taken by the server after each run).
+        self._reads: list[ReadRecord] = []
         self._push = push
         self._id: ExecutorId = (config.host, config.tid)
         self._timestamps = timestamps or TimestampGenerator(writer_id_for(f"{config.host}:{config.tid}"))
@@ -195,12 +202,37 @@ class UserLibrary:
         """
         own = [key for key in keys if key in self._upstream_writes]
         if not own:
-            return self._kvs.get_many(keys, timeout=timeout)
+            found = self._kvs.get_many(keys, timeout=timeout)
+            self._log_reads(found, ())
+            return found
         found = self._store.get_many(own, timeout=timeout)
         others = [key for key in keys if key not in found]
         if others:
             found.update(self._kvs.get_many(others, timeout=timeout))
+        self._log_reads(found, own)
         return found
+
+    def take_reads(self) -> tuple[ReadRecord, ...]:
+        """The reads logged since the last call (at most :data:`MAX_LOGGED_READS`), for the request's trace."""
+        reads, self._reads = tuple(self._reads), []
+        return reads
+
+    def _log_reads(self, found: Mapping[str, StorableLattice | None], direct: Sequence[str]) -> None:
+        room = MAX_LOGGED_READS - len(self._reads)
+        if room <= 0:
+            return
+        data = self._kvs
+        local = data.last_hits if isinstance(data, LocalReadTier) else frozenset()
+        cached = data.last_cached
+        through = "cache" if data is not self._store else "kvs"
+        for key, lattice in itertools.islice(found.items(), room):
+            if key in direct:
+                source, hit = "kvs", False
+            elif key in local:
+                source, hit = "executor", True
+            else:
+                source, hit = through, key in cached
+            self._reads.append(ReadRecord(key, source, hit, describe_version(lattice)))
 
     @overload
     def causal_get(self, key: str, deserialize: bool = True) -> Any: ...  # noqa: ANN401 - user data
@@ -274,6 +306,7 @@ class UserLibrary:
     def _causal_read(self, keys: list[str]) -> dict[str, MultiKeyCausalLattice | None]:
         session, causal = self._session("causal_get")
         found, not_causal = causal.read(session, keys)
+        self._log_reads({key: found.get(key) for key in keys if key not in not_causal}, ())
         if not_causal:
             raise LatticeTypeMismatch(not_causal[0], "non-causal", "MULTI_CAUSAL")
         return found

@@ -50,6 +50,11 @@ _R = TypeVar("_R", bound=_Response)
 class DataClient(Protocol):
     """What code reading and writing user data needs: the KVS itself, or a node cache in front of it."""
 
+    @property
+    def last_cached(self) -> frozenset[str]:
+        """The keys of the last :meth:`get_many` that a node cache answered from its memory."""
+        ...
+
     def get(self, key: str, *, timeout: float | None = None) -> StorableLattice | None:
         """The lattice under ``key``, or ``None``."""
         ...
@@ -111,6 +116,8 @@ class KvsClient:
         self._unsettled: dict[str, tuple[str, ...]] = {}
         #: Their answers, until :meth:`settle` takes them: request id -> keys not stored.
         self._settled: dict[str, tuple[str, ...]] = {}
+        #: The keys of the last :meth:`get_many` a node cache answered from memory (request traces show them).
+        self.last_cached: frozenset[str] = frozenset()
 
     def __enter__(self) -> KvsClient:
         return self
@@ -148,6 +155,7 @@ class KvsClient:
         """
         wanted = list(dict.fromkeys(keys))
         answers = self._exchange(RequestType.GET, {key: KeyTuple(key) for key in wanted}, timeout)
+        self.last_cached = frozenset(key for key, answer in answers.items() if answer.cached)
         result: dict[str, StorableLattice | None] = {}
         for key in wanted:
             answer = answers[key]

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import zmq
+from prometheus_client import Counter, Histogram
 
 from cloudburst.config import KvsConfig
 from cloudburst.errors import CloudburstError, ConfigError, DecodeError, TransportError
@@ -23,6 +25,7 @@ from cloudburst.kvs.state import KvsState, StorageTopology
 from cloudburst.kvs.triggers import TriggerDispatch
 from cloudburst.protocol import codec
 from cloudburst.protocol.messages import KeyRequest, RequestType
+from cloudburst.telemetry.metrics import LATENCY_BUCKETS, MetricsEndpoint
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
 from cloudburst.transport.security import new_context
@@ -90,6 +93,17 @@ class KvsServer:
         self._reply_gate = ReplyGate(ReplyPolicy.for_bind_host(config.host))
         self._rejected = RejectLog()
         self._stopping = False
+        self.metrics = MetricsEndpoint(config.host, config.metrics_port, f"KVS {config.host}")
+        self._requests = Counter(
+            "cloudburst_kvs_requests", "Key requests, by type.", ["type"], registry=self.metrics.registry
+        )
+        self._latency = Histogram(
+            "cloudburst_kvs_request_duration_seconds",
+            "Time the storage engine took for the batch a request was handled in, by request type.",
+            ["type"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.metrics.registry,
+        )
         self._routing = pull_socket(self._context, config.max_message_bytes, config.security)
         routing_port = bind(self._routing, config.host, config.routing_port)
         self._storage: list[zmq.Socket[bytes]] = []
@@ -114,6 +128,7 @@ class KvsServer:
             storage=tuple(self.state.topology.endpoint(tid) for tid in range(config.threads)),
             triggers=self.state.outbox.acknowledge_to,
         )
+        self.metrics.start()
 
     @property
     def rejected_messages(self) -> int:
@@ -149,7 +164,8 @@ class KvsServer:
                 self._dispatch(self.state.due_trigger_runs())
 
     def close(self) -> None:
-        """Closes sockets and the engine."""
+        """Closes sockets, the engine and the metrics endpoint."""
+        self.metrics.close()
         self._replies.close()
         self._routing.close()
         self._acks.close()
@@ -192,12 +208,18 @@ class KvsServer:
             requests.append(request)
         if not requests:
             return
+        started = time.perf_counter()
         try:
             result = self.state.handle_batch(tid, requests)
         except CloudburstError as error:
             # A stored value that no longer decodes is corruption, not bad input: keep serving other keys.
             logger.error("failed a batch of %d requests on %s: %s", len(requests), where, error)
             return
+        elapsed = time.perf_counter() - started
+        for request in requests:
+            kind = request.type.name
+            self._requests.labels(kind).inc()
+            self._latency.labels(kind).observe(elapsed)
         for request, response in zip(requests, result.responses, strict=True):
             self._reply(where, request.response_address, codec.encode_key_response(response))
         for push in result.pushes:

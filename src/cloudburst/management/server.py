@@ -22,17 +22,22 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol, assert_never
 
 import zmq
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from cloudburst.clock import Clock, SystemClock
 from cloudburst.cluster.serve import serve_until_signalled
 from cloudburst.config import ManagementConfig, RuntimePorts
 from cloudburst.errors import CloudburstError, DecodeError, InvalidRequest, ProvisioningError, TransportError
+from cloudburst.management.dashboard import DashboardServer
 from cloudburst.management.policy import (
     AddNodesInstruction,
     DereplicateFunctionInstruction,
@@ -55,6 +60,7 @@ from cloudburst.management.state import (
     SchedulerStatisticsEvent,
     ThreadStatusEvent,
 )
+from cloudburst.management.telemetry import TelemetryStore, summarize
 from cloudburst.protocol import codec
 from cloudburst.protocol.runtime_messages import (
     ExecutorRequest,
@@ -64,6 +70,8 @@ from cloudburst.protocol.runtime_messages import (
     ThreadStatus,
     UnpinFunction,
 )
+from cloudburst.protocol.telemetry_messages import TelemetryReport, TraceHop
+from cloudburst.telemetry.metrics import CallbackCollector, counter, gauge
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
 from cloudburst.transport.security import curve_server, new_context
@@ -159,7 +167,11 @@ class ManagementServer:
         self.config = config
         self.host = config.host
         self.ports = config.ports
-        self.state = ManagementState(config.policy, schedulers=config.schedulers)
+        self.state = ManagementState(config.policy, schedulers=config.schedulers, autoscale=config.autoscale)
+        #: Traces, errors, cache figures and series for the dashboard and ``cloudburst trace``.
+        self.telemetry = TelemetryStore()
+        self._registry = CollectorRegistry()
+        self._registry.register(CallbackCollector(self._metric_families))
         self._provisioner = provisioner
         self._clock = clock or SystemClock()
         self._lock = threading.RLock()
@@ -175,15 +187,20 @@ class ManagementServer:
         self._scheduler_queries.setsockopt(zmq.MAXMSGSIZE, MAX_QUERY_BYTES)
         self._stopping = False
         self._closed = False
+        self.dashboard: DashboardServer | None = None
         try:
             host, ports = config.host, config.ports
             self.report_address = f"tcp://{host}:{bind(self._reports, host, ports.management)}"
             self.executors_address = f"tcp://{host}:{bind(self._executor_queries, host, ports.management_executors)}"
             schedulers_port = bind(self._scheduler_queries, host, ports.management_schedulers)
             self.schedulers_address = f"tcp://{host}:{schedulers_port}"
+            self.dashboard = DashboardServer(self, host, ports.dashboard)
         except TransportError:
             self.close()
             raise
+        #: The dashboard's address (its JSON API and ``/metrics`` are under it).
+        self.dashboard_url = self.dashboard.url
+        self.dashboard.start()
 
     @property
     def rejected_messages(self) -> int:
@@ -198,6 +215,7 @@ class ManagementServer:
                 "reports": self.report_address,
                 "executors": self.executors_address,
                 "schedulers": self.schedulers_address,
+                "dashboard": self.dashboard_url,
             }
         )
 
@@ -285,21 +303,84 @@ class ManagementServer:
         if self._closed:
             return
         self._closed = True
+        if self.dashboard is not None:
+            self.dashboard.close()
         self._reports.close()
         self._executor_queries.close()
         self._scheduler_queries.close()
         self._push.close()
         self._context.term()
 
+    # -- what people see (the dashboard's source; called from its threads) -------------------------------------
+
+    def cluster_view(self) -> Mapping[str, object]:
+        """The cluster as the dashboard shows it (the JSON of ``/api/cluster``)."""
+        with self._lock:
+            return cluster_view(self.state, self.telemetry, time.time(), self._clock.now())
+
+    def trace_view(self, request_id: str) -> Mapping[str, object] | None:
+        """One request's hops (the JSON of ``/api/traces/<id>``); ``None`` if it is not kept."""
+        with self._lock:
+            hops = self.telemetry.trace(request_id)
+        if hops is None:
+            return None
+        summary = summarize(request_id, hops)
+        return {
+            "request_id": request_id,
+            "name": summary.name,
+            "ok": summary.ok,
+            "duration_ms": _ms(summary.duration),
+            "hops": [hop_view(hop) for hop in hops],
+        }
+
+    def metrics_text(self) -> bytes:
+        """The service's Prometheus metrics."""
+        return generate_latest(self._registry)
+
+    def _metric_families(self) -> list[Metric]:
+        with self._lock:
+            nodes = self.state.nodes()
+            decisions = Counter(type(decision.instruction).__name__ for decision in self.state.decisions())
+            hops = self.telemetry.hops_received
+        by_state = GaugeMetricFamily(
+            "cloudburst_nodes", "Executor nodes the service knows, by state.", labels=["state"]
+        )
+        for state in ("active", "draining"):
+            by_state.add_metric([state], sum(1 for view in nodes.values() if view.draining == (state == "draining")))
+        kinds = GaugeMetricFamily(
+            "cloudburst_management_recent_decisions",
+            "Scaling decisions in the recent history, by kind.",
+            labels=["kind"],
+        )
+        for kind, count in sorted(decisions.items()):
+            kinds.add_metric([kind], count)
+        return [
+            by_state,
+            gauge(
+                "cloudburst_executor_threads",
+                "Executor threads reporting.",
+                sum(len(view.threads) for view in nodes.values()),
+            ),
+            kinds,
+            counter("cloudburst_trace_hops_received", "Trace hops received from schedulers and executors.", hops),
+            counter(
+                "cloudburst_management_rejected_messages",
+                "Malformed or unexpected messages dropped.",
+                self.rejected_messages,
+            ),
+        ]
+
     # -- input -------------------------------------------------------------------------------------------------
 
     def _receive(self, data: bytes) -> None:
         try:
-            message = codec.decode_scheduler_message(data)
+            message = codec.decode_management_report(data)
         except DecodeError as error:
             self._rejected("report port", str(error))
             return
-        if isinstance(message, ThreadStatus):
+        if isinstance(message, TelemetryReport):
+            self.telemetry.add(message, time.time())
+        elif isinstance(message, ThreadStatus):
             self._feed(ThreadStatusEvent(message))
         elif isinstance(message, ExecutorStatistics):
             scheduler = message.reporter.removeprefix("scheduler:")
@@ -371,6 +452,145 @@ class ManagementServer:
 
     def _to_executor(self, ip: str, tid: int, request: ExecutorRequest) -> None:
         self._push.send(self.ports.executor_control_endpoint(ip, tid), codec.encode_executor_request(request))
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def hop_view(hop: TraceHop) -> dict[str, object]:
+    """One hop as the trace JSON shows it."""
+    return {
+        "role": hop.role,
+        "node": hop.node,
+        "function": hop.function or None,
+        "dag": hop.dag or None,
+        "start": hop.start,
+        "duration_ms": _ms(hop.duration),
+        "queue_ms": _ms(hop.queue) if hop.role == "executor" and hop.dag else None,
+        "end_to_end_ms": _ms(hop.end_to_end) if hop.end_to_end else None,
+        "ok": hop.ok,
+        "error": f"{hop.error}: {hop.message}" if hop.error else None,
+        "traceback": hop.traceback or None,
+        "detail": hop.detail,
+        "reads": [
+            {"key": read.key, "source": read.source, "hit": read.hit, "version": read.version} for read in hop.reads
+        ],
+    }
+
+
+def cluster_view(state: ManagementState, telemetry: TelemetryStore, wall: float, now: float) -> dict[str, object]:
+    """The dashboard's view of the cluster: the state's nodes, threads and decisions, and the telemetry.
+
+    Args:
+        state: The management state.
+        telemetry: The telemetry store.
+        wall: Wall-clock seconds now (series and traces are in wall time).
+        now: The state's monotonic time now (decisions are stamped with it).
+    """
+    nodes = state.nodes()
+    caches = telemetry.caches(wall)
+    replicas: Counter[str] = Counter()
+    node_views = []
+    for address, view in sorted(nodes.items()):
+        executors = []
+        for thread in sorted(view.threads, key=lambda t: t.tid):
+            replicas.update(thread.functions)
+            executors.append(
+                {
+                    "tid": thread.tid,
+                    "kind": thread.type.name.lower(),
+                    "utilization": round(thread.utilization, 4),
+                    "running": thread.running,
+                    "functions": list(thread.functions),
+                }
+            )
+        cache = caches.get(address)
+        node_views.append(
+            {
+                "address": address,
+                "state": "draining" if view.draining else "active",
+                "cache": None
+                if cache is None
+                else {
+                    "hits": cache.hits,
+                    "misses": cache.misses,
+                    "hit_ratio": cache.hits / (cache.hits + cache.misses) if cache.hits + cache.misses else None,
+                    "keys": cache.keys,
+                    "bytes": cache.bytes,
+                },
+                "executors": executors,
+            }
+        )
+    figures = telemetry.function_figures(wall)
+    functions = [
+        {
+            "name": name,
+            "replicas": replicas.get(name, 0),
+            "calls_per_s": round(f.calls_per_second, 3) if (f := figures.get(name)) else 0.0,
+            "p50_ms": _ms(f.p50) if f else None,
+            "p99_ms": _ms(f.p99) if f else None,
+        }
+        for name in sorted(replicas.keys() | figures.keys())
+    ]
+    dags = []
+    for name, points in sorted(telemetry.dag_series(wall).items()):
+        recent = [point for point in points[-10:] if point.calls]
+        latest = points[-1] if points else None
+        dags.append(
+            {
+                "name": name,
+                "functions": list(telemetry.dag_functions(name)),
+                "calls_per_s": round(sum(point.calls for point in points[-10:]) / 10, 3),
+                "p50_ms": _ms(recent[-1].p50) if recent else None,
+                "p99_ms": _ms(recent[-1].p99) if recent else None,
+                "last_point": latest.t if latest else None,
+                "series": [
+                    {"t": point.t, "calls_per_s": point.calls, "p50_ms": _ms(point.p50), "p99_ms": _ms(point.p99)}
+                    for point in points
+                ],
+            }
+        )
+    return {
+        "generated_at": wall,
+        "autoscale": state.autoscale,
+        "schedulers": list(state.schedulers()),
+        "nodes": node_views,
+        "functions": functions,
+        "dags": dags,
+        "errors": [
+            {
+                "time": hop.start + hop.duration,
+                "request_id": hop.request_id,
+                "function": hop.function or None,
+                "dag": hop.dag or None,
+                "node": hop.node,
+                "error": hop.error,
+                "message": hop.message,
+                "traceback": hop.traceback or None,
+            }
+            for hop in telemetry.errors()[:50]
+        ],
+        "decisions": [
+            {
+                "time": wall - (now - decision.at),
+                "kind": type(decision.instruction).__name__,
+                "reason": decision.reason,
+            }
+            for decision in reversed(state.decisions())
+        ][:50],
+        "traces": [
+            {
+                "request_id": summary.request_id,
+                "time": summary.start,
+                "name": summary.name,
+                "hops": summary.hops,
+                "duration_ms": _ms(summary.duration),
+                "ok": summary.ok,
+            }
+            for summary in telemetry.recent_traces()
+        ],
+    }
 
 
 def run_management(config: ManagementConfig, provisioner: Provisioner, ready_file: Path | None = None) -> int:

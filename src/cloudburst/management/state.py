@@ -258,6 +258,8 @@ class ManagementState:
         config: Policy thresholds and timeouts.
         schedulers: Scheduler hosts configured at start: always listed by :meth:`schedulers`.
         decision_history: How many recent decisions :meth:`decisions` keeps.
+        autoscale: Run the replica and node policies; without, the state only watches (and still releases nodes an
+            operator drained).
     """
 
     def __init__(
@@ -266,8 +268,10 @@ class ManagementState:
         *,
         schedulers: Iterable[str] = (),
         decision_history: int = DECISION_HISTORY,
+        autoscale: bool = True,
     ) -> None:
         self.config = config or ManagementPolicyConfig()
+        self.autoscale = autoscale
         self._configured_schedulers = frozenset(host for host in schedulers if host)
         self.replica_policy = ReplicaPolicy(self.config)
         self.node_policy = NodePolicy(self.config)
@@ -500,6 +504,9 @@ class ManagementState:
         window_seconds = now - self._window_start
         self._window_start = now
         windows = self._take_windows()
+        if not self.autoscale:
+            self._update_history(windows)
+            return releases
         threads = self._placeable_threads()
         out: list[ManagementInstruction] = []
 

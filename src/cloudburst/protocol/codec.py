@@ -81,6 +81,7 @@ from cloudburst.protocol.runtime_messages import (
     ThreadStatus,
     UnpinFunction,
 )
+from cloudburst.protocol.telemetry_messages import CacheReport, ReadRecord, TelemetryReport, TraceHop
 from cloudburst.protocol.trigger_messages import TriggerAck, TriggerFiring, TriggerSpec
 from cloudburst.protocol.wire import anna_pb2, causal_pb2, cloudburst_pb2, internal_pb2, shared_pb2, trigger_pb2
 
@@ -137,6 +138,7 @@ def _tuple_to_pb(item: KeyTuple, out: anna_pb2.KeyTuple) -> None:
     out.payload = item.payload
     out.address_cache_size = item.address_cache_size
     out.invalidate = item.invalidate
+    out.cached = item.cached
 
 
 def _tuple_from_pb(item: anna_pb2.KeyTuple, what: str) -> KeyTuple:
@@ -147,6 +149,7 @@ def _tuple_from_pb(item: anna_pb2.KeyTuple, what: str) -> KeyTuple:
         payload=item.payload,
         address_cache_size=item.address_cache_size,
         invalidate=item.invalidate,
+        cached=item.cached,
     )
 
 
@@ -979,7 +982,84 @@ def decode_scheduler_message(data: bytes) -> SchedulerMessage:
         return _statistics_from_pb(pb.statistics)
     if kind == "trigger_firing":
         return _firing_from_pb(pb.trigger_firing, "SchedulerMessage.trigger_firing")
+    if kind == "telemetry":
+        raise DecodeError("SchedulerMessage", "a telemetry report is for the management service, not a scheduler")
     raise DecodeError("SchedulerMessage", "the envelope holds no message")
+
+
+# -- Telemetry (schedulers, executors, caches -> management) ----------------------------------------------------
+
+
+def encode_telemetry_report(report: TelemetryReport) -> bytes:
+    """Wraps a telemetry report in the envelope the management service's report port takes."""
+    pb = internal_pb2.SchedulerMessage()
+    out = pb.telemetry
+    out.reporter = report.reporter
+    for hop in report.hops:
+        hop_pb = out.hops.add(
+            request_id=hop.request_id,
+            role=hop.role,
+            node=hop.node,
+            function=hop.function,
+            dag=hop.dag,
+            start=hop.start,
+            duration=hop.duration,
+            queue=hop.queue,
+            end_to_end=hop.end_to_end,
+            error=hop.error,
+            message=hop.message,
+            traceback=hop.traceback,
+            detail=hop.detail,
+            stages=hop.stages,
+        )
+        for read in hop.reads:
+            hop_pb.reads.add(key=read.key, source=read.source, hit=read.hit, version=read.version)
+    if report.cache is not None:
+        cache = report.cache
+        out.cache.node = cache.node
+        out.cache.hits = cache.hits
+        out.cache.misses = cache.misses
+        out.cache.negative_hits = cache.negative_hits
+        out.cache.keys = cache.keys
+        out.cache.bytes = cache.bytes
+    return _serialize(pb, "TelemetryReport")
+
+
+def decode_management_report(data: bytes) -> SchedulerMessage | TelemetryReport:
+    """Unwraps a message received on the management service's report port: a scheduler message or telemetry.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``SchedulerMessage`` or the envelope is empty.
+    """
+    pb = _parse(internal_pb2.SchedulerMessage, data, "SchedulerMessage")
+    if pb.WhichOneof("kind") != "telemetry":
+        return decode_scheduler_message(data)
+    report = pb.telemetry
+    hops = tuple(
+        TraceHop(
+            request_id=hop.request_id,
+            role=hop.role,
+            node=hop.node,
+            start=hop.start,
+            duration=hop.duration,
+            function=hop.function,
+            dag=hop.dag,
+            queue=hop.queue,
+            end_to_end=hop.end_to_end,
+            error=hop.error,
+            message=hop.message,
+            traceback=hop.traceback,
+            detail=hop.detail,
+            reads=tuple(ReadRecord(r.key, r.source, r.hit, r.version) for r in hop.reads),
+            stages=hop.stages,
+        )
+        for hop in report.hops
+    )
+    cache = None
+    if report.HasField("cache"):
+        c = report.cache
+        cache = CacheReport(c.node, c.hits, c.misses, c.negative_hits, c.keys, c.bytes)
+    return TelemetryReport(report.reporter, hops, cache)
 
 
 # -- Storage triggers (KVS <-> scheduler <-> executor) ----------------------------------------------------------

@@ -15,6 +15,8 @@ from cloudburst.errors import (
 )
 from cloudburst.protocol.runtime_messages import ErrorCode, GenericResponse
 
+# Errors raised on one side only have no code: VersionMismatch (the client's check when it connects),
+# StorageUnavailable (kept inside the KVS), ProvisioningError (kept inside the management service).
 _CLASSES: dict[ErrorCode, type[CloudburstError]] = {
     ErrorCode.FUNC_NOT_FOUND: FunctionNotFound,
     ErrorCode.NOT_PINNED: NotPinned,

@@ -69,6 +69,8 @@ class KeyTuple:
     payload: bytes = b""
     address_cache_size: int = 0
     invalidate: bool = False
+    #: A node cache answered this GET key from memory (a hit, or a key it knows is missing).
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,13 +33,17 @@ from cloudburst.protocol import codec
 from cloudburst.protocol.errors import failure_response
 from cloudburst.protocol.runtime_messages import (
     CallResult,
+    DagSchedule,
     EncodedValue,
     ExecutorStatistics,
+    FunctionCall,
     FunctionLease,
     GenericResponse,
     SchedulerStatus,
 )
+from cloudburst.protocol.telemetry_messages import TraceHop
 from cloudburst.protocol.trigger_messages import TriggerAck
+from cloudburst.protocol.versions import local_version_info
 from cloudburst.scheduler.policy import PolicyOptions
 from cloudburst.scheduler.state import (
     ConnectEvent,
@@ -71,6 +75,8 @@ from cloudburst.scheduler.state import (
     SchedulerTickEvent,
     StatusQueryEvent,
 )
+from cloudburst.telemetry.metrics import MetricsEndpoint, SchedulerMetrics
+from cloudburst.telemetry.reporter import TelemetryReporter
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
 from cloudburst.transport.security import curve_server, denied_handshakes, new_context
@@ -87,8 +93,12 @@ KVS_TIMEOUT = 5.0
 _POLL_MS = 50
 #: How often the state hears the time: pin timeouts are as precise as this, periodic work uses the report period.
 _TICK_SECONDS = 0.05
+#: Trace hops kept between two sends to the management service.
+_MAX_PENDING_HOPS = 4096
 #: How long closing a ROUTER may wait to flush replies already queued.
 _REPLY_LINGER_MS = 200
+#: Largest request the info port takes: its requests carry nothing, so anything big is garbage.
+_INFO_MAX_REQUEST_BYTES = 4096
 
 
 class _PublicPort(enum.Enum):
@@ -184,18 +194,28 @@ class SchedulerServer:
         self._stopping = False
         self._routers: dict[zmq.Socket[bytes], _PublicPort] = {}
         self._internal = self._socket(zmq.PULL, 0)
+        #: Answers every request with the versions clients check theirs against (not a state-machine port).
+        self._info = self._socket(zmq.ROUTER, _REPLY_LINGER_MS)
+        self._info.setsockopt(zmq.MAXMSGSIZE, _INFO_MAX_REQUEST_BYTES)
+        self._info_answer = local_version_info().encode()
         self._kvs: KvsClient | None = None
         #: Asks the management service for the scheduler list, when there is one.
         self._scheduler_list: SchedulerListClient | None = None
         #: Requests the state has not answered yet: request id -> (socket, routing envelope).
         self._waiting: dict[int, tuple[zmq.Socket[bytes], list[bytes]]] = {}
         self._next_request = 0
+        #: Where the request being handled placed its functions (from the schedules and calls pushed for it).
+        self._placed: dict[str, tuple[str, list[str]]] = {}
+        #: Hops not yet sent to the management service.
+        self._hops: list[TraceHop] = []
+        self.metrics = MetricsEndpoint(config.host, config.ports.metrics_scheduler, f"scheduler {config.host}")
         try:
             for port in _PublicPort:
                 socket = self._socket(zmq.ROUTER, _REPLY_LINGER_MS)
                 self._routers[socket] = port
-                bind(socket, config.host, getattr(config.ports, port.value))
-            bind(self._internal, config.host, config.ports.scheduler_internal)
+                bind(socket, config.host, getattr(config.ports, port.value), f"the scheduler's {port.value} port")
+            bind(self._internal, config.host, config.ports.scheduler_internal, "the scheduler's internal port")
+            bind(self._info, config.host, config.ports.info, "the scheduler's info port")
             if config.management:
                 self._scheduler_list = SchedulerListClient(
                     self._context, config.management, config.ports, config.security
@@ -210,6 +230,14 @@ class SchedulerServer:
             new_id=lambda: str(uuid.uuid4()),
             options=PolicyOptions(mode=config.policy),
         )
+        self._telemetry = None
+        if config.management:
+            endpoint = config.ports.management_endpoint(config.management)
+            self._telemetry = TelemetryReporter(self._push, endpoint, f"scheduler:{config.host}")
+        self._metrics = SchedulerMetrics(
+            self.metrics.registry, executors=lambda: len(self.state.executors()), waiting=lambda: len(self._waiting)
+        )
+        self.metrics.start()
 
     def _socket(self, kind: int, linger_ms: int) -> zmq.Socket[bytes]:
         socket = self._context.socket(kind)
@@ -249,6 +277,7 @@ class SchedulerServer:
         for socket in self._routers:
             poller.register(socket, zmq.POLLIN)
         poller.register(self._internal, zmq.POLLIN)
+        poller.register(self._info, zmq.POLLIN)
         if self._scheduler_list is not None:
             poller.register(self._scheduler_list.socket, zmq.POLLIN)
         logger.info("scheduler serving on %s (internal %s)", self.config.host, self.internal_endpoint)
@@ -258,6 +287,8 @@ class SchedulerServer:
             ready = dict(poller.poll(_POLL_MS))
             if self._internal in ready:
                 self._serve_internal()
+            if self._info in ready:
+                self._serve_info()
             if self._scheduler_list is not None and self._scheduler_list.socket in ready:
                 self._serve_scheduler_list(self._scheduler_list)
             for socket, port in self._routers.items():
@@ -265,15 +296,18 @@ class SchedulerServer:
                     self._serve_router(socket, port)
             if self._clock.now() >= next_tick:
                 self._feed(SchedulerTickEvent())
+                self._report_hops()
                 next_tick = self._clock.now() + _TICK_SECONDS
 
     def close(self) -> None:
         """Closes sockets and the KVS client; unanswered requests are dropped (their clients time out)."""
+        self.metrics.close()
         self._waiting.clear()
         self._push.close()
         for socket in self._routers:
             socket.close()
         self._internal.close()
+        self._info.close()
         if self._scheduler_list is not None:
             self._scheduler_list.close()
         if self._kvs is not None:
@@ -297,7 +331,18 @@ class SchedulerServer:
                 self._send_reply(socket, envelope, _encode_reply(failure_response(InvalidRequest(error.message))))
                 continue
             self._waiting[request_id] = (socket, envelope)
+            started, wall = self._clock.now(), self._clock.wall_ns() / 1e9
             self._feed(event)
+            duration = self._clock.now() - started
+            self._metrics.requests.labels(port.value).inc()
+            self._metrics.handling.labels(port.value).observe(duration)
+            self._record_placements(wall, duration)
+
+    def _serve_info(self) -> None:
+        # Whatever was asked, the answer is the same: even a malformed request gets it, and nothing is rejected.
+        for frames in drain_multipart(self._info, MAX_BATCH):
+            envelope, _ = split_envelope(frames)
+            self._send_reply(self._info, envelope, self._info_answer)
 
     def _serve_internal(self) -> None:
         for data in drain(self._internal, MAX_BATCH):
@@ -306,7 +351,10 @@ class SchedulerServer:
             except DecodeError as error:
                 self._rejected("internal port", str(error))
                 continue
+            # Continuations and trigger firings place requests too; their placements belong in traces.
+            started, wall = self._clock.now(), self._clock.wall_ns() / 1e9
             self._feed(InternalMessageEvent(message))
+            self._record_placements(wall, self._clock.now() - started)
 
     def _serve_scheduler_list(self, client: SchedulerListClient) -> None:
         answers = client.answers(self._rejected)
@@ -337,6 +385,7 @@ class SchedulerServer:
 
     def _execute(self, instruction: SchedulerInstruction) -> SchedulerEvent | None:
         if isinstance(instruction, PushInstruction):
+            self._note_placement(instruction)
             if not self._send(instruction.address, instruction.message):
                 return PushFailedEvent(instruction.address, instruction.message)
         elif isinstance(instruction, ReplyInstruction):
@@ -344,6 +393,9 @@ class SchedulerServer:
             if waiting is None:
                 logger.error("no client waits for the reply to request %d", instruction.request_id)
             else:
+                reply = instruction.reply
+                if isinstance(reply, GenericResponse) and not reply.success:
+                    self._metrics.failures.labels(self._routers[waiting[0]].value, reply.error.name).inc()
                 self._send_reply(*waiting, _encode_reply(instruction.reply))
         elif isinstance(instruction, KvsReadInstruction):
             assert self._kvs is not None
@@ -362,6 +414,40 @@ class SchedulerServer:
         elif isinstance(instruction, ListSchedulersInstruction) and self._scheduler_list is not None:
             self._scheduler_list.ask()
         return None
+
+    def _note_placement(self, instruction: PushInstruction) -> None:
+        """Remembers where the request being handled sent its functions, for its trace (whose detail
+        :func:`cloudburst.management.telemetry.placed_functions` reads back)."""
+        message = instruction.message
+        if isinstance(message, DagSchedule) and message.id not in self._placed:
+            order = [function.name for function in message.dag.functions]
+            where = [f"{name} -> {message.locations[name]}" for name in order if name in message.locations]
+            self._placed[message.id] = (message.dag.name, where)
+        elif isinstance(message, FunctionCall) and message.response_key:
+            self._placed[message.response_key] = ("", [f"{message.name} -> {instruction.address}"])
+
+    def _record_placements(self, wall: float, duration: float) -> None:
+        for request_id, (dag, where) in self._placed.items():
+            self._hops.append(
+                TraceHop(
+                    request_id,
+                    "scheduler",
+                    self.config.host,
+                    wall,
+                    duration,
+                    dag=dag,
+                    detail=", ".join(where),
+                    stages=len(where),
+                )
+            )
+        self._placed.clear()
+        if len(self._hops) > _MAX_PENDING_HOPS:
+            del self._hops[: len(self._hops) - _MAX_PENDING_HOPS]
+
+    def _report_hops(self) -> None:
+        if self._hops and self._telemetry is not None:
+            self._telemetry.send(self._hops)
+        self._hops = []
 
     def _send_reply(self, socket: zmq.Socket[bytes], envelope: list[bytes], payload: bytes) -> None:
         try:

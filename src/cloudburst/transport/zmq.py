@@ -18,21 +18,34 @@ SEND_HIGH_WATER_MARK = 10_000
 LINGER_MS = 1_000
 
 
-def bind(socket: zmq.Socket[bytes], host: str, port: int) -> int:
+def bind(socket: zmq.Socket[bytes], host: str, port: int, what: str = "") -> int:
     """Binds ``socket`` to ``tcp://host:port``; port 0 picks a free port.
+
+    Args:
+        socket: The socket to bind.
+        host: The address to bind.
+        port: The port, or 0 for a free one.
+        what: Names the port in the error (e.g. "the scheduler's connect port").
 
     Returns:
         The bound port.
 
     Raises:
-        TransportError: The address is in use or cannot be bound.
+        TransportError: The address is in use or cannot be bound; the message names it (and ``what``), and why.
     """
     try:
         if port == 0:
             return socket.bind_to_random_port(f"tcp://{host}")
         socket.bind(f"tcp://{host}:{port}")
     except zmq.ZMQError as error:
-        raise TransportError(f"cannot bind tcp://{host}:{port}: {error}") from None
+        named = f" ({what})" if what else ""
+        if error.errno == zmq.EADDRINUSE:
+            reason = "the address is already in use (another cluster or another program listens there)"
+        elif error.errno == zmq.EADDRNOTAVAIL:
+            reason = "no network interface of this machine has that address"
+        else:
+            reason = str(error)
+        raise TransportError(f"cannot bind tcp://{host}:{port or '*'}{named}: {reason}") from None
     return port
 
 
@@ -60,11 +73,19 @@ def reply_socket(
     context: zmq.Context[zmq.Socket[bytes]], host: str, security: SecurityConfig | None = None
 ) -> tuple[zmq.Socket[bytes], str]:
     """A client's PULL socket on a random port of ``host``, where servers push replies, and its address; closing it
-    never waits. With ``security`` it is a CURVE client: only a holder of the cluster key can push to it."""
+    never waits. With ``security`` it is a CURVE client: only a holder of the cluster key can push to it.
+
+    Raises:
+        TransportError: ``host`` cannot be bound (not an address of this machine).
+    """
     socket = context.socket(zmq.PULL)
     curve_client(socket, security)
     socket.setsockopt(zmq.LINGER, 0)
-    return socket, f"tcp://{host}:{socket.bind_to_random_port(f'tcp://{host}')}"
+    try:
+        return socket, f"tcp://{host}:{bind(socket, host, 0, 'the reply address')}"
+    except TransportError:
+        socket.close(linger=0)
+        raise
 
 
 def drain(socket: zmq.Socket[bytes], limit: int) -> list[bytes]:

@@ -100,6 +100,7 @@ class KeyTuple(_message.Message):
     PAYLOAD_FIELD_NUMBER: _builtins.int
     ADDRESS_CACHE_SIZE_FIELD_NUMBER: _builtins.int
     INVALIDATE_FIELD_NUMBER: _builtins.int
+    CACHED_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     lattice_type: Global___LatticeType.ValueType
     """Required on PUT requests and on every successful response."""
@@ -111,6 +112,8 @@ class KeyTuple(_message.Message):
     `invalidate` when that differs from the number of responsible threads.
     """
     invalidate: _builtins.bool
+    cached: _builtins.bool
+    """Extension: a node cache answered this GET key from memory (request traces show it)."""
     def __init__(
         self,
         *,
@@ -120,10 +123,11 @@ class KeyTuple(_message.Message):
         payload: _builtins.bytes = ...,
         address_cache_size: _builtins.int = ...,
         invalidate: _builtins.bool = ...,
+        cached: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_cache_size", b"address_cache_size", "error", b"error", "invalidate", b"invalidate", "key", b"key", "lattice_type", b"lattice_type", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_cache_size", b"address_cache_size", "cached", b"cached", "error", b"error", "invalidate", b"invalidate", "key", b"key", "lattice_type", b"lattice_type", "payload", b"payload"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -372,6 +372,7 @@ class SchedulerMessage(_message.Message):
     GOSSIP_FIELD_NUMBER: _builtins.int
     STATISTICS_FIELD_NUMBER: _builtins.int
     TRIGGER_FIRING_FIELD_NUMBER: _builtins.int
+    TELEMETRY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def status(self) -> Global___ThreadStatus: ...
     @_builtins.property
@@ -386,6 +387,10 @@ class SchedulerMessage(_message.Message):
     def trigger_firing(self) -> _trigger_pb2.TriggerFiring:
         """A storage trigger's run to place (from the KVS)."""
 
+    @_builtins.property
+    def telemetry(self) -> Global___TelemetryReport:
+        """Trace hops and cache figures, for the management service only."""
+
     def __init__(
         self,
         *,
@@ -395,16 +400,180 @@ class SchedulerMessage(_message.Message):
         gossip: Global___SchedulerStatus | None = ...,
         statistics: Global___ExecutorStatistics | None = ...,
         trigger_firing: _trigger_pb2.TriggerFiring | None = ...,
+        telemetry: Global___TelemetryReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["continuation", b"continuation", "gossip", b"gossip", "kind", b"kind", "pin_reply", b"pin_reply", "statistics", b"statistics", "status", b"status", "trigger_firing", b"trigger_firing"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["continuation", b"continuation", "gossip", b"gossip", "kind", b"kind", "pin_reply", b"pin_reply", "statistics", b"statistics", "status", b"status", "telemetry", b"telemetry", "trigger_firing", b"trigger_firing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["continuation", b"continuation", "gossip", b"gossip", "kind", b"kind", "pin_reply", b"pin_reply", "statistics", b"statistics", "status", b"status", "trigger_firing", b"trigger_firing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["continuation", b"continuation", "gossip", b"gossip", "kind", b"kind", "pin_reply", b"pin_reply", "statistics", b"statistics", "status", b"status", "telemetry", b"telemetry", "trigger_firing", b"trigger_firing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["status", "pin_reply", "continuation", "gossip", "statistics", "trigger_firing"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["status", "pin_reply", "continuation", "gossip", "statistics", "trigger_firing", "telemetry"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___SchedulerMessage: _TypeAlias = SchedulerMessage  # noqa: Y015
+
+@_typing.final
+class ReadRecord(_message.Message):
+    """One key read by a traced request: where it was served from and the version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    HIT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    source: _builtins.str
+    """"executor" (the executor's own tier), "cache" (the node cache) or "kvs"."""
+    hit: _builtins.bool
+    version: _builtins.str
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        source: _builtins.str = ...,
+        hit: _builtins.bool = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hit", b"hit", "key", b"key", "source", b"source", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadRecord: _TypeAlias = ReadRecord  # noqa: Y015
+
+@_typing.final
+class TraceHop(_message.Message):
+    """One step of a request at one role: a scheduler placing it, or an executor
+    running one of its functions. Times are wall-clock seconds; durations seconds.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
+    FUNCTION_FIELD_NUMBER: _builtins.int
+    DAG_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    END_TO_END_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    TRACEBACK_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    READS_FIELD_NUMBER: _builtins.int
+    STAGES_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    role: _builtins.str
+    node: _builtins.str
+    function: _builtins.str
+    dag: _builtins.str
+    start: _builtins.float
+    duration: _builtins.float
+    queue: _builtins.float
+    end_to_end: _builtins.float
+    """A sink's (or a one-shot call's) whole request, as that hop saw it end."""
+    error: _builtins.str
+    """The error's class name; empty when the step succeeded."""
+    message: _builtins.str
+    traceback: _builtins.str
+    detail: _builtins.str
+    stages: _builtins.int
+    """A scheduler hop: how many functions it placed."""
+    @_builtins.property
+    def reads(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReadRecord]: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        role: _builtins.str = ...,
+        node: _builtins.str = ...,
+        function: _builtins.str = ...,
+        dag: _builtins.str = ...,
+        start: _builtins.float = ...,
+        duration: _builtins.float = ...,
+        queue: _builtins.float = ...,
+        end_to_end: _builtins.float = ...,
+        error: _builtins.str = ...,
+        message: _builtins.str = ...,
+        traceback: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        reads: _abc.Iterable[Global___ReadRecord] | None = ...,
+        stages: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dag", b"dag", "detail", b"detail", "duration", b"duration", "end_to_end", b"end_to_end", "error", b"error", "function", b"function", "message", b"message", "node", b"node", "queue", b"queue", "reads", b"reads", "request_id", b"request_id", "role", b"role", "stages", b"stages", "start", b"start", "traceback", b"traceback"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TraceHop: _TypeAlias = TraceHop  # noqa: Y015
+
+@_typing.final
+class CacheReport(_message.Message):
+    """A node cache's counters since it started, and what it holds now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    HITS_FIELD_NUMBER: _builtins.int
+    MISSES_FIELD_NUMBER: _builtins.int
+    NEGATIVE_HITS_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    node: _builtins.str
+    hits: _builtins.int
+    misses: _builtins.int
+    negative_hits: _builtins.int
+    keys: _builtins.int
+    bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        node: _builtins.str = ...,
+        hits: _builtins.int = ...,
+        misses: _builtins.int = ...,
+        negative_hits: _builtins.int = ...,
+        keys: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "hits", b"hits", "keys", b"keys", "misses", b"misses", "negative_hits", b"negative_hits", "node", b"node"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CacheReport: _TypeAlias = CacheReport  # noqa: Y015
+
+@_typing.final
+class TelemetryReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORTER_FIELD_NUMBER: _builtins.int
+    HOPS_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
+    reporter: _builtins.str
+    @_builtins.property
+    def hops(self) -> _containers.RepeatedCompositeFieldContainer[Global___TraceHop]: ...
+    @_builtins.property
+    def cache(self) -> Global___CacheReport: ...
+    def __init__(
+        self,
+        *,
+        reporter: _builtins.str = ...,
+        hops: _abc.Iterable[Global___TraceHop] | None = ...,
+        cache: Global___CacheReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "hops", b"hops", "reporter", b"reporter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TelemetryReport: _TypeAlias = TelemetryReport  # noqa: Y015
 
 @_typing.final
 class ClusterStatus(_message.Message):

@@ -1,0 +1,2 @@
+"""What the roles tell people about themselves: Prometheus metrics (:mod:`.metrics`) and trace hops sent to the
+management service (:mod:`.reporter`)."""
