@@ -111,6 +111,8 @@ class RuntimePorts:
     management: int = 7003
     management_executors: int = 7002
     management_schedulers: int = 7004
+    #: Operators ask the management service to drain a node here (request: the node's address; reply: JSON).
+    management_drains: int = 7005
     #: The management service's web dashboard, its JSON API (traces among it) and its ``/metrics`` (HTTP).
     dashboard: int = 7080
     #: Prometheus endpoints (HTTP) of schedulers, node caches, and executor ``tid`` at ``+ tid`` (the KVS node's
@@ -138,6 +140,10 @@ class RuntimePorts:
     def management_schedulers_endpoint(self, host: str) -> str:
         """Where the management service on ``host`` answers requests for the scheduler list."""
         return f"tcp://{host}:{self.management_schedulers}"
+
+    def management_drains_endpoint(self, host: str) -> str:
+        """Where the management service on ``host`` takes operators' drain requests."""
+        return f"tcp://{host}:{self.management_drains}"
 
     def executor_control_endpoint(self, host: str, tid: int) -> str:
         """Where schedulers and upstream executors reach executor ``tid`` on ``host``."""

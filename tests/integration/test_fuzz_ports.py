@@ -335,6 +335,8 @@ def targets(cluster: LocalCluster, valid: dict[str, tuple[bytes, ...]]) -> list[
             64 * 1024,
         ),
         Target("management schedulers", PORTS.management_schedulers_endpoint(host), "router", valid["text"], 64 * 1024),
+        # Every request names a node; none of these is one, so each is refused (with its reason, to the sender).
+        Target("management drains", PORTS.management_drains_endpoint(host), "router", valid["text"], 64 * 1024),
     ]
     return found
 

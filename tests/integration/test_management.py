@@ -6,6 +6,8 @@ Figures are printed (``pytest -s``) for the record.
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -327,3 +329,24 @@ def test_an_executor_that_knows_only_the_management_service_finds_a_scheduler_st
     finally:
         for child in (scheduler, executor, management):
             child.stop()
+
+
+def test_cloudburst_drain_drains_a_node_through_the_management_service_and_shows_it_go():
+    config = ClusterConfig(host=random_loopback_host(), executors=2, nodes=2, data_dir=None, report_period=0.5)
+    first, second = config.node_hosts()
+    with LocalCluster(config) as cluster:
+        pids = cluster.node_pids(second)
+        command = [sys.executable, "-m", "cloudburst", "drain", "--management", config.host, "--timeout", "60"]
+        shown = subprocess.run([*command, second], capture_output=True, text=True, timeout=90)
+        print(shown.stdout)
+        assert shown.returncode == 0, shown.stderr
+        assert f"draining {second}: 2 executor(s) told to finish their work and depart" in shown.stdout
+        assert f"released {second}" in shown.stdout
+        assert cluster.nodes() == [first]
+        assert not [pid for pid in pids if alive(pid)]
+        # Refusals say why, in one line, with exit code 1.
+        for node, reason in ((second, "is not a known node"), (first, "would leave no active node")):
+            refused = subprocess.run([*command, node], capture_output=True, text=True, timeout=90)
+            assert refused.returncode == 1
+            assert reason in refused.stderr
+            assert "Traceback" not in refused.stderr

@@ -237,7 +237,13 @@ def test_node_ports_are_the_cache_and_executor_ports_of_its_executors(tmp_path):
 
 def test_management_ports_are_the_runtime_ports(tmp_path):
     deployment = named("Deployment", "cloudburst-management")
-    expected = {PORTS.management, PORTS.management_executors, PORTS.management_schedulers, PORTS.dashboard}
+    expected = {
+        PORTS.management,
+        PORTS.management_executors,
+        PORTS.management_schedulers,
+        PORTS.management_drains,
+        PORTS.dashboard,
+    }
     assert container_ports(deployment) == expected
     assert {port["port"] for port in named("Service", "cloudburst-management")["spec"]["ports"]} == expected
     assert scrape_port(deployment) == PORTS.dashboard

@@ -89,3 +89,17 @@ def test_own_writes_drop_the_local_copy(rig):
     tier.get("k")
     tier.put("k", LwwLattice(2, b"b"))
     assert tier.get("k") == LwwLattice(2, b"b")
+
+
+def test_each_read_tells_which_keys_were_answered_here_and_which_the_cache_had_in_memory(rig):
+    tier, store, publish = rig
+    publish()
+    store.data.update({"a": LwwLattice(1, b"a"), "b": LwwLattice(1, b"b")})
+    store.last_cached = frozenset({"b"})
+    tier.get_many(["a"])
+    assert (tier.last_hits, tier.last_cached) == (frozenset(), frozenset({"b"}))
+    store.last_cached = frozenset()
+    tier.get_many(["a", "b"])
+    assert (tier.last_hits, tier.last_cached) == (frozenset({"a"}), frozenset())
+    tier.get_many(["a", "b"])
+    assert (tier.last_hits, tier.last_cached) == (frozenset({"a", "b"}), frozenset())

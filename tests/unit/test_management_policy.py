@@ -66,10 +66,10 @@ def calls(function, count, host="s1"):
 class Cluster:
     """A :class:`ManagementState` and the time, which only moves when a test moves it."""
 
-    def __init__(self, **config):
+    def __init__(self, autoscale=True, **config):
         config.setdefault("min_nodes", 1)
         config.setdefault("max_nodes", 10)
-        self.state = ManagementState(ManagementPolicyConfig(**config))
+        self.state = ManagementState(ManagementPolicyConfig(**config), autoscale=autoscale)
         self.now = 0.0
         #: The statuses re-sent by :meth:`report`: ip -> tid -> ThreadStatusEvent.
         self.layout = {}
@@ -636,6 +636,21 @@ def test_an_operator_drain_of_an_unknown_node_or_below_the_minimum_is_refused(no
     assert not any(view.draining for view in cluster.state.nodes().values())
     assert cluster.state.last_node_change() is None
     assert cluster.state.decisions() == ()
+
+
+def test_a_watching_state_decides_nothing_but_lets_an_operator_drain_down_to_one_node():
+    cluster = Cluster(autoscale=False, min_nodes=3, grace_period=0.0)
+    spread(cluster, nodes=3, utilization=0.99)  # load that would add nodes
+    for _ in range(3):
+        cluster.now += 10.0
+        cluster.report()
+        assert cluster.tick() == []
+    assert cluster.state.decisions() == ()
+    assert isinstance(cluster.feed(DrainRequestEvent("10.0.0.1"))[0], DrainNodeInstruction)
+    assert isinstance(cluster.feed(DrainRequestEvent("10.0.0.2"))[0], DrainNodeInstruction)
+    assert cluster.feed(DrainRequestEvent("10.0.0.3")) == [
+        DrainRefusedInstruction("10.0.0.3", "draining 10.0.0.3 would leave no active node")
+    ]
 
 
 def test_an_operator_drain_of_a_draining_node_is_refused():

@@ -21,6 +21,7 @@ from cloudburst.cli.config_file import (
     apply_file_options,
     load_role_options,
 )
+from cloudburst.cli.drain import add_drain_parser, run_drain
 from cloudburst.cli.trace import add_trace_parser, run_trace
 from cloudburst.cluster.serve import serve_until_signalled
 from cloudburst.config import DEFAULT_DATA_DIR, ExecutorConfig, KvsConfig, ManagementConfig, NodeConfig, SchedulerConfig
@@ -301,6 +302,7 @@ def build_parser(role_defaults: Mapping[str, Mapping[str, object]] | None = None
     _add_keys_parser(commands)
     _add_demo_parser(commands)
     add_trace_parser(commands)
+    add_drain_parser(commands)
     for command, defaults in (role_defaults or {}).items():
         commands.choices[command].set_defaults(**defaults)
     return parser
@@ -474,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"cloudburst: error: {error}", file=sys.stderr)
         return 2
-    quiet = args.command in ("demo", "status", "down", "keys", "trace")
+    quiet = args.command in ("demo", "status", "down", "keys", "trace", "drain")
     level = args.log_level or ("WARNING" if quiet else "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _exit_with_parent(getattr(args, "parent_pid", None))
@@ -495,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_keys(args)
         if args.command == "trace":
             return run_trace(args)
+        if args.command == "drain":
+            return run_drain(args)
         from cloudburst.cli import cluster
 
         if args.command == "up":

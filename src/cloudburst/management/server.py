@@ -9,6 +9,10 @@ Ports (the original's numbers, :class:`~cloudburst.config.RuntimePorts`):
 * ``management_schedulers`` (7004, ROUTER, answering REQ clients): any request is answered with a ``StringSet`` of
   the scheduler hosts known (configured, or reporting recently). Schedulers and executors ask it every report
   period, so they find schedulers that started after them.
+* ``management_drains`` (7005, ROUTER, answering REQ clients): the request is a node's address; the node is drained
+  as an operator asked (:meth:`ManagementServer.drain_node`) and the answer is JSON: ``{"ok": true, "threads":
+  [...]}`` or ``{"ok": false, "error": "..."}``. ``cloudburst drain`` sends it.
+* ``dashboard`` (7080, HTTP): the web dashboard, its JSON API and the service's Prometheus metrics.
 
 Once a second the loop ticks the state and carries out what it decides. Nodes come from and go back to a
 :class:`Provisioner` (local node process groups, or a cloud's machines); the service itself tells a draining
@@ -185,6 +189,10 @@ class ManagementServer:
         curve_server(self._scheduler_queries, config.security)
         self._scheduler_queries.setsockopt(zmq.LINGER, _REPLY_LINGER_MS)
         self._scheduler_queries.setsockopt(zmq.MAXMSGSIZE, MAX_QUERY_BYTES)
+        self._drain_requests = self._context.socket(zmq.ROUTER)
+        curve_server(self._drain_requests, config.security)
+        self._drain_requests.setsockopt(zmq.LINGER, _REPLY_LINGER_MS)
+        self._drain_requests.setsockopt(zmq.MAXMSGSIZE, MAX_QUERY_BYTES)
         self._stopping = False
         self._closed = False
         self.dashboard: DashboardServer | None = None
@@ -194,6 +202,7 @@ class ManagementServer:
             self.executors_address = f"tcp://{host}:{bind(self._executor_queries, host, ports.management_executors)}"
             schedulers_port = bind(self._scheduler_queries, host, ports.management_schedulers)
             self.schedulers_address = f"tcp://{host}:{schedulers_port}"
+            self.drains_address = f"tcp://{host}:{bind(self._drain_requests, host, ports.management_drains)}"
             self.dashboard = DashboardServer(self, host, ports.dashboard)
         except TransportError:
             self.close()
@@ -215,6 +224,7 @@ class ManagementServer:
                 "reports": self.report_address,
                 "executors": self.executors_address,
                 "schedulers": self.schedulers_address,
+                "drains": self.drains_address,
                 "dashboard": self.dashboard_url,
             }
         )
@@ -241,7 +251,7 @@ class ManagementServer:
     def serve_forever(self) -> None:
         """Takes reports, answers queries and ticks the policies until :meth:`stop`."""
         poller = zmq.Poller()
-        for socket in (self._reports, self._executor_queries, self._scheduler_queries):
+        for socket in (self._reports, self._executor_queries, self._scheduler_queries, self._drain_requests):
             poller.register(socket, zmq.POLLIN)
         logger.info(
             "management serving: reports on %s, executor list on %s, scheduler list on %s",
@@ -260,6 +270,8 @@ class ManagementServer:
                     self._answer_executor_queries()
                 if self._scheduler_queries in ready:
                     self._answer_scheduler_queries()
+                if self._drain_requests in ready:
+                    self._answer_drain_requests()
                 now = self._clock.now()
                 if now - last_tick >= TICK_INTERVAL:
                     last_tick = now
@@ -308,6 +320,7 @@ class ManagementServer:
         self._reports.close()
         self._executor_queries.close()
         self._scheduler_queries.close()
+        self._drain_requests.close()
         self._push.close()
         self._context.term()
 
@@ -410,6 +423,25 @@ class ManagementServer:
                 self._scheduler_queries.send_multipart([*envelope, answer], zmq.NOBLOCK)
             except zmq.ZMQError as error:
                 self._rejected("scheduler list port", f"could not answer: {error}")
+
+    def _answer_drain_requests(self) -> None:
+        for frames in drain_multipart(self._drain_requests, MAX_BATCH):
+            envelope, body = split_envelope(frames)
+            try:
+                if len(body) != 1:
+                    raise InvalidRequest(f"a drain request is one frame (a node's address), not {len(body)}")
+                node = body[0].decode("utf-8").strip()
+                drained = self.drain_node(node)
+                answer: dict[str, object] = {"ok": True, "node": node, "threads": list(drained.threads)}
+            except UnicodeDecodeError:
+                self._rejected("drain port", "the node address is not UTF-8 text")
+                answer = {"ok": False, "error": "the node address is not UTF-8 text"}
+            except CloudburstError as error:
+                answer = {"ok": False, "error": str(error)}
+            try:
+                self._drain_requests.send_multipart([*envelope, json.dumps(answer).encode()], zmq.NOBLOCK)
+            except zmq.ZMQError as error:
+                self._rejected("drain port", f"could not answer: {error}")
 
     # -- output ------------------------------------------------------------------------------------------------
 

@@ -24,8 +24,8 @@ The view.
   for ``thread_timeout``, since its executors' last reports may still be in flight. A drain the provisioner could
   not start is cancelled (:class:`DrainCancelledEvent`) and the node is active again.
 * *Operator drains* are refused, with the reason, for a node that is unknown or already draining, and when the
-  active nodes would fall below ``min_nodes``. They ignore the grace period (someone asked), but start one: the
-  policy makes no node change for ``grace_period`` after them.
+  active nodes would fall below ``min_nodes`` (below one node when the state only watches). They ignore the grace
+  period (someone asked), but start one: the policy makes no node change for ``grace_period`` after them.
 * *Schedulers* are known from their periodic statistics and forgotten like threads; those configured at start are
   always known. The server answers scheduler-list queries from this set, so that executors find schedulers that
   started after them (the original gave each executor a fixed list at start, B52).
@@ -463,7 +463,11 @@ class ManagementState:
             refusal = f"{ip} is being drained already"
         else:
             active = sum(1 for other in self._nodes.values() if not other.draining)
-            if active - 1 < self.config.min_nodes:
+            # Without autoscaling nothing adds nodes back, so the bound is the operator's to choose; one node must
+            # stay to run anything at all.
+            if not self.autoscale and active <= 1:
+                refusal = f"draining {ip} would leave no active node"
+            elif self.autoscale and active - 1 < self.config.min_nodes:
                 refusal = (
                     f"draining {ip} would leave {_count(active - 1, 'active node')}, "
                     f"fewer than min_nodes={self.config.min_nodes}"

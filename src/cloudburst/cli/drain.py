@@ -1,0 +1,119 @@
+"""``cloudburst drain <node>``: an operator drains a node through the management service and watches it go.
+
+The management service tells the node's executors to depart (each finishes what it holds, reports, exits) and
+releases the node once they all have; the command follows that on the dashboard's JSON API until the node is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import zmq
+from rich.console import Console
+
+from cloudburst.cli.progress import Steps
+from cloudburst.config import DEFAULT_DATA_DIR, RuntimePorts
+from cloudburst.errors import CloudburstError, DeadlineExceeded, InvalidRequest
+
+_POLL_SECONDS = 0.2
+
+
+def add_drain_parser(commands: Any) -> None:  # noqa: ANN401 - argparse's private subparsers type
+    """Adds ``drain`` to the command line."""
+    drain = commands.add_parser("drain", help="drain a node: its executors finish their work, then it is released")
+    drain.add_argument("node", help="the node's address, as the dashboard and `cloudburst status` show it")
+    drain.add_argument("--management", metavar="HOST", help="the management service's host (default: the local one)")
+    drain.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: %(default)s")
+    drain.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the release (default: 120)")
+
+
+def run_drain(args: argparse.Namespace, console: Console | None = None) -> int:
+    """Asks for the drain, then waits until the node is released.
+
+    Raises:
+        CloudburstError: No management service is known, or it refused the drain (the message says why).
+        DeadlineExceeded: The management service did not answer, or the node was not released in time.
+    """
+    host = management_host(args.management, args.data_dir)
+    ports = RuntimePorts()
+    with Steps(console or Console()) as steps:
+        steps.spin(f"asking the management service on {host} to drain {args.node} ...")
+        answer = request_drain(ports.management_drains_endpoint(host), args.node, timeout=10.0)
+        threads = answer.get("threads", [])
+        steps.done(f"draining {args.node}: {len(threads)} executor(s) told to finish their work and depart")
+        started = time.monotonic()
+        wait_for_release(f"http://{host}:{ports.dashboard}/", args.node, args.timeout, steps)
+        steps.done(f"released {args.node}", time.monotonic() - started)
+    return 0
+
+
+def management_host(management: str | None, data_dir: Path) -> str:
+    """The management service's host: the option, or the local cluster's (recorded by ``cloudburst up``).
+
+    Raises:
+        CloudburstError: Neither is there.
+    """
+    if management:
+        return management
+    from cloudburst.cli.cluster import running_cluster
+
+    state = running_cluster(data_dir)
+    if state is None:
+        raise CloudburstError("no cluster is running here; start one with `cloudburst up`, or pass --management HOST")
+    return str(state["host"])
+
+
+def request_drain(endpoint: str, node: str, *, timeout: float) -> dict[str, Any]:
+    """Sends a drain request to the management service's drain port and returns its answer.
+
+    Raises:
+        InvalidRequest: The service refused the drain (the message says why).
+        DeadlineExceeded: No answer within ``timeout`` seconds.
+    """
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    socket = context.socket(zmq.REQ)
+    socket.setsockopt(zmq.LINGER, 0)
+    try:
+        socket.connect(endpoint)
+        socket.send(node.encode())
+        if not socket.poll(int(timeout * 1000)):
+            raise DeadlineExceeded(
+                f"the management service at {endpoint} did not answer within {timeout:g} s; is the cluster running?"
+            )
+        answer: dict[str, Any] = json.loads(socket.recv())
+    finally:
+        socket.close()
+        context.term()
+    if not answer.get("ok"):
+        raise InvalidRequest(str(answer.get("error", "the management service refused the drain")))
+    return answer
+
+
+def wait_for_release(dashboard: str, node: str, timeout: float, steps: Steps) -> None:
+    """Follows the node on the dashboard's cluster view until it is gone.
+
+    Raises:
+        DeadlineExceeded: It is still there after ``timeout`` seconds.
+    """
+    give_up = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(dashboard + "api/cluster", timeout=10) as response:
+                view = json.load(response)
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            raise CloudburstError(f"cannot follow the drain on the dashboard at {dashboard}: {error}") from None
+        entry = next((n for n in view.get("nodes", []) if n.get("address") == node), None)
+        if entry is None:
+            return
+        busy = sum(1 for executor in entry.get("executors", []) if executor.get("running"))
+        left = len(entry.get("executors", []))
+        steps.spin(f"{node} is draining: {left} executor(s) still reporting, {busy} not yet departing ...")
+        if time.monotonic() > give_up:
+            raise DeadlineExceeded(f"{node} was not released within {timeout:g} s; it is {entry.get('state')}")
+        time.sleep(_POLL_SECONDS)
