@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
 import zmq
@@ -19,9 +20,9 @@ from cloudburst.cluster.child import ChildProcess
 from cloudburst.cluster.local import ClusterConfig, LocalCluster, random_loopback_host
 from cloudburst.config import ManagementConfig, RuntimePorts
 from cloudburst.errors import InvalidRequest, ProvisioningError
+from cloudburst.management.client import request_drain
 from cloudburst.management.policy import ManagementPolicyConfig
 from cloudburst.management.server import ManagementServer, NullProvisioner
-from cloudburst.management.state import ReleaseNodeInstruction
 from cloudburst.protocol import codec
 from cloudburst.protocol.runtime_messages import ExecutorStatistics, GenericResponse, ThreadStatus
 
@@ -53,9 +54,15 @@ def executor_ips(connection):
     return {status.ip for status in connection.status().executors if status.running}
 
 
-def reporting_threads(management, node):
-    view = management.nodes().get(node)
-    return len(view.threads) if view is not None else 0
+def cluster_view(cluster):
+    """The management service's view, from its dashboard's JSON API."""
+    with urllib.request.urlopen(cluster.dashboard_url + "api/cluster", timeout=10) as response:
+        return json.load(response)
+
+
+def reporting_threads(cluster, node):
+    nodes = {entry["address"]: entry for entry in cluster_view(cluster)["nodes"]}
+    return len(nodes[node]["executors"]) if node in nodes else 0
 
 
 def alive(pid):
@@ -82,37 +89,35 @@ def test_a_node_drained_through_the_management_service_with_calls_in_flight_lose
         scaling=HANDS_OFF,
     )
     first, second = config.node_hosts()
+    drains = PORTS.management_drains_endpoint(config.host)
     with LocalCluster(config) as cluster:
-        management = cluster.management
-        assert management is not None
         connection = cluster.connect()
         try:
             connection.register(sleepy, "sleepy")
             wait_until(lambda: executor_ips(connection) == {first, second}, "both nodes' executors")
-            wait_until(lambda: reporting_threads(management, second) == 2, "the management's view")
+            wait_until(lambda: reporting_threads(cluster, second) == 2, "the management's view")
             pids = cluster.node_pids(second)
             assert len(pids) == 3  # the cache and two executors
 
             futures = [connection.call("sleepy", 0.02, n) for n in range(IN_FLIGHT)]
-            drain = management.drain_node(second)
+            drain = request_drain(drains, second, timeout=30)
             started = time.monotonic()
-            assert drain.threads == (0, 1)
+            assert drain["threads"] == [0, 1]
             results = [future.result(timeout=60) for future in futures]
 
             assert results == list(range(IN_FLIGHT))
             wait_until(lambda: second not in cluster.nodes(), "the node's release")
             released_after = time.monotonic() - started
             assert not [pid for pid in pids if alive(pid)], "a released node's processes are gone"
-            releases = [
-                d.instruction for d in management.decisions() if isinstance(d.instruction, ReleaseNodeInstruction)
-            ]
-            assert releases == [ReleaseNodeInstruction(second, f"every thread of {second} departed (2)")]
-            assert second not in management.nodes()
+            view = cluster_view(cluster)
+            releases = [d["reason"] for d in view["decisions"] if d["kind"] == "ReleaseNodeInstruction"]
+            assert releases == [f"every thread of {second} departed (2)"]
+            assert second not in {entry["address"] for entry in view["nodes"]}
             wait_until(lambda: executor_ips(connection) == {first}, "the scheduler to forget the node")
             with pytest.raises(InvalidRequest, match="fewer than min_nodes=1"):
-                management.drain_node(first)
+                request_drain(drains, first, timeout=30)
             with pytest.raises(InvalidRequest, match="not a known node"):
-                management.drain_node(second)
+                request_drain(drains, second, timeout=30)
             # The cluster still serves after the drain.
             assert connection.call("sleepy", 0, "after").result(timeout=30) == "after"
             print(f"\n{IN_FLIGHT} calls in flight across the drain all completed; released {released_after:.1f} s in")
@@ -120,7 +125,7 @@ def test_a_node_drained_through_the_management_service_with_calls_in_flight_lose
             connection.close()
 
 
-def test_without_the_management_service_a_node_is_drained_by_hand():
+def test_without_autoscaling_a_node_is_drained_by_hand():
     config = ClusterConfig(host=random_loopback_host(), executors=1, nodes=2, data_dir=None, report_period=0.5)
     first, second = config.node_hosts()
     with LocalCluster(config) as cluster:
@@ -178,14 +183,15 @@ def test_the_management_service_adds_a_node_under_load_and_drains_it_when_the_lo
             # Either node may go (the least loaded); the first node's KVS and scheduler are not part of it.
             wait_until(lambda: len(cluster.nodes()) == 1, "an idle node drained", timeout=60)
             drained_after = time.monotonic() - stopped
-            reasons = [decision.reason for decision in cluster.management.decisions()]
+            view = cluster_view(cluster)
+            reasons = [decision["reason"] for decision in view["decisions"]]
             print(
                 f"\nnode added {added_after:.1f} s into the load, drained {drained_after:.1f} s after it stopped; "
                 f"{len(completed)} calls completed, {len(failed)} failed; decisions: {reasons}"
             )
             assert not failed, failed[:3]
             assert any("utilization" in reason for reason in reasons), reasons
-            assert cluster.management.schedulers() == (config.host,)
+            assert view["schedulers"] == [config.host]
         finally:
             stop.set()
             connection.close()

@@ -160,7 +160,7 @@ def test_a_value_of_the_wrong_kind_is_an_error(line, message):
 
 
 def test_a_choice_outside_its_values_is_an_error():
-    with pytest.raises(ConfigError, match=r"provisioner .* must be one of none, kubernetes, not 'aws'"):
+    with pytest.raises(ConfigError, match=r"provisioner .* must be one of none, kubernetes, local, not 'aws'"):
         options('[management]\nprovisioner = "aws"', "management")
     with pytest.raises(ConfigError, match="policy"):
         options('[scheduler]\npolicy = "nearest"', "scheduler")

@@ -22,7 +22,7 @@ from pathlib import Path
 from cloudburst.errors import ConfigError
 
 #: What ``cloudburst management --provisioner`` accepts.
-PROVISIONERS = ("none", "kubernetes")
+PROVISIONERS = ("none", "kubernetes", "local")
 #: What ``cloudburst scheduler --policy`` accepts.
 SCHEDULER_POLICIES = ("locality", "random", "round-robin")
 #: What ``cloudburst kvs --durability`` accepts.
@@ -95,6 +95,8 @@ ROLE_OPTIONS: Mapping[str, Mapping[str, OptionKind]] = {
         "host": Kind.STRING,
         "schedulers": Kind.STRINGS,
         "provisioner": Choice(PROVISIONERS),
+        "provisioner_endpoint": Kind.STRING,
+        "watch_only": Kind.BOOLEAN,
         "k8s_namespace": Kind.STRING,
         "k8s_deployment": Kind.STRING,
         "k8s_selector": Kind.STRING,
@@ -110,6 +112,12 @@ ROLE_OPTIONS: Mapping[str, Mapping[str, OptionKind]] = {
         "max_pinned_ratio": Kind.NUMBER,
         "scale_up_load": Kind.NUMBER,
         "scale_down_load": Kind.NUMBER,
+        "max_latency_deviation": Kind.NUMBER,
+        "min_replicas": Kind.INTEGER,
+        "replica_cooldown": Kind.NUMBER,
+        "hot_thread_utilization": Kind.NUMBER,
+        "hot_thread_replicas": Kind.INTEGER,
+        "node_join_timeout": Kind.NUMBER,
         **CURVE_OPTIONS,
     },
 }

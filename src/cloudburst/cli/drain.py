@@ -14,12 +14,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import zmq
 from rich.console import Console
 
 from cloudburst.cli.progress import Steps
 from cloudburst.config import DEFAULT_DATA_DIR, RuntimePorts
-from cloudburst.errors import CloudburstError, DeadlineExceeded, InvalidRequest
+from cloudburst.errors import CloudburstError, DeadlineExceeded
+from cloudburst.management.client import request_drain
 
 _POLL_SECONDS = 0.2
 
@@ -67,32 +67,6 @@ def management_host(management: str | None, data_dir: Path) -> str:
     if state is None:
         raise CloudburstError("no cluster is running here; start one with `cloudburst up`, or pass --management HOST")
     return str(state["host"])
-
-
-def request_drain(endpoint: str, node: str, *, timeout: float) -> dict[str, Any]:
-    """Sends a drain request to the management service's drain port and returns its answer.
-
-    Raises:
-        InvalidRequest: The service refused the drain (the message says why).
-        DeadlineExceeded: No answer within ``timeout`` seconds.
-    """
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    socket = context.socket(zmq.REQ)
-    socket.setsockopt(zmq.LINGER, 0)
-    try:
-        socket.connect(endpoint)
-        socket.send(node.encode())
-        if not socket.poll(int(timeout * 1000)):
-            raise DeadlineExceeded(
-                f"the management service at {endpoint} did not answer within {timeout:g} s; is the cluster running?"
-            )
-        answer: dict[str, Any] = json.loads(socket.recv())
-    finally:
-        socket.close()
-        context.term()
-    if not answer.get("ok"):
-        raise InvalidRequest(str(answer.get("error", "the management service refused the drain")))
-    return answer
 
 
 def wait_for_release(dashboard: str, node: str, timeout: float, steps: Steps) -> None:

@@ -156,8 +156,16 @@ def _add_management_parser(commands: _Commands[argparse.ArgumentParser]) -> None
         "--provisioner",
         choices=PROVISIONERS,
         default="none",
-        help="where nodes come from; none: node decisions are only logged; kubernetes: the pods of a Deployment "
-        "(default: %(default)s)",
+        help="where nodes come from; none: node decisions are only logged; kubernetes: the pods of a Deployment; "
+        "local: a local cluster's supervisor, at --provisioner-endpoint (default: %(default)s)",
+    )
+    management.add_argument(
+        "--provisioner-endpoint", metavar="ENDPOINT", help="with --provisioner local: where the supervisor answers"
+    )
+    management.add_argument(
+        "--watch-only",
+        action="store_true",
+        help="make no scaling decision: serve the lists, the dashboard, traces and operators' drains only",
     )
     kubernetes = management.add_argument_group("kubernetes provisioner")
     kubernetes.add_argument("--k8s-namespace", default="default", help="the executor Deployment's namespace")
@@ -197,6 +205,31 @@ def _add_management_parser(commands: _Commands[argparse.ArgumentParser]) -> None
     )
     policy.add_argument(
         "--scale-down-load", type=float, default=defaults.scale_down_load, help="remove replicas below this share"
+    )
+    policy.add_argument(
+        "--max-latency-deviation",
+        type=float,
+        default=defaults.max_latency_deviation,
+        help="add replicas when latency exceeds its history by this factor",
+    )
+    policy.add_argument("--min-replicas", type=int, default=defaults.min_replicas, help="default: %(default)s")
+    policy.add_argument(
+        "--replica-cooldown", type=float, help="seconds between replica changes of a function (default: 2 periods)"
+    )
+    policy.add_argument(
+        "--hot-thread-utilization",
+        type=float,
+        default=defaults.hot_thread_utilization,
+        help="threads busier than this get more replicas",
+    )
+    policy.add_argument(
+        "--hot-thread-replicas", type=int, default=defaults.hot_thread_replicas, help="replicas added per hot thread"
+    )
+    policy.add_argument(
+        "--node-join-timeout",
+        type=float,
+        default=defaults.node_join_timeout,
+        help="seconds a requested node may take to report",
     )
     _add_config_option(management, "management")
     _add_curve_options(management)
@@ -434,6 +467,12 @@ def _provisioner(args: argparse.Namespace) -> Provisioner:
             ready_timeout=args.k8s_ready_timeout,
         )
         return KubernetesProvisioner.from_environment(config)
+    if args.provisioner == "local":
+        if not args.provisioner_endpoint:
+            raise ConfigError("--provisioner local needs --provisioner-endpoint (the supervisor's link)")
+        from cloudburst.management.provisioner_link import RemoteProvisioner
+
+        return RemoteProvisioner(args.provisioner_endpoint)
     raise ConfigError(f"unknown provisioner {args.provisioner!r}; choose one of {', '.join(PROVISIONERS)}")
 
 
@@ -452,9 +491,19 @@ def _run_management(args: argparse.Namespace) -> int:
         max_pinned_ratio=args.max_pinned_ratio,
         scale_up_load=args.scale_up_load,
         scale_down_load=args.scale_down_load,
+        max_latency_deviation=args.max_latency_deviation,
+        min_replicas=args.min_replicas,
+        replica_cooldown=args.replica_cooldown if args.replica_cooldown is not None else 2 * args.report_period,
+        hot_thread_utilization=args.hot_thread_utilization,
+        hot_thread_replicas=args.hot_thread_replicas,
+        node_join_timeout=args.node_join_timeout,
     )
     config = ManagementConfig(
-        host=args.host, schedulers=tuple(args.schedulers), policy=policy, security=_role_security(args)
+        host=args.host,
+        schedulers=tuple(args.schedulers),
+        policy=policy,
+        autoscale=not args.watch_only,
+        security=_role_security(args),
     )
     return run_management(config, _provisioner(args), args.ready_file)
 

@@ -23,11 +23,13 @@ import zmq
 from cloudburst.client.connection import Connection
 from cloudburst.cluster.child import ChildProcess
 from cloudburst.cluster.node import NodeGroup, RestartBudget
-from cloudburst.config import DEFAULT_DATA_DIR, ManagementConfig, NodeConfig, RuntimePorts, check_executor_counts
+from cloudburst.config import DEFAULT_DATA_DIR, NodeConfig, RuntimePorts, check_executor_counts
 from cloudburst.errors import ConfigError, DeadlineExceeded, InvalidRequest
 from cloudburst.kvs.server import KvsAddresses
+from cloudburst.management.client import request_drain
 from cloudburst.management.policy import ManagementPolicyConfig
-from cloudburst.management.server import ManagementServer, send_self_depart
+from cloudburst.management.provisioner_link import ProvisionerLinkServer
+from cloudburst.management.server import send_self_depart
 from cloudburst.transport.zmq import PushSocketCache
 
 logger = logging.getLogger(__name__)
@@ -138,12 +140,16 @@ class LocalCluster:
         self._nodes: dict[str, NodeGroup] = {}
         #: Each node's cache request endpoint, by node address.
         self.cache_addresses: dict[str, str] = {}
-        # Nodes are added and drained from the management thread while the supervisor loop runs.
+        # Nodes are added and drained from the provisioner link's thread while the supervisor loop runs.
         self._lock = threading.RLock()
         self.config_ports = RuntimePorts()
-        #: The management service, once started; it runs in a thread of this process.
-        self.management: ManagementServer | None = None
-        self._management_thread: threading.Thread | None = None
+        #: The management service (a process, like every role) and the link through which it adds, drains and
+        #: releases this cluster's nodes.
+        self._management: ChildProcess | None = None
+        self._management_budget = RestartBudget(config.max_restarts, config.restart_window)
+        self._link: ProvisionerLinkServer | None = None
+        #: The management service's dashboard (its JSON API and ``/metrics`` are under it), once started.
+        self.dashboard_url: str | None = None
 
     @property
     def scheduler(self) -> str:
@@ -201,18 +207,12 @@ class LocalCluster:
                 tell(f"the scheduler on {scheduler_host}", True)
             for node in self.config.node_hosts():
                 self.add_node(node, progress)
-            management = ManagementConfig(
-                host=host,
-                schedulers=tuple(hosts),
-                ports=self.config_ports,
-                policy=self.config.scaling,
-                autoscale=self.config.autoscale,
-            )
-            self.management = ManagementServer(management, self)
-            self._management_thread = threading.Thread(
-                target=self.management.serve_forever, name="management", daemon=True
-            )
-            self._management_thread.start()
+            self._link = ProvisionerLinkServer(self, host)
+            self._link.start()
+            tell(f"the management service on {host}", False)
+            self._management = ChildProcess(self._management_arguments(self._link.endpoint), self.workdir, "management")
+            self.dashboard_url = json.loads(self._management.start())["dashboard"]
+            tell(f"the management service on {host}", True)
             self._wait_until_schedulers_know_the_executors()
         except BaseException:
             self.stop()
@@ -316,9 +316,9 @@ class LocalCluster:
                 raise InvalidRequest(f"cannot drain {node}: {reason}")
             tids = group.config.tids
         deadline = time.monotonic() + timeout
-        if self.management is not None and self.config.autoscale:
-            # Not under our lock: the management service calls back into drain and release with its own held.
-            self.management.drain_node(node)
+        if self.config.autoscale:
+            # Not under our lock: the management service calls back (through the link) into drain and release.
+            request_drain(self.config_ports.management_drains_endpoint(self.config.host), node, timeout=timeout)
         else:
             self.drain(node)
             context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -372,6 +372,41 @@ class LocalCluster:
             restart_window=config.restart_window,
         )
 
+    def _management_arguments(self, link: str) -> list[str]:
+        """The management service's command line: this cluster's schedulers, the link, the policy."""
+        policy = self.config.scaling
+        options = {
+            "--report-period": policy.report_period,
+            "--thread-timeout": policy.thread_timeout,
+            "--scale-up-load": policy.scale_up_load,
+            "--scale-down-load": policy.scale_down_load,
+            "--max-latency-deviation": policy.max_latency_deviation,
+            "--min-replicas": policy.min_replicas,
+            "--replica-cooldown": policy.replica_cooldown,
+            "--hot-thread-utilization": policy.hot_thread_utilization,
+            "--hot-thread-replicas": policy.hot_thread_replicas,
+            "--max-utilization": policy.max_utilization,
+            "--min-utilization": policy.min_utilization,
+            "--max-pinned-ratio": policy.max_pinned_ratio,
+            "--scale-increase": policy.scale_increase,
+            "--grace-period": policy.grace_period,
+            "--min-nodes": policy.min_nodes,
+            "--max-nodes": policy.max_nodes,
+            "--node-join-timeout": policy.node_join_timeout,
+        }
+        return [
+            "management",
+            "--host",
+            self.config.host,
+            *(arg for host in self.config.scheduler_hosts() for arg in ("--scheduler", host)),
+            "--provisioner",
+            "local",
+            "--provisioner-endpoint",
+            link,
+            *(arg for option, value in options.items() for arg in (option, repr(value))),
+            *([] if self.config.autoscale else ["--watch-only"]),
+        ]
+
     def supervise(self, now: float | None = None) -> list[int]:
         """Restarts executors, node caches and schedulers that exited; call it periodically.
 
@@ -390,6 +425,12 @@ class LocalCluster:
                     logger.warning("%s exited with code %s; restarting it", scheduler.name, code)
                     scheduler.stop()
                     scheduler.start()
+            management = self._management
+            code = management.exit_code() if management is not None else None
+            if management is not None and code not in (None, 0) and self._management_budget.allow(now):
+                logger.warning("the management service exited with code %s; restarting it", code)
+                management.stop()
+                management.start()
             first = 0
             for group in self._nodes.values():
                 restarted += [first + tid for tid in group.supervise(now)]
@@ -408,12 +449,12 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stops the management service, the nodes, then the scheduler, then the KVS; nothing is left running."""
-        if self.management is not None:
-            self.management.stop()
-            if self._management_thread is not None:
-                self._management_thread.join(timeout=10)
-            self.management.close()
-            self.management = None
+        if self._management is not None:
+            self._management.stop()
+            self._management = None
+        if self._link is not None:
+            self._link.close()
+            self._link = None
         with self._lock:
             for group in self._nodes.values():
                 group.terminate_executors()
@@ -425,11 +466,6 @@ class LocalCluster:
         if self._kvs is not None:
             self._kvs.stop()
         self._scratch.cleanup()
-
-    @property
-    def dashboard_url(self) -> str | None:
-        """The management service's dashboard (its JSON API and ``/metrics`` are under it), once started."""
-        return self.management.dashboard_url if self.management is not None else None
 
     def connect(self, timeout: float = 30.0) -> Connection:
         """A client connection to this cluster."""

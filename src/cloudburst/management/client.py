@@ -1,4 +1,5 @@
-"""Asking the management service for the scheduler list from inside a server loop, without ever blocking it.
+"""Asking the management service: for the scheduler list from inside a server loop, without ever blocking it, and
+for a node's drain, from an operator's command (:func:`request_drain`).
 
 Schedulers and executors ask once per report period (the original's schedulers asked with a blocking REQ and a
 500 ms timeout; its executors never asked, B52). Here the question goes out on a DEALER socket that the server
@@ -9,10 +10,13 @@ the request), so the original's REQ clients and this one are answered alike.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import zmq
 
 from cloudburst.config import RuntimePorts
-from cloudburst.errors import DecodeError, TransportError
+from cloudburst.errors import DeadlineExceeded, DecodeError, InvalidRequest, TransportError
 from cloudburst.protocol import codec
 from cloudburst.transport.guard import RejectLog
 from cloudburst.transport.security import SecurityConfig, curve_client
@@ -105,3 +109,29 @@ class SchedulerListClient:
     def close(self) -> None:
         """Closes the socket."""
         self.socket.close()
+
+
+def request_drain(endpoint: str, node: str, *, timeout: float) -> dict[str, Any]:
+    """Asks the management service at ``endpoint`` (its drain port) to drain ``node``; returns its answer.
+
+    Raises:
+        InvalidRequest: The service refused the drain (the message says why).
+        DeadlineExceeded: No answer within ``timeout`` seconds.
+    """
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    socket = context.socket(zmq.REQ)
+    socket.setsockopt(zmq.LINGER, 0)
+    try:
+        socket.connect(endpoint)
+        socket.send(node.encode())
+        if not socket.poll(int(timeout * 1000)):
+            raise DeadlineExceeded(
+                f"the management service at {endpoint} did not answer within {timeout:g} s; is the cluster running?"
+            )
+        answer: dict[str, Any] = json.loads(socket.recv())
+    finally:
+        socket.close()
+        context.term()
+    if not answer.get("ok"):
+        raise InvalidRequest(str(answer.get("error", "the management service refused the drain")))
+    return answer

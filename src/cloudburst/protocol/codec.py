@@ -1035,23 +1035,24 @@ def decode_management_report(data: bytes) -> SchedulerMessage | TelemetryReport:
     if pb.WhichOneof("kind") != "telemetry":
         return decode_scheduler_message(data)
     report = pb.telemetry
+    # Positional and without empty generators: the management service decodes one hop per step of every request.
     hops = tuple(
         TraceHop(
-            request_id=hop.request_id,
-            role=hop.role,
-            node=hop.node,
-            start=hop.start,
-            duration=hop.duration,
-            function=hop.function,
-            dag=hop.dag,
-            queue=hop.queue,
-            end_to_end=hop.end_to_end,
-            error=hop.error,
-            message=hop.message,
-            traceback=hop.traceback,
-            detail=hop.detail,
-            reads=tuple(ReadRecord(r.key, r.source, r.hit, r.version) for r in hop.reads),
-            stages=hop.stages,
+            hop.request_id,
+            hop.role,
+            hop.node,
+            hop.start,
+            hop.duration,
+            hop.function,
+            hop.dag,
+            hop.queue,
+            hop.end_to_end,
+            hop.error,
+            hop.message,
+            hop.traceback,
+            hop.detail,
+            tuple(ReadRecord(r.key, r.source, r.hit, r.version) for r in hop.reads) if hop.reads else (),
+            hop.stages,
         )
         for hop in report.hops
     )

@@ -55,6 +55,10 @@ class _QuietHandler(WSGIRequestHandler):
         logger.debug("metrics: " + format, *args)
 
 
+#: Labelled metric children a role keeps at hand (dropped all at once past it; names are unbounded in principle).
+_MAX_CACHED_CHILDREN = 4096
+
+
 class MetricsEndpoint:
     """A role's registry and the HTTP endpoint serving it.
 
@@ -169,6 +173,8 @@ class ExecutorMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        #: Labelled children by (function, DAG): looking them up per execution costs more than counting.
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self.reads = Counter(
             "cloudburst_executor_reads",
             "Keys read by functions, by where they were served.",
@@ -184,9 +190,16 @@ class ExecutorMetrics:
 
     def observe(self, hops: Sequence[TraceHop]) -> None:
         """Counts the executions ``hops`` record."""
+        children = self._children
         for hop in hops:
-            self.calls.labels(hop.function, hop.dag).inc()
-            self.duration.labels(hop.function).observe(hop.duration)
+            key = (hop.function, hop.dag)
+            child = children.get(key)
+            if child is None:
+                if len(children) >= _MAX_CACHED_CHILDREN:
+                    children.clear()
+                child = children[key] = (self.calls.labels(*key), self.duration.labels(hop.function))
+            child[0].inc()
+            child[1].observe(hop.duration)
             if hop.error:
                 self.errors.labels(hop.function, hop.error).inc()
             if hop.dag:
