@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from cloudburst.errors import DecodeError
 from cloudburst.lattices import LwwLattice, SetLattice, SingleKeyCausalLattice, VectorClock
 from cloudburst.management import telemetry as telemetry_module
-from cloudburst.management.server import cluster_view, hop_view
 from cloudburst.management.state import ManagementState, ThreadStatusEvent
 from cloudburst.management.telemetry import TelemetryStore, summarize
+from cloudburst.management.views import cluster_view, hop_view
 from cloudburst.protocol import codec
 from cloudburst.protocol.runtime_messages import ThreadStatus
 from cloudburst.protocol.telemetry_messages import CacheReport, ReadRecord, TelemetryReport, TraceHop, describe_version

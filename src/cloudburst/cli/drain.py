@@ -7,18 +7,16 @@ releases the node once they all have; the command follows that on the dashboard'
 from __future__ import annotations
 
 import argparse
-import json
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from cloudburst.cli.dashboard_api import dashboard_address, get_json, management_host
 from cloudburst.cli.progress import Steps
 from cloudburst.config import DEFAULT_DATA_DIR, RuntimePorts
-from cloudburst.errors import CloudburstError, DeadlineExceeded
+from cloudburst.errors import DeadlineExceeded
 from cloudburst.management.client import request_drain
 
 _POLL_SECONDS = 0.2
@@ -48,25 +46,9 @@ def run_drain(args: argparse.Namespace, console: Console | None = None) -> int:
         threads = answer.get("threads", [])
         steps.done(f"draining {args.node}: {len(threads)} executor(s) told to finish their work and depart")
         started = time.monotonic()
-        wait_for_release(f"http://{host}:{ports.dashboard}/", args.node, args.timeout, steps)
+        wait_for_release(dashboard_address(None, host, args.data_dir), args.node, args.timeout, steps)
         steps.done(f"released {args.node}", time.monotonic() - started)
     return 0
-
-
-def management_host(management: str | None, data_dir: Path) -> str:
-    """The management service's host: the option, or the local cluster's (recorded by ``cloudburst up``).
-
-    Raises:
-        CloudburstError: Neither is there.
-    """
-    if management:
-        return management
-    from cloudburst.cli.cluster import running_cluster
-
-    state = running_cluster(data_dir)
-    if state is None:
-        raise CloudburstError("no cluster is running here; start one with `cloudburst up`, or pass --management HOST")
-    return str(state["host"])
 
 
 def wait_for_release(dashboard: str, node: str, timeout: float, steps: Steps) -> None:
@@ -77,11 +59,7 @@ def wait_for_release(dashboard: str, node: str, timeout: float, steps: Steps) ->
     """
     give_up = time.monotonic() + timeout
     while True:
-        try:
-            with urllib.request.urlopen(dashboard + "api/cluster", timeout=10) as response:
-                view = json.load(response)
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            raise CloudburstError(f"cannot follow the drain on the dashboard at {dashboard}: {error}") from None
+        view = get_json(dashboard + "api/cluster")
         entry = next((n for n in view.get("nodes", []) if n.get("address") == node), None)
         if entry is None:
             return

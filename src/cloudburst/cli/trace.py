@@ -22,8 +22,9 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from cloudburst.config import DEFAULT_DATA_DIR, RuntimePorts
-from cloudburst.errors import CloudburstError, DeadlineExceeded
+from cloudburst.cli.dashboard_api import dashboard_address, get_json
+from cloudburst.config import DEFAULT_DATA_DIR
+from cloudburst.errors import DeadlineExceeded
 
 #: Characters of the waterfall column.
 WATERFALL_WIDTH = 28
@@ -58,26 +59,6 @@ def run_trace(args: argparse.Namespace, console: Console | None = None) -> int:
     return 0
 
 
-def dashboard_address(dashboard: str | None, management: str | None, data_dir: Path) -> str:
-    """The dashboard's base URL (ending in ``/``) from the options, or from the local cluster's record.
-
-    Raises:
-        CloudburstError: Neither option was given and no local cluster is running.
-    """
-    if dashboard:
-        return dashboard if dashboard.endswith("/") else dashboard + "/"
-    if management:
-        return f"http://{management}:{RuntimePorts().dashboard}/"
-    from cloudburst.cli.cluster import running_cluster
-
-    state = running_cluster(data_dir)
-    if state is None or not state.get("dashboard"):
-        raise CloudburstError(
-            "no cluster is running here; start one with `cloudburst up`, or pass --management HOST or --dashboard URL"
-        )
-    return str(state["dashboard"])
-
-
 def fetch_trace(base: str, request_id: str, wait: float) -> dict[str, Any]:
     """The trace of ``request_id`` from the dashboard at ``base``.
 
@@ -89,18 +70,8 @@ def fetch_trace(base: str, request_id: str, wait: float) -> dict[str, Any]:
     """
     url = base + "api/traces/" + urllib.parse.quote(request_id, safe="")
     give_up = time.monotonic() + wait
-    trace: dict[str, Any] | None = None
     while True:
-        try:
-            with urllib.request.urlopen(url, timeout=max(1.0, wait)) as response:
-                trace = json.load(response)
-        except urllib.error.HTTPError as error:
-            if error.code != 404:
-                raise CloudburstError(f"the dashboard at {base} answered {error.code} for {url}") from None
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            raise CloudburstError(
-                f"cannot reach the dashboard at {base} ({error}); is the cluster's management service running?"
-            ) from None
+        trace: dict[str, Any] | None = get_json(url, timeout=max(1.0, wait), missing_ok=True)
         if trace is not None and (complete(trace) or time.monotonic() >= give_up):
             return trace
         if time.monotonic() >= give_up:
