@@ -10,11 +10,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import pytest
 import zmq
 
+from cloudburst.cli.dashboard_api import get_json
 from cloudburst.client.connection import Connection
 from cloudburst.cluster.child import ChildProcess
 from cloudburst.cluster.local import ClusterConfig, LocalCluster, random_loopback_host
@@ -56,8 +56,7 @@ def executor_ips(connection):
 
 def cluster_view(cluster):
     """The management service's view, from its dashboard's JSON API."""
-    with urllib.request.urlopen(cluster.dashboard_url + "api/cluster", timeout=10) as response:
-        return json.load(response)
+    return get_json(cluster.dashboard_url + "api/cluster")
 
 
 def reporting_threads(cluster, node):

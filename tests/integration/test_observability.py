@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cloudburst.cli.dashboard_api import get_json
 from cloudburst.cluster.local import ClusterConfig, LocalCluster, random_loopback_host
 from cloudburst.config import KvsConfig, RuntimePorts
 
@@ -31,11 +32,6 @@ def connection(cluster):
     connection = cluster.connect(timeout=30)
     yield connection
     connection.close()
-
-
-def get_json(url):
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
 
 
 def scrape(url):

@@ -22,11 +22,12 @@ def hop(role, function=None, start=0.0, duration_ms=1.0, ok=True, **extra):
         "error": None if ok else "KvsError: gone",
         "traceback": None if ok else "Traceback (most recent call last):\n  boom",
         "detail": extra.pop("detail", ""),
+        "stages": extra.pop("stages", 0),
         "reads": extra.pop("reads", []),
     }
 
 
-PLACEMENT = hop("scheduler", detail="a -> 10.0.0.5:0, b -> 10.0.0.5:1, c -> 10.0.0.5:2")
+PLACEMENT = hop("scheduler", detail="a -> 10.0.0.5:0, b -> 10.0.0.5:1, c -> 10.0.0.5:2", stages=3)
 
 
 def test_a_dag_trace_is_complete_once_every_placed_stage_reported_or_one_failed():

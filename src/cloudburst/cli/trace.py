@@ -92,7 +92,7 @@ def complete(trace: Mapping[str, Any]) -> bool:
     executed = [hop for hop in hops if hop.get("role") == "executor"]
     if not placed:
         return bool(executed)
-    return len(executed) >= sum(len(str(hop.get("detail", "")).split(", ")) for hop in placed)
+    return len(executed) >= sum(int(hop.get("stages") or 0) for hop in placed)
 
 
 def render_trace(trace: Mapping[str, Any]) -> Group:

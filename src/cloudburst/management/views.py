@@ -45,6 +45,7 @@ def hop_view(hop: TraceHop) -> dict[str, object]:
         "error": f"{hop.error}: {hop.message}" if hop.error else None,
         "traceback": hop.traceback or None,
         "detail": hop.detail,
+        "stages": hop.stages,
         "reads": [
             {"key": read.key, "source": read.source, "hit": read.hit, "version": read.version} for read in hop.reads
         ],

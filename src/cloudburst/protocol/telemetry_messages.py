@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from cloudburst.clock import WRITER_BITS
+from cloudburst.clock import split_timestamp
 from cloudburst.lattices import Lattice, LwwLattice, MultiKeyCausalLattice, SetLattice, SingleKeyCausalLattice
 
 
@@ -104,7 +104,7 @@ def describe_version(lattice: Lattice | None) -> str:
     if lattice is None:
         return ""
     if isinstance(lattice, LwwLattice):
-        micros, writer = lattice.timestamp >> WRITER_BITS, lattice.timestamp & ((1 << WRITER_BITS) - 1)
+        micros, writer = split_timestamp(lattice.timestamp)
         written = datetime.fromtimestamp(micros / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
         return f"lww {written} UTC by writer {writer}"
     if isinstance(lattice, SingleKeyCausalLattice | MultiKeyCausalLattice):

@@ -207,7 +207,7 @@ class SchedulerServer:
         #: Where the request being handled placed its functions (from the schedules and calls pushed for it).
         self._placed: dict[str, tuple[str, list[str]]] = {}
         #: Hops not yet sent to the management service.
-        self._hops: list[TraceHop] = []
+        self._hops: deque[TraceHop] = deque(maxlen=_MAX_PENDING_HOPS)
         self.metrics = MetricsEndpoint(config.host, config.ports.metrics_scheduler, f"scheduler {config.host}")
         try:
             for port in _PublicPort:
@@ -441,13 +441,11 @@ class SchedulerServer:
                 )
             )
         self._placed.clear()
-        if len(self._hops) > _MAX_PENDING_HOPS:
-            del self._hops[: len(self._hops) - _MAX_PENDING_HOPS]
 
     def _report_hops(self) -> None:
         if self._hops and self._telemetry is not None:
-            self._telemetry.send(self._hops)
-        self._hops = []
+            self._telemetry.send(list(self._hops))
+        self._hops.clear()
 
     def _send_reply(self, socket: zmq.Socket[bytes], envelope: list[bytes], payload: bytes) -> None:
         try:
