@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The original-clients extra needs numpy 1 (pyarrow 11), so its tests run in a venv of their own.
+ORIGINAL := .venv-original-clients
+ORIGINAL_STAMP := $(ORIGINAL)/.installed
 
-.PHONY: install demo test lint typecheck unit protos bench bench-smoke clean
+.PHONY: install demo test test-original-clients lint typecheck unit protos bench bench-smoke clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is required"'
@@ -15,13 +18,26 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 install: $(STAMP)
 
+$(ORIGINAL_STAMP): pyproject.toml requirements/constraints.txt requirements/original-clients.txt
+	$(PYTHON) -m venv $(ORIGINAL)
+	$(ORIGINAL)/bin/pip install --quiet --upgrade pip
+	grep -v -E '^(numpy|pandas|pyarrow)==' requirements/constraints.txt > $(ORIGINAL)/constraints.txt
+	$(ORIGINAL)/bin/pip install --quiet -c $(ORIGINAL)/constraints.txt -c requirements/original-clients.txt \
+		-e '.[original-clients,redis]' pytest pytest-timeout
+	touch $(ORIGINAL_STAMP)
+
 ## The main job: start a local deployment, run a representative workload, print the figures.
 demo: $(STAMP)
 	$(BIN)/cloudburst demo
 
 ## Everything CI checks: generated code up to date, lint, format, types, the whole test suite.
 test: $(STAMP) protos lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m 'not original_clients'
+	$(MAKE) test-original-clients
+
+## The tests that speak as original clients do (numpy and pandas values need pyarrow 11, hence numpy 1).
+test-original-clients: $(ORIGINAL_STAMP)
+	CLOUDBURST_ORIGINAL_CLIENTS=1 $(ORIGINAL)/bin/python -m pytest -m original_clients tests/integration/test_original_clients.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts examples
@@ -53,4 +69,4 @@ $(VENV)/.peers: $(STAMP)
 	touch $(VENV)/.peers
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(ORIGINAL) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -24,6 +24,9 @@ class KvsConfig:
         host: The address to bind; ``127.0.0.1`` keeps the node private to this machine.
         advertise_host: The address clients are told to reach storage threads at; defaults to ``host``.
         routing_port: The address-lookup port (Anna's 6450); 0 picks a free port.
+        routing_ports: How many consecutive ports from ``routing_port`` answer address lookups. Anna's routing
+            tier runs one thread per port, and its Python client outside local mode asks a random one of
+            6450-6453, so the default of 4 serves those clients too (a free ``routing_port`` gets one port).
         storage_port: Thread ``tid`` listens on ``storage_port + tid`` (Anna's 6200); 0 picks free ports.
         threads: Storage threads; keys are spread over them by consistent hashing.
         data_dir: Where the embedded engine keeps its database; ``None`` keeps data in memory only.
@@ -43,6 +46,7 @@ class KvsConfig:
     host: str = "127.0.0.1"
     advertise_host: str | None = None
     routing_port: int = 6450
+    routing_ports: int = 4
     storage_port: int = 6200
     threads: int = 1
     data_dir: Path | None = DEFAULT_DATA_DIR / "kvs"
@@ -59,6 +63,8 @@ class KvsConfig:
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise ConfigError(f"threads must be at least 1, not {self.threads}")
+        if not 1 <= self.routing_ports <= 64:
+            raise ConfigError(f"routing_ports must be in 1..64, not {self.routing_ports}")
         if not 0 < self.cache_update_port < 65536:
             raise ConfigError(f"cache_update_port must be in 1..65535, not {self.cache_update_port}")
         if self.max_subscribed_caches < 1 or self.max_keys_per_cache < 1:

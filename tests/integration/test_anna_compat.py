@@ -1,17 +1,16 @@
 """The original Anna Python client works against our KVS unchanged.
 
-This test speaks raw protobuf exactly as that client does: it binds PULL sockets for KVS responses and address
-responses, PUSHes a ``KeyAddressRequest`` to the routing port with a ``"<ip>:<n>"`` request id, PUSHes one-key
-``KeyRequest``s to the returned storage address, and stamps LWW values with its own coarse timestamps
-(``int(time.time() * 10)``) and ``cloudpickle`` bodies wrapped in a ``Value``.
+These tests speak raw protobuf exactly as that client does (:class:`original_client.AnnaStyleClient`), with
+``cloudpickle`` bodies wrapped in a ``Value``.
 """
 
 import time
 
 import cloudpickle
 import pytest
-import zmq
+from original_client import AnnaStyleClient
 
+from cloudburst.kvs.process import KvsProcess
 from cloudburst.lattices import LwwLattice, SetLattice
 from cloudburst.protocol.values import from_lattice
 from cloudburst.protocol.wire import anna_pb2, cloudburst_pb2
@@ -19,76 +18,9 @@ from cloudburst.protocol.wire import anna_pb2, cloudburst_pb2
 pytestmark = pytest.mark.integration
 
 
-class OriginalStyleClient:
-    """Reproduces the original client's socket pattern and messages (not its code)."""
-
-    def __init__(self, routing: str):
-        self.context = zmq.Context()
-        self.responses = self.context.socket(zmq.PULL)
-        self.key_addresses = self.context.socket(zmq.PULL)
-        port = self.responses.bind_to_random_port("tcp://127.0.0.1")
-        address_port = self.key_addresses.bind_to_random_port("tcp://127.0.0.1")
-        self.response_address = f"tcp://127.0.0.1:{port}"
-        self.address_response_address = f"tcp://127.0.0.1:{address_port}"
-        self.routing = self.context.socket(zmq.PUSH)
-        self.routing.connect(routing)
-        self.counter = 0
-        self.pushers: dict[str, zmq.Socket] = {}
-
-    def close(self):
-        self.context.destroy(linger=0)
-
-    def _request_id(self) -> str:
-        self.counter = (self.counter + 1) % 10000
-        return f"127.0.0.1:{self.counter}"
-
-    def _recv(self, socket, message_class, request_id):
-        while True:
-            assert socket.poll(5000), "no response from the server"
-            response = message_class.FromString(socket.recv())
-            if response.response_id == request_id:
-                return response
-
-    def addresses(self, key: str) -> list[str]:
-        request = anna_pb2.KeyAddressRequest(response_address=self.address_response_address, keys=[key])
-        request.request_id = self._request_id()
-        self.routing.send(request.SerializeToString())
-        response = self._recv(self.key_addresses, anna_pb2.KeyAddressResponse, request.request_id)
-        assert response.error == anna_pb2.NO_ERROR
-        return list(response.addresses[0].ips)
-
-    def _send(self, key: str, request):
-        address = self.addresses(key)[0]
-        if address not in self.pushers:
-            self.pushers[address] = self.context.socket(zmq.PUSH)
-            self.pushers[address].connect(address)
-        request.response_address = self.response_address
-        request.request_id = self._request_id()
-        self.pushers[address].send(request.SerializeToString())
-        return self._recv(self.responses, anna_pb2.KeyResponse, request.request_id)
-
-    def put_lww(self, key: str, value: object) -> anna_pb2.KeyResponse:
-        body = cloudburst_pb2.Value(body=cloudpickle.dumps(value), type=cloudburst_pb2.DEFAULT)
-        lww = anna_pb2.LWWValue(timestamp=int(time.time() * 10), value=body.SerializeToString())
-        request = anna_pb2.KeyRequest(type=anna_pb2.PUT)
-        request.tuples.add(key=key, lattice_type=anna_pb2.LWW, payload=lww.SerializeToString())
-        return self._send(key, request)
-
-    def put_set(self, key: str, items: list[bytes]) -> anna_pb2.KeyResponse:
-        request = anna_pb2.KeyRequest(type=anna_pb2.PUT)
-        payload = anna_pb2.SetValue(values=items).SerializeToString()
-        request.tuples.add(key=key, lattice_type=anna_pb2.SET, payload=payload)
-        return self._send(key, request)
-
-    def get(self, key: str) -> anna_pb2.KeyTuple:
-        request = anna_pb2.KeyRequest(type=anna_pb2.GET)
-        request.tuples.add(key=key)
-        return self._send(key, request).tuples[0]
-
-
 @pytest.fixture
 def original(kvs_node):
-    client = OriginalStyleClient(kvs_node.routing)
+    client = AnnaStyleClient(kvs_node.routing)
     yield client
     client.close()
 
@@ -129,3 +61,16 @@ def test_new_writes_beat_original_coarse_timestamps(original, client):
 def test_type_mismatch_is_reported_to_the_original_client(original):
     original.put_lww("typed", 1)
     assert original.put_set("typed", [b"x"]).tuples[0].error == anna_pb2.LATTICE
+
+
+def test_clients_outside_local_mode_reach_any_of_the_four_routing_ports(tmp_path, kvs_host):
+    # The Anna client outside local mode asks a random one of 6450-6453 for each lookup.
+    with KvsProcess(None, host=kvs_host, routing_port=6450) as node:
+        for port in range(6450, 6454):
+            client = AnnaStyleClient(f"tcp://{kvs_host}:{port}", host=kvs_host)
+            try:
+                assert client.put_lww(f"via-{port}", port).tuples[0].error == anna_pb2.NO_ERROR
+                assert client.get(f"via-{port}").error == anna_pb2.NO_ERROR
+            finally:
+                client.close()
+        assert node.routing == f"tcp://{kvs_host}:6450"

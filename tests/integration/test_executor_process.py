@@ -395,6 +395,27 @@ def test_a_message_that_arrives_between_invocations_waits_for_the_next_recv(depl
     assert deployment.call_result(server, "read_inbox") == [(("127.0.0.1", 9), b"early")]
 
 
+def take_inbox(lib):
+    return lib.recv()
+
+
+def receive_and_leave_one(lib):
+    """Takes what waits, then leaves one message of its own unread (a peer's late message, say)."""
+    taken = lib.recv()
+    lib.send(lib.getid(), b"late")
+    time.sleep(0.2)  # lets the message reach the inbox before the invocation ends
+    return taken
+
+
+def test_what_an_invocation_that_received_leaves_unread_ends_with_it(deployment):
+    # As in the original: an exchange's leftovers must not reach the next program run on the executor.
+    server = deployment.start_executor(tid=0)
+    deployment.register("receive_and_leave_one", receive_and_leave_one)
+    deployment.register("take_inbox", take_inbox)
+    assert deployment.call_result(server, "receive_and_leave_one") == []
+    assert deployment.call_result(server, "take_inbox") == []
+
+
 def test_a_registered_class_keeps_its_state_across_dag_calls(deployment):
     server = deployment.start_executor()
     deployment.register("counter", (Counter, 100))  # a bare init argument, not a tuple

@@ -1,6 +1,7 @@
 """The executor's pure state machine: events in, instructions out, no sockets, no clock, no user code."""
 
 import dataclasses
+import pickle
 
 import pytest
 from hypothesis import given, settings
@@ -44,7 +45,7 @@ from cloudburst.executor.state import (
 )
 from cloudburst.lattices import VectorClock
 from cloudburst.protocol import codec, values
-from cloudburst.protocol.messages import ConsistencyType, LatticeType
+from cloudburst.protocol.messages import ConsistencyType, LatticeType, SerializerType
 from cloudburst.protocol.runtime_messages import (
     BEGIN,
     CallResult,
@@ -310,10 +311,11 @@ def test_unpin_during_the_load_unpins_once_loaded():
 def test_a_failed_load_fails_the_requests_waiting_for_it():
     harness = Harness()
     harness.receive(PinFunction("f", PIN_REPLY, "p"))
-    harness.receive(make_schedule(SINGLE, "f", "r1", response_address=CLIENT), make_trigger("r1", "f", BEGIN))
+    schedule = make_schedule(SINGLE, "f", "r1", response_address=CLIENT, delivery=ResultDelivery.NOTIFY_ONLY)
+    harness.receive(schedule, make_trigger("r1", "f", BEGIN))
     out = harness.step(FunctionLoadFailedEvent("f", FunctionNotFound("gone")))
     (pushed,) = [s for s in sends(out) if s.address == CLIENT]
-    assert "could not be pinned" in str(raises_from(pushed.message, NotPinned))
+    assert "could not be pinned" in str(raises_from(pushed.message.value, NotPinned))
     assert harness.state.pending_requests() == ()
 
 
@@ -397,11 +399,13 @@ def test_a_result_becomes_triggers_for_the_downstream_executor():
 def test_a_missing_downstream_location_is_reported_to_the_caller():
     harness = Harness()
     harness.pin("f")
-    schedule = make_schedule(CHAIN, "f", "r1", locations={"f": NODE}, response_address=CLIENT)
+    schedule = make_schedule(
+        CHAIN, "f", "r1", locations={"f": NODE}, response_address=CLIENT, delivery=ResultDelivery.NOTIFY_ONLY
+    )
     run = only_run(harness.receive(schedule, make_trigger("r1", "f", BEGIN)))
     (send,) = sends(harness.finish(run, arguments_of(1)))
     assert send.address == CLIENT
-    assert "no valid location" in str(raises_from(send.message, InvalidRequest))
+    assert "no valid location" in str(raises_from(send.message.value, InvalidRequest))
 
 
 def test_a_function_not_pinned_here_gets_a_not_pinned_error_and_no_queue_entry():
@@ -585,6 +589,19 @@ def test_one_shot_calls_run_regardless_of_pins_and_follow_the_delivery_rules(del
             assert instruction.message == CallResult("k1", values.encode(9))
 
 
+def test_the_scheduler_that_placed_a_call_hears_when_it_is_done():
+    harness = Harness()
+    first = FunctionCall("f", response_key="k1", placed_by="10.0.0.7")
+    second = FunctionCall("f", response_key="k2")  # sent straight by a client: no scheduler is waiting to hear
+    run_first, run_second = harness.receive(first, second)
+    out = harness.step(OneShotDoneEvent(run_first.run_id, result_of(1)))
+    (done,) = sends(out, ThreadStatus)
+    assert done.address == "tcp://10.0.0.7:5007"
+    assert (done.message.finished, done.message.queued) == (("k1",), 1)
+    assert sends(harness.step(OneShotDoneEvent(run_second.run_id, result_of(2))), ThreadStatus) == []
+    assert harness.state.status().queued == 0
+
+
 def test_a_one_shot_error_is_delivered_as_an_error_value():
     harness = Harness()
     call = FunctionCall("boom", response_key="k1", response_address=CLIENT, delivery=ResultDelivery.NOTIFY_AND_STORE)
@@ -595,6 +612,45 @@ def test_a_one_shot_error_is_delivered_as_an_error_value():
     raised = raises_from(pushed.value, RemoteExecutionError)
     assert (raised.function, raised.node, raised.remote_traceback) == ("boom", NODE, "tb")
     assert stores(out)[0].result.value == pushed.value
+
+
+@pytest.mark.parametrize("address", ["", CLIENT])
+def test_original_clients_get_their_own_forms_of_bytes_sets_and_errors(address):
+    # The LEGACY delivery is an original client's: its serializer reads bytes untagged as DEFAULT, a set as a SET
+    # lattice of such values, and a failure as the pickled ('ERROR: <message>', GenericResponse) pair.
+    harness = Harness()
+    outcomes = {
+        "k-bytes": result_of(b"raw"),
+        "k-set": RunSucceeded(result=EncodedResult(values.encode({b"m"}), (values.serialize(b"m"),))),
+        "k-error": RunFailed(RemoteExecutionError("ValueError: no", "builtins.ValueError", function="f")),
+    }
+    delivered = {}
+    for key, outcome in outcomes.items():
+        (run,) = harness.receive(FunctionCall("f", response_key=key, response_address=address))
+        out = harness.step(OneShotDoneEvent(run.run_id, outcome))
+        (store,) = stores(out)  # one-shot results are stored, as the original stored them
+        delivered[key] = store.result
+    assert delivered["k-bytes"].value == EncodedValue(b"raw", SerializerType.DEFAULT)
+    assert delivered["k-set"].set_members == (codec.encode_value(b"m", SerializerType.DEFAULT),)
+    text, response = pickle.loads(delivered["k-error"].value.body)
+    assert text == "ERROR: ValueError: no"
+    assert codec.decode_generic_response(response).error == ErrorCode.EXECUTION_ERROR
+
+
+def test_a_dag_result_pushed_to_an_original_client_is_in_its_form():
+    harness = Harness()
+    harness.pin("f")
+    schedule = make_schedule(SINGLE, "f", "r1", response_address=CLIENT)
+    run = only_run(harness.receive(schedule, make_trigger("r1", "f", BEGIN)))
+    (item,) = run.items
+    assert item.legacy  # values the function stores are in the original's forms too
+    (send,) = sends(harness.finish(run, result_of(b"raw")))
+    assert send.message == EncodedValue(b"raw", SerializerType.DEFAULT)
+    schedule = make_schedule(SINGLE, "f", "r2", response_address=CLIENT, delivery=ResultDelivery.NOTIFY_ONLY)
+    run = only_run(harness.receive(schedule, make_trigger("r2", "f", BEGIN)))
+    assert not run.items[0].legacy
+    (send,) = sends(harness.finish(run, result_of(b"raw")))
+    assert send.message.value == EncodedValue(b"raw", SerializerType.BYTES)
 
 
 def test_a_sink_with_a_continuation_sends_it_to_the_schedulers_in_turn():

@@ -87,6 +87,7 @@ TRIGGER = DagTrigger(
         FunctionCall(
             "f", (ARG,), 3, "key", ConsistencyType.NORMAL, ("n1",), "tcp://127.0.0.1:9", ResultDelivery.NOTIFY_ONLY
         ),
+        FunctionCall("f", response_key="key", placed_by="127.0.0.2"),
         SCHEDULE,
         TRIGGER,
         SelfDepart(),
@@ -102,6 +103,7 @@ def test_executor_envelope_round_trip(message):
     [
         ThreadStatus("127.0.0.1", 2, ("f", "g"), 0.5, False, ExecutorType.GPU, "inc"),
         ThreadStatus("127.0.0.1", 3, running=False, incarnation="inc", departed=True),
+        ThreadStatus("127.0.0.1", 4, queued=3, finished=("k1", "k2")),
         GenericResponse(False, "pin-1", ErrorCode.NO_RESOURCES, "busy"),
         Continuation("next", "id1", b"r", CALL),
         SchedulerStatus(("d",), (FunctionLocation("f", "127.0.0.1", 1),), ("gone",)),

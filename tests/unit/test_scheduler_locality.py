@@ -6,6 +6,7 @@ The status and metadata tests are the original policy tests (``test_process_stat
 running``, ``test_process_status_restart``, ``test_metadata_update``) rewritten for events in, instructions out.
 """
 
+import dataclasses
 import itertools
 import random
 from collections import Counter
@@ -69,6 +70,7 @@ class Driver:
         self.kvs_error = None
         self.reads = []
         self.replies = {}
+        self.last_status = {}
         config = SchedulerConfig(host="10.0.0.1", report_period=PERIOD)
         self.state = SchedulerState(config, random.Random(seed), options=options)
         self._request_ids = itertools.count(1)
@@ -101,6 +103,7 @@ class Driver:
     def status(self, executor, functions=(), *, utilization=0.0, gpu=False, running=True, incarnation="one"):
         kind = ExecutorType.GPU if gpu else ExecutorType.CPU
         message = ThreadStatus(executor[0], executor[1], tuple(functions), utilization, running, kind, incarnation)
+        self.last_status[executor] = message
         return self.feed(InternalMessageEvent(message))
 
     def tick(self, seconds=0.0):
@@ -118,11 +121,15 @@ class Driver:
             assert reply.success
 
     def call(self, name, references=()):
-        """Calls ``name`` once; returns the executor it was sent to."""
+        """Calls ``name`` once and has the executor report it done (calls here run one after the other); returns
+        the executor it was sent to."""
         reply, pushes = self.ask(lambda rid: FunctionCallEvent(rid, FunctionCall(name, references=references)))
         assert reply.success, reply
         [push] = pushes
-        return executor_of(push.address)
+        executor = executor_of(push.address)
+        done = dataclasses.replace(self.last_status[executor], finished=(reply.response_id,))
+        self.feed(InternalMessageEvent(done))
+        return executor
 
     def create_dag(self, dag):
         """Creates ``dag``, every pin accepted; returns where each function was pinned."""

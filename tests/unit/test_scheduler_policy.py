@@ -152,6 +152,31 @@ def test_pick_for_call_prefers_colocated_nodes():
     assert policy.pick_for_call(pool, {"10.9.9.9"}) is not None
 
 
+def test_idle_first_takes_the_least_queued_then_unpinned_executors():
+    policy = PlacementPolicy(random.Random(5))
+    pool = candidates(
+        ("10.0.0.1", 0, {"queued": 1}),
+        ("10.0.0.2", 0, {"queued": 0, "pinned": 2}),
+        ("10.0.0.3", 0, {"queued": 0}),
+        ("10.0.0.4", 0, {"queued": 0, "backed_off": True}),
+    )
+    # Idle and unpinned, whether backed off or not; back-off then decides between those.
+    assert {policy.pick_for_call(pool, idle_first=True) for _ in range(200)} == {("10.0.0.3", 0)}
+    busy = candidates(("10.0.0.1", 0, {"queued": 2}), ("10.0.0.2", 0, {"queued": 1, "pinned": 1}))
+    assert policy.pick_for_call(busy, idle_first=True) == ("10.0.0.2", 0)
+    # Without idle_first (DAG functions), the queue does not matter.
+    assert {policy.pick_for_call(busy) for _ in range(200)} == {("10.0.0.1", 0), ("10.0.0.2", 0)}
+
+
+def test_idle_first_keeps_locality_among_equally_idle_executors():
+    policy = PlacementPolicy(random.Random(8), PolicyOptions(random_threshold=0.0))
+    pool = candidates(("10.0.0.1", 0, {}), ("10.0.0.2", 0, {}), ("10.0.0.2", 1, {"queued": 1}))
+    locations = {"k": ("10.0.0.2",)}
+    picks = {policy.pick_for_call(pool, references=["k"], key_locations=locations, idle_first=True) for _ in range(50)}
+    # The idle executor on the node caching the key, never the busy one beside it.
+    assert picks == {("10.0.0.2", 0)}
+
+
 def test_backed_off_executors_are_avoided_unless_they_are_all_there_is():
     policy = PlacementPolicy(random.Random(4))
     pool = candidates(("10.0.0.1", 0, {"backed_off": True}), ("10.0.0.2", 0, {}))

@@ -4,6 +4,7 @@ KVS instructions are executed against the KVS's real in-memory storage engine (m
 tombstones and recovery are checked against real lattice semantics. ``validate()`` runs after every event.
 """
 
+import pickle
 import random
 from collections import deque
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from cloudburst import keys
 from cloudburst.config import SchedulerConfig
-from cloudburst.errors import DagNotFound, DeadlineExceeded, NoResources
+from cloudburst.errors import DagNotFound, DeadlineExceeded, DecodeError, NoResources
 from cloudburst.kvs.engine import MemoryEngine
 from cloudburst.kvs.state import reads_as_missing
 from cloudburst.lattices import LwwLattice, SetLattice
@@ -207,7 +208,7 @@ class Harness:
 
     # -- scenarios ------------------------------------------------------------------------------------------------
 
-    def executor(self, executor, functions=(), *, gpu=False, incarnation="one", utilization=0.0):
+    def executor(self, executor, functions=(), *, gpu=False, incarnation="one", utilization=0.0, queued=0, finished=()):
         status = ThreadStatus(
             executor[0],
             executor[1],
@@ -215,8 +216,15 @@ class Harness:
             utilization=utilization,
             type=ExecutorType.GPU if gpu else ExecutorType.CPU,
             incarnation=incarnation,
+            queued=queued,
+            finished=tuple(finished),
         )
         return self.tell(status)
+
+    def call(self, name="f"):
+        """A one-shot call: ``(response key, executor it was pushed to)``."""
+        reply, [push] = self.ask(lambda rid: FunctionCallEvent(rid, FunctionCall(name)))
+        return reply.response_id, next(e for e in (A, B, C, G) if endpoint(e) == push.address)
 
     def register(self, *names):
         for name in names:
@@ -340,7 +348,11 @@ def test_call_is_pushed_to_an_executor_with_a_fresh_response_key_and_the_version
     [push] = pushes
     assert push.address in {endpoint(e) for e in (A, B, C)}
     assert push.message == FunctionCall(
-        "f", arguments, response_key=reply.response_id, function_version=cluster.state.functions()["f"]
+        "f",
+        arguments,
+        response_key=reply.response_id,
+        function_version=cluster.state.functions()["f"],
+        placed_by=HOST,  # the executor tells this scheduler when the call is done
     )
 
 
@@ -394,19 +406,69 @@ def test_calls_never_go_to_gpu_executors(h):
 def test_calls_prefer_executors_without_pins_but_use_pinned_ones_when_all_are(cluster):
     cluster.executor(A, ["g"])
     cluster.executor(B, ["k"])
-    targets = {cluster.ask(lambda rid: FunctionCallEvent(rid, FunctionCall("f")))[1][0].address for _ in range(30)}
-    assert targets == {endpoint(C)}
+    for _ in range(30):  # each call done before the next: the unpinned executor is always free
+        key, target = cluster.call()
+        assert target == C
+        cluster.executor(C, finished=[key])
     cluster.executor(C, ["g"])
-    targets = {cluster.ask(lambda rid: FunctionCallEvent(rid, FunctionCall("f")))[1][0].address for _ in range(60)}
-    assert targets == {endpoint(A), endpoint(B), endpoint(C)}
+    targets = set()
+    for _ in range(60):
+        key, target = cluster.call()
+        targets.add(target)
+        cluster.executor(target, ["g"] if target in (A, C) else ["k"], finished=[key])
+    assert targets == {A, B, C}
+
+
+def test_calls_go_to_idle_executors_first_so_functions_that_wait_for_each_other_all_run(cluster):
+    # Three calls at once take the three executors, whatever the random source says.
+    first = [cluster.call() for _ in range(3)]
+    assert {target for _, target in first} == {A, B, C}
+    cluster.call()  # a fourth waits behind one of them
+    # The executor that reports its call done is the one free executor for the next call.
+    key, target = first[1]
+    cluster.executor(target, finished=[key])
+    assert cluster.call()[1] == target
+
+
+def test_idle_executors_with_pins_take_calls_before_busy_ones_without(cluster):
+    cluster.executor(A, ["g"])
+    _, first = cluster.call()
+    _, second = cluster.call()
+    assert {first, second} == {B, C}
+    assert cluster.call()[1] == A  # pinned but idle, rather than queued behind a running call
+
+
+def test_an_executors_own_report_of_its_queue_counts_too(cluster):
+    # Calls sent straight to it by clients (leases) or by other schedulers show in its reports.
+    cluster.executor(A, queued=2)
+    cluster.executor(B, queued=1)
+    assert cluster.call()[1] == C
+    assert cluster.call()[1] in (B, C)
+
+
+def test_a_restarted_executor_has_no_calls_outstanding(cluster):
+    keys = [cluster.call() for _ in range(6)]
+    assert {target for _, target in keys} == {A, B, C}
+    cluster.executor(A, incarnation="two")
+    assert cluster.call()[1] == A
 
 
 def test_calls_avoid_backed_off_executors(h):
     h.register("f")
     h.executor(A, utilization=0.95)
     h.executor(B, utilization=0.1)
-    targets = {h.ask(lambda rid: FunctionCallEvent(rid, FunctionCall("f")))[1][0].address for _ in range(30)}
-    assert targets == {endpoint(B)}
+    for _ in range(30):
+        key, target = h.call()
+        assert target == B
+        h.executor(B, utilization=0.1, finished=[key])
+
+
+def test_a_backed_off_idle_executor_takes_a_call_rather_than_it_queuing(h):
+    h.register("f")
+    h.executor(A, utilization=0.95)
+    h.executor(B, utilization=0.1)
+    assert h.call()[1] == B
+    assert h.call()[1] == A
 
 
 def test_each_error_reply_is_its_own_object(cluster):
@@ -868,7 +930,8 @@ def test_a_continuation_of_an_unknown_dag_delivers_the_error_instead_of_crashing
     """B5/B49: the original crashed with a KeyError; the caller must learn why its result never comes."""
     h = two_dags
     result = codec.encode_encoded_value(value("r"))
-    pushes = h.tell(Continuation("ghost", id="req-2", result=result, call=DagCall("ghost")))
+    call = DagCall("ghost", delivery=ResultDelivery.NOTIFY_AND_STORE)
+    pushes = h.tell(Continuation("ghost", id="req-2", result=result, call=call))
     assert pushes == []
     encoded = codec.decode_encoded_value(h.stored("req-2").value)
     assert encoded.serializer == SerializerType.ERROR
@@ -892,9 +955,20 @@ def test_a_continuation_error_is_pushed_to_a_notified_caller(two_dags):
 
 def test_a_continuation_with_an_undecodable_result_is_an_error_for_its_caller(two_dags):
     h = two_dags
+    call = DagCall("second", response_address="tcp://10.0.9.9:9000", delivery=ResultDelivery.NOTIFY_ONLY)
+    [push] = h.tell(Continuation("second", id="req-4", result=b"\xff\xff not a value", call=call))
+    assert push.message.value.serializer == SerializerType.ERROR
+
+
+def test_an_original_clients_continuation_error_comes_in_the_original_form(two_dags):
+    # An original client's call has the LEGACY delivery: its reader knows the pickled ('ERROR: ...', response) pair.
+    h = two_dags
     call = DagCall("second", response_address="tcp://10.0.9.9:9000")
     [push] = h.tell(Continuation("second", id="req-4", result=b"\xff\xff not a value", call=call))
-    assert push.message.serializer == SerializerType.ERROR
+    assert push.message.serializer == SerializerType.DEFAULT
+    text, response = pickle.loads(push.message.body)
+    assert text.startswith("ERROR: cannot decode")
+    assert codec.decode_generic_response(response).error == ErrorCode.INVALID_REQUEST
 
 
 def test_a_continuation_without_a_call_is_dropped(two_dags):
@@ -1385,12 +1459,19 @@ def test_a_client_cannot_pose_as_a_trigger():
 
 
 def test_a_lease_names_the_executors_one_shot_calls_would_run_on_and_lasts_a_report_period(cluster):
-    cluster.executor(G, ["pinned_elsewhere"])
+    cluster.executor(G, ["pinned_elsewhere"], gpu=True)
+    cluster.executor(A, ["g"])
+    _, target = cluster.call()  # to B or C, which are unpinned
+    cluster.executor(C, queued=3)
     reply, pushes = cluster.ask(lambda rid: FunctionLeaseEvent(rid, "f"))
     assert pushes == []
-    assert reply == FunctionLease(
-        "f", cluster.state.functions()["f"], tuple(sorted(endpoint(e) for e in (A, B, C))), ttl=PERIOD
-    )
+    assert reply.function == "f"
+    assert reply.function_version == cluster.state.functions()["f"]
+    assert reply.ttl == PERIOD
+    # Every CPU executor, with what waits there and whether it hosts DAG functions: the client picks.
+    assert reply.executors == tuple(endpoint(e) for e in (A, B, C))
+    assert reply.pinned == (True, False, False)
+    assert reply.queued == (0, 1 if target == B else 0, 3)
 
 
 def test_a_lease_includes_busy_executors_so_calls_spread_rather_than_herd():
@@ -1409,8 +1490,15 @@ def test_leases_of_unknown_functions_or_without_executors_are_refused_with_the_r
     h.register("f")
     reply, _ = h.ask(lambda rid: FunctionLeaseEvent(rid, "f"))
     assert reply.error == ErrorCode.NO_RESOURCES
-    lease = FunctionLease("f", 7, ("tcp://10.0.1.1:4000",), 5.0)
+    lease = FunctionLease("f", 7, ("tcp://10.0.1.1:4000",), 5.0, queued=(2,), pinned=(True,))
     assert codec.decode_function_lease(codec.encode_function_lease(lease)) == lease
+    # From a scheduler that sends no loads: every executor idle and unpinned.
+    old = codec.encode_function_lease(FunctionLease("f", 7, ("tcp://10.0.1.1:4000",), 5.0))
+    assert codec.decode_function_lease(old).queued == (0,)
+    with pytest.raises(DecodeError, match="1 executors but 2 loads"):
+        codec.decode_function_lease(
+            codec.encode_function_lease(FunctionLease("f", 7, ("e",), 5.0, queued=(1, 2), pinned=(True,)))
+        )
 
 
 # -- overload ----------------------------------------------------------------------------------------------------

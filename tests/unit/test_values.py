@@ -1,15 +1,27 @@
+import importlib.util
 import pickle
 
 import numpy as np
 import pytest
 
 from cloudburst.errors import CloudburstError as RemoteError
-from cloudburst.errors import DecodeError, EncodeError
+from cloudburst.errors import DecodeError, EncodeError, FunctionNotFound
 from cloudburst.lattices import LwwLattice, OrderedSetLattice, SetLattice
-from cloudburst.protocol.codec import encode_value
+from cloudburst.protocol.codec import decode_generic_response, encode_value
 from cloudburst.protocol.messages import SerializerType
-from cloudburst.protocol.runtime_messages import EncodedValue
-from cloudburst.protocol.values import decode, deserialize, encode, encode_error, from_lattice, serialize, to_lattice
+from cloudburst.protocol.original_forms import is_arrow_body
+from cloudburst.protocol.runtime_messages import EncodedValue, ErrorCode
+from cloudburst.protocol.values import (
+    decode,
+    deserialize,
+    encode,
+    encode_error,
+    from_lattice,
+    legacy_error,
+    legacy_form,
+    serialize,
+    to_lattice,
+)
 
 
 @pytest.mark.parametrize(
@@ -87,7 +99,7 @@ def test_unpicklable_value_raises_encode_error():
 @pytest.mark.parametrize(
     ("body", "serializer"),
     [
-        (b"\x80\x05garbage", SerializerType.DEFAULT),
+        (b"\x80\x02cno_such_module_anywhere\nthing\n.", SerializerType.DEFAULT),
         (b"\xff\xfe", SerializerType.STRING),
         (b"\x01", SerializerType.NUMPY),
     ],
@@ -139,3 +151,48 @@ def test_error_results_raise_their_error_when_loaded():
 def test_an_error_body_that_is_not_an_error_is_a_decode_error():
     with pytest.raises(DecodeError, match="not an error"):
         decode(EncodedValue(pickle.dumps(42), SerializerType.ERROR), "result")
+
+
+def test_a_default_body_that_does_not_unpickle_is_the_raw_bytes_an_original_client_stored():
+    # The original stored bytes untagged as DEFAULT and read back the raw body when it did not unpickle.
+    assert decode(EncodedValue(b"\x80\x05garbage", SerializerType.DEFAULT)) == b"\x80\x05garbage"
+    assert decode(EncodedValue(b"plain text bytes", SerializerType.DEFAULT)) == b"plain text bytes"
+
+
+def test_legacy_encoding_uses_the_original_serializers_forms():
+    assert encode(b"raw", legacy=True) == EncodedValue(b"raw", SerializerType.DEFAULT)
+    assert encode("s", legacy=True) == EncodedValue(b"s", SerializerType.STRING)
+    array_in_a_tuple = (np.arange(3), "x")
+    encoded = encode(array_in_a_tuple, legacy=True)
+    assert encoded.serializer == SerializerType.DEFAULT  # pickled in band: the original reader has no framing
+    restored = pickle.loads(encoded.body)
+    np.testing.assert_array_equal(restored[0], np.arange(3))
+    assert legacy_form(encode(b"raw")) == EncodedValue(b"raw", SerializerType.DEFAULT)
+    assert legacy_form(encode(array_in_a_tuple)).serializer == SerializerType.DEFAULT
+    assert legacy_form(encode({"a": 1})) == encode({"a": 1})
+
+
+def test_legacy_errors_are_the_original_pairs():
+    text, response = pickle.loads(legacy_error(FunctionNotFound("no f")).body)
+    assert text == "ERROR"
+    assert decode_generic_response(response).error == ErrorCode.FUNC_NOT_FOUND
+    text, response = pickle.loads(legacy_form(encode_error(RemoteError("boom"))).body)
+    assert text == "ERROR: boom"
+    assert decode_generic_response(response).error == ErrorCode.EXECUTION_ERROR
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is not None, reason="the original-clients extra is installed")
+def test_without_the_extra_original_numpy_values_fail_naming_it():
+    # pyarrow's header: four int32 counts, then the IPC stream's continuation marker.
+    body = b"\x00" * 16 + b"\xff\xff\xff\xff" + b"\x00" * 16
+    with pytest.raises(DecodeError, match=r"arg 0.*cloudburst\[original-clients\]"):
+        decode(EncodedValue(body, SerializerType.NUMPY), "arg 0")
+    with pytest.raises(EncodeError, match=r"cloudburst\[original-clients\]"):
+        encode(np.arange(3), legacy=True)
+    with pytest.raises(EncodeError, match=r"cloudburst\[original-clients\]"):
+        legacy_form(encode(np.arange(3)))
+
+
+def test_our_numpy_frames_are_never_taken_for_pyarrow_bodies():
+    for array in (np.arange(1), np.zeros((64, 64)), np.ones(10**6, dtype=np.uint8)):
+        assert not is_arrow_body(encode(array).body)

@@ -62,6 +62,7 @@ ROLE_OPTIONS: Mapping[str, Mapping[str, OptionKind]] = {
         "host": Kind.STRING,
         "advertise_host": Kind.STRING,
         "routing_port": Kind.INTEGER,
+        "routing_ports": Kind.INTEGER,
         "storage_port": Kind.INTEGER,
         "trigger_port": Kind.INTEGER,
         "threads": Kind.INTEGER,

@@ -81,6 +81,12 @@ def _add_kvs_parser(commands: _Commands[argparse.ArgumentParser]) -> None:
     kvs.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     kvs.add_argument("--advertise-host", help="address clients reach this node at (default: --host)")
     kvs.add_argument("--routing-port", type=int, default=6450, help="0 picks a free port (default: %(default)s)")
+    kvs.add_argument(
+        "--routing-ports",
+        type=int,
+        default=4,
+        help="consecutive ports from --routing-port that answer lookups, as Anna's routing threads (default: 4)",
+    )
     kvs.add_argument("--storage-port", type=int, default=6200, help="thread t listens on this + t; 0 picks free ports")
     kvs.add_argument(
         "--trigger-port", type=int, default=6960, help="where storage triggers' runs are acknowledged; 0: a free port"
@@ -380,6 +386,7 @@ def _run_kvs(args: argparse.Namespace) -> int:
         host=args.host,
         advertise_host=args.advertise_host,
         routing_port=args.routing_port,
+        routing_ports=args.routing_ports,
         storage_port=args.storage_port,
         trigger_port=args.trigger_port,
         threads=args.threads,

@@ -82,6 +82,8 @@ VERSION_CHECK_TIMEOUT = 1.0
 LEASE_TIMEOUT = 5.0
 #: Functions whose leases a connection keeps at once.
 _MAX_LEASES = 10_000
+#: Direct calls without a result yet that a connection counts per executor.
+_MAX_IN_FLIGHT = 100_000
 
 
 def _kvs_endpoint(answer: str) -> str:
@@ -145,16 +147,56 @@ class FunctionHandle:
 
 @dataclass(slots=True)
 class _Lease:
-    """Executors a function's calls may go to directly, until ``expires`` (monotonic seconds)."""
+    """Executors a function's calls may go to directly, until ``expires`` (monotonic seconds), with the calls
+    queued at each when the lease was granted and whether each hosts DAG functions."""
 
     version: int
     executors: tuple[str, ...]
     expires: float
+    queued: tuple[int, ...]
+    pinned: tuple[bool, ...]
 
-    def pick(self, rng: random.Random) -> str:
-        """An executor at random: calls spread over all of them, and two functions' calls are not placed in
-        lockstep (as turns would, sending each call of one to where the matching call of the other went)."""
-        return rng.choice(self.executors)
+    def pick(self, rng: random.Random, in_flight: Mapping[str, int]) -> str:
+        """The executor where the fewest calls wait (the lease's figure plus this connection's calls in flight),
+        unpinned first, at random among equals.
+
+        An executor runs one call at a time, so calls that wait for one another (``send``/``recv``) each need
+        their own; and random ties keep two functions' calls from being placed in lockstep.
+        """
+        keys = [
+            (queued + in_flight.get(executor, 0), pinned)
+            for executor, queued, pinned in zip(self.executors, self.queued, self.pinned, strict=True)
+        ]
+        best = min(keys)
+        return rng.choice([executor for executor, key in zip(self.executors, keys, strict=True) if key == best])
+
+
+class _CallsInFlight:
+    """Calls this connection sent straight to executors and has no result for yet, counted per executor."""
+
+    def __init__(self) -> None:
+        self._where: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def sent(self, key: str, executor: str) -> None:
+        with self._lock:
+            if len(self._where) >= _MAX_IN_FLIGHT:
+                # Results that never came (their executor died): start counting afresh rather than grow.
+                self._where.clear()
+                self.counts.clear()
+            self._where[key] = executor
+            self.counts[executor] = self.counts.get(executor, 0) + 1
+
+    def done(self, key: str) -> None:
+        with self._lock:
+            executor = self._where.pop(key, None)
+            if executor is not None:
+                left = self.counts[executor] - 1
+                if left:
+                    self.counts[executor] = left
+                else:
+                    del self.counts[executor]
 
 
 class _VersionProbe:
@@ -255,6 +297,7 @@ class Connection:
         self._receiver.start()
         self._stamp = TimestampGenerator(writer_id_for(self.result_address))
         self._leases: dict[str, _Lease] = {}
+        self._in_flight = _CallsInFlight()
         self._rng = random.Random()
         self._leasing = True
         try:
@@ -345,7 +388,9 @@ class Connection:
         )
         try:
             if lease is not None:
-                self._push(lease.pick(self._rng), codec.encode_executor_request(call))
+                executor = lease.pick(self._rng, self._in_flight.counts)
+                self._push(executor, codec.encode_executor_request(call))
+                self._in_flight.sent(response_key, executor)
             else:
                 self._generic(self.ports.function_call, codec.encode_function_call(call), f"call of {name!r}")
         except BaseException:
@@ -379,7 +424,7 @@ class Connection:
             raise error_from_response(refusal, f"call of {name!r}")
         if not granted.executors:
             raise NoResources(f"call of {name!r}: the scheduler leased no executor")
-        lease = _Lease(granted.function_version, granted.executors, now + granted.ttl)
+        lease = _Lease(granted.function_version, granted.executors, now + granted.ttl, granted.queued, granted.pinned)
         if len(self._leases) >= _MAX_LEASES:
             self._leases.clear()
         self._leases[name] = lease
@@ -744,6 +789,7 @@ class Connection:
     def _forget(self, result_id: str) -> None:
         with self._slots_lock:
             self._slots.pop(result_id, None)
+        self._in_flight.done(result_id)
 
     def _future(self, result_id: str, slot: ResultSlot) -> Future:
         return Future(
@@ -768,6 +814,7 @@ class Connection:
             except DecodeError as error:
                 logger.warning("ignored an unreadable result message: %s", error)
                 continue
+            self._in_flight.done(result.id)
             with self._slots_lock:
                 slot = self._slots.get(result.id)
                 if slot is None:

@@ -56,7 +56,7 @@ from cloudburst.lattices import LwwLattice, MultiKeyCausalLattice, VectorClock
 from cloudburst.protocol import values
 from cloudburst.protocol.codec import StorableLattice, decode_lattice
 from cloudburst.protocol.messages import ConsistencyType
-from cloudburst.protocol.runtime_messages import Arguments, FunctionCall, KeyVersion
+from cloudburst.protocol.runtime_messages import Arguments, FunctionCall, KeyVersion, ResultDelivery
 from cloudburst.protocol.trigger_messages import TriggerFiring
 from cloudburst.retry import RetryPolicy
 from cloudburst.shared.reference import CloudburstReference
@@ -259,6 +259,14 @@ class FunctionRuntime:
 
     def run_one_shot(self, call: FunctionCall) -> RunOutcome:
         """Runs a one-shot call to completion; the outcome's result is what the caller gets."""
+        self._library.legacy_forms = call.delivery == ResultDelivery.LEGACY and call.trigger is None
+        try:
+            return self._run_one_shot(call)
+        finally:
+            self._library.legacy_forms = False
+            self._library.end_invocation()
+
+    def _run_one_shot(self, call: FunctionCall) -> RunOutcome:
         request_id = call.response_key or None
         context = None
         if call.consistency != ConsistencyType.NORMAL:
@@ -278,6 +286,15 @@ class FunctionRuntime:
         Returns:
             One outcome per item, in item order.
         """
+        # Our readers load the original forms too, so one original client's request in a batch decides.
+        self._library.legacy_forms = any(item.legacy for item in run.items)
+        try:
+            return self._run_dag(run)
+        finally:
+            self._library.legacy_forms = False
+            self._library.end_invocation()
+
+    def _run_dag(self, run: RunDagInstruction) -> tuple[RunOutcome, ...]:
         function = self._pinned.get(run.function)
         if function is None:
             return tuple(

@@ -287,6 +287,8 @@ class DagRunItem:
         causal: For SINGLE and MULTI requests: the session the function reads and writes in.
         upstream_writes: For NORMAL requests: keys functions upstream wrote, which the function reads from the KVS
             itself so that a request reads its own writes on any node.
+        legacy: The request comes from an original client, so values the function stores are in the forms that
+            client's serializer reads.
     """
 
     request_id: str
@@ -296,6 +298,7 @@ class DagRunItem:
     invalid_results: tuple[bytes, ...] = ()
     causal: CausalContext | None = None
     upstream_writes: tuple[str, ...] = ()
+    legacy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,6 +532,7 @@ class ExecutorState:
             running=not self._departing,
             type=ExecutorType.GPU if self.config.gpu else ExecutorType.CPU,
             incarnation=self.incarnation,
+            queued=len(self._one_shot_runs) + len(self._dag_runs),
         )
 
     def story(self, request_id: str) -> list[tuple[str, str, float]]:
@@ -671,6 +675,10 @@ class ExecutorState:
             return
         self._busy += event.duration
         self._tally_function(call.name, event.duration)
+        if call.placed_by:
+            # The placing scheduler counts this executor busy until it hears the call is done.
+            done = replace(self.status(), finished=(call.response_key,))
+            out.append(SendInstruction(self.config.ports.scheduler_internal_endpoint(call.placed_by), done))
         outcome = event.outcome
         request_id = call.trigger.id if call.trigger is not None else call.response_key
         self._record_hop(request_id, call.name, "", event.outcome, event.duration, event.wall_time, event.reads)
@@ -937,7 +945,10 @@ class ExecutorState:
         else:
             # NORMAL triggers name, as dependencies, the keys written upstream.
             upstream_writes = tuple(sorted({version.key for trigger in triggers for version in trigger.dependencies}))
-        item = DagRunItem(schedule.id, schedule.dag.name, arguments, output, invalid_results, causal, upstream_writes)
+        legacy = schedule.delivery == ResultDelivery.LEGACY
+        item = DagRunItem(
+            schedule.id, schedule.dag.name, arguments, output, invalid_results, causal, upstream_writes, legacy
+        )
         # A causal function reads and writes in its own request's session, so it never batches.
         return item, causal is None and (fn.batching or reference.batching)
 
@@ -1035,6 +1046,7 @@ class ExecutorState:
         address = destination.response_address
         push = store = False
         if destination.delivery == ResultDelivery.LEGACY:
+            result = _legacy_result(result)
             if destination.one_shot or not address:
                 store = True
             else:
@@ -1319,3 +1331,14 @@ class ExecutorState:
         self._function_tallies = {}
         self._dag_tallies = {}
         return statistics
+
+
+def _legacy_result(result: EncodedResult) -> EncodedResult:
+    """``result`` as the original client's serializer reads it; an error when it cannot be put that way."""
+    try:
+        members = result.set_members
+        if members is not None:
+            members = tuple(values.legacy_serialized(member) for member in members)
+        return EncodedResult(values.legacy_form(result.value), members)
+    except CloudburstError as error:
+        return EncodedResult(values.legacy_error(error))

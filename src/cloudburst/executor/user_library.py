@@ -2,9 +2,11 @@
 
 The method names and return shapes are the original ``CloudburstUserLibrary``'s, so existing functions run
 unchanged. What differs: KVS calls have deadlines and raise typed errors instead of returning ``False``/``None``
-on failure; ``put`` takes several keys properly; and messages in the inbox are kept until a ``recv`` takes them.
-The original drained and discarded the inbox after every invocation (B51), so a message sent to a thread between
-two invocations was lost.
+on failure; ``put`` takes several keys properly; and an invocation that never calls ``recv`` leaves the inbox
+alone. The original drained and discarded the inbox after every invocation, so a message sent to a function queued
+behind another call was lost with that call's end. What an invocation that did ``recv`` leaves unread is still
+discarded when it ends, as the original did: programs like the original's summa and dist_avg tag their messages
+with no run id, so a peer's late message must not reach the next program run on the executor.
 """
 
 from __future__ import annotations
@@ -84,8 +86,13 @@ class UserLibrary:
         self._writes: set[str] | None = None
         #: The causal session of the request running now (set by the runtime), ``None`` for NORMAL requests.
         self.session: CausalSession | None = None
+        #: The request running now comes from an original client: ``put`` stores values in the forms its serializer
+        #: reads (set by the runtime).
+        self.legacy_forms = False
         #: Reads of the running request, for its trace (taken by the server after each run).
         self._reads: list[ReadRecord] = []
+        #: The running invocation called ``recv``: it was a party to an exchange, whose leftovers end with it.
+        self._received = False
         self._push = push
         self._id: ExecutorId = (config.host, config.tid)
         self._timestamps = timestamps or TimestampGenerator(writer_id_for(f"{config.host}:{config.tid}"))
@@ -105,6 +112,21 @@ class UserLibrary:
     def close(self) -> None:
         """Closes the inbox. Only the executor calls this, when it shuts down."""
         self._inbox.close()
+
+    def end_invocation(self) -> int:
+        """Called by the runtime after each invocation: discards what an invocation that used ``recv`` left unread.
+
+        Returns:
+            How many messages were discarded.
+        """
+        if not self._received:
+            return 0
+        self._received = False
+        left = self.recv()
+        self._received = False
+        if left:
+            logger.debug("discarded %d unread messages after an invocation that received", len(left))
+        return len(left)
 
     # -- KVS ---------------------------------------------------------------------------------------------------
 
@@ -165,7 +187,8 @@ class UserLibrary:
             DeadlineExceeded: The KVS did not acknowledge within the executor's KVS timeout.
         """
         if isinstance(key, str):
-            self._kvs.put(key, values.to_lattice(value, self._timestamps), timeout=self._config.kvs_timeout)
+            lattice = values.to_lattice(value, self._timestamps, legacy=self.legacy_forms)
+            self._kvs.put(key, lattice, timeout=self._config.kvs_timeout)
             if self._writes is not None:
                 self._writes.add(key)
             return True
@@ -173,7 +196,8 @@ class UserLibrary:
         if not isinstance(value, Sequence) or isinstance(value, str | bytes) or len(value) != len(keys):
             raise ValueError(f"put of {len(keys)} keys needs a list of {len(keys)} values")
         items: Mapping[str, Lattice] = {
-            name: values.to_lattice(item, self._timestamps) for name, item in zip(keys, value, strict=True)
+            name: values.to_lattice(item, self._timestamps, legacy=self.legacy_forms)
+            for name, item in zip(keys, value, strict=True)
         }
         self._kvs.put_many(items, timeout=self._config.kvs_timeout)
         if self._writes is not None:
@@ -347,6 +371,7 @@ class UserLibrary:
         Returns:
             ``(sender id, payload)`` pairs in arrival order; empty when nothing waits.
         """
+        self._received = True
         received: list[tuple[ExecutorId, bytes]] = []
         while True:
             try:

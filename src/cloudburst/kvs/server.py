@@ -108,6 +108,10 @@ class KvsServer:
         self._by_type: dict[RequestType, tuple[Counter, Histogram]] = {}
         self._routing = pull_socket(self._context, config.max_message_bytes, config.security)
         routing_port = bind(self._routing, config.host, config.routing_port)
+        if config.routing_port:
+            # One socket on every port: lookups are answered alike whichever port they reach.
+            for extra in range(1, config.routing_ports):
+                bind(self._routing, config.host, config.routing_port + extra, "a routing port of the KVS")
         self._storage: list[zmq.Socket[bytes]] = []
         ports: list[int] = []
         for tid in range(config.threads):

@@ -571,6 +571,7 @@ def _function_call_to_pb(call: FunctionCall, out: cloudburst_pb2.FunctionCall) -
     out.references.extend(call.references)
     if call.trigger is not None:
         _firing_to_pb(call.trigger, out.trigger)
+    out.placed_by = call.placed_by
 
 
 def _function_call_from_pb(pb: cloudburst_pb2.FunctionCall, what: str) -> FunctionCall:
@@ -586,6 +587,7 @@ def _function_call_from_pb(pb: cloudburst_pb2.FunctionCall, what: str) -> Functi
         function_version=pb.function_version,
         references=tuple(pb.references),
         trigger=_firing_from_pb(pb.trigger, f"{what}.trigger") if pb.HasField("trigger") else None,
+        placed_by=pb.placed_by,
     )
 
 
@@ -681,6 +683,8 @@ def _thread_status_to_pb(status: ThreadStatus, out: internal_pb2.ThreadStatus) -
     out.type = status.type  # type: ignore[assignment]
     out.incarnation = status.incarnation
     out.departed = status.departed
+    out.queued = status.queued
+    out.finished.extend(status.finished)
 
 
 def _thread_status_from_pb(pb: internal_pb2.ThreadStatus, what: str) -> ThreadStatus:
@@ -693,6 +697,8 @@ def _thread_status_from_pb(pb: internal_pb2.ThreadStatus, what: str) -> ThreadSt
         type=_enum(ExecutorType, pb.type, f"{what}.type"),
         incarnation=pb.incarnation,
         departed=pb.departed,
+        queued=pb.queued,
+        finished=tuple(pb.finished),
     )
 
 
@@ -823,6 +829,8 @@ def encode_function_lease(lease: FunctionLease) -> bytes:
         ttl=lease.ttl,
         error=lease.error,  # type: ignore[arg-type]
         error_message=lease.error_message,
+        queued=lease.queued,
+        pinned=lease.pinned,
     )
     return _serialize(pb, "FunctionLease")
 
@@ -836,6 +844,12 @@ def decode_function_lease(data: bytes) -> FunctionLease:
     pb = _parse(cloudburst_pb2.FunctionLease, data, "FunctionLease")
     if not (math.isfinite(pb.ttl) and pb.ttl >= 0):
         raise DecodeError("FunctionLease", f"ttl must be a non-negative number, not {pb.ttl}")
+    count = len(pb.executors)
+    # A scheduler that does not report loads sends none: every executor counts as idle and unpinned.
+    queued = tuple(pb.queued) or (0,) * count
+    pinned = tuple(pb.pinned) or (False,) * count
+    if len(queued) != count or len(pinned) != count:
+        raise DecodeError("FunctionLease", f"{count} executors but {len(queued)} loads and {len(pinned)} pin flags")
     return FunctionLease(
         function=pb.function,
         function_version=pb.function_version,
@@ -843,6 +857,8 @@ def decode_function_lease(data: bytes) -> FunctionLease:
         ttl=pb.ttl,
         error=_enum(ErrorCode, pb.error, "FunctionLease.error"),
         error_message=pb.error_message,
+        queued=queued,
+        pinned=pinned,
     )
 
 

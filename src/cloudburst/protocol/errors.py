@@ -42,7 +42,9 @@ def error_from_response(response: GenericResponse, request: str) -> CloudburstEr
     return cls(f"{request} failed: {detail}", request_id=response.response_id or None)
 
 
-def failure_response(error: CloudburstError, response_id: str = "") -> GenericResponse:
-    """The response a scheduler sends for ``error``."""
-    code = next((c for cls, c in _CODES.items() if isinstance(error, cls)), ErrorCode.INVALID_REQUEST)
+def failure_response(
+    error: CloudburstError, response_id: str = "", unlisted: ErrorCode = ErrorCode.INVALID_REQUEST
+) -> GenericResponse:
+    """The response a scheduler sends for ``error``; ``unlisted`` is the code of errors without one of their own."""
+    code = next((c for cls, c in _CODES.items() if isinstance(error, cls)), unlisted)
     return GenericResponse(success=False, response_id=response_id, error=code, error_message=error.message)

@@ -103,6 +103,8 @@ class FunctionCall:
     #: A storage trigger's run: the arguments are the firing's key and value, and the executor acknowledges the
     #: run to the KVS instead of delivering a result.
     trigger: TriggerFiring | None = None
+    #: The host of the scheduler that placed the call, which the executor tells when the call is done.
+    placed_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +210,8 @@ class FunctionLease:
     Attributes:
         executors: Control endpoints of executors that take the calls (empty on failure).
         error: Why the lease was refused (with ``error_message``); ``NO_CLOUDBURST_ERROR`` when granted.
+        queued: Per executor: calls queued or running there, as the scheduler knew when it granted the lease.
+        pinned: Per executor: whether it hosts DAG functions (one-shot calls go to the others first).
     """
 
     function: str
@@ -216,6 +220,8 @@ class FunctionLease:
     ttl: float = 0.0
     error: ErrorCode = ErrorCode.NO_CLOUDBURST_ERROR
     error_message: str = ""
+    queued: tuple[int, ...] = ()
+    pinned: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +277,10 @@ class ThreadStatus:
     incarnation: str = ""
     #: The departure has drained and the executor is exiting: its last report (``running`` is False too).
     departed: bool = False
+    #: One-shot calls and DAG runs queued or running.
+    queued: int = 0
+    #: Response keys of calls placed by the receiving scheduler that are done.
+    finished: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

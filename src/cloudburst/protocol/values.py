@@ -21,7 +21,7 @@ from typing import Any
 
 import cloudpickle
 
-from cloudburst.errors import CloudburstError, DecodeError, EncodeError
+from cloudburst.errors import CloudburstError, DecodeError, EncodeError, FunctionNotFound
 from cloudburst.lattices import (
     Lattice,
     LwwLattice,
@@ -31,9 +31,17 @@ from cloudburst.lattices import (
     SetLattice,
     SingleKeyCausalLattice,
 )
-from cloudburst.protocol.codec import decode_value, encode_value
+from cloudburst.protocol.codec import decode_value, encode_generic_response, encode_value
+from cloudburst.protocol.errors import failure_response
 from cloudburst.protocol.messages import SerializerType
-from cloudburst.protocol.runtime_messages import EncodedValue
+from cloudburst.protocol.original_forms import (
+    OriginalFormUnavailable,
+    dump_arrow,
+    is_arrow_body,
+    is_arrow_value,
+    load_arrow,
+)
+from cloudburst.protocol.runtime_messages import EncodedValue, ErrorCode
 
 _SCALARS: frozenset[type] = frozenset({int, float, bool, complex, str, bytes, type(None)})
 _SMALL_CONTAINER = 32
@@ -87,12 +95,19 @@ def _unframe(body: bytes) -> tuple[memoryview, list[memoryview]]:
     return stream, buffers
 
 
-def encode(value: object) -> EncodedValue:
+def encode(value: object, *, legacy: bool = False) -> EncodedValue:
     """Encodes a Python value into a ``Value`` body and its serializer type.
 
+    Args:
+        value: The value.
+        legacy: Use the forms the original client's serializer reads (for requests that come from one).
+
     Raises:
-        EncodeError: The value cannot be pickled.
+        EncodeError: The value cannot be pickled (or, with ``legacy``, an array or frame cannot be written in
+            pyarrow's format; the message names the extra to install).
     """
+    if legacy:
+        return _encode_legacy(value)
     kind = type(value)
     if kind is bytes:
         return EncodedValue(value, SerializerType.BYTES)  # type: ignore[arg-type]
@@ -110,6 +125,63 @@ def encode(value: object) -> EncodedValue:
     if buffers:
         return EncodedValue(_frame(stream, buffers), SerializerType.NUMPY)
     return EncodedValue(stream, SerializerType.DEFAULT)
+
+
+def _encode_legacy(value: object) -> EncodedValue:
+    kind = type(value)
+    if kind is bytes:
+        return EncodedValue(value, SerializerType.DEFAULT)  # type: ignore[arg-type]
+    if kind is str:
+        return EncodedValue(value.encode(), SerializerType.STRING)  # type: ignore[attr-defined]
+    try:
+        if is_arrow_value(value):
+            return EncodedValue(dump_arrow(value), SerializerType.NUMPY)
+        # In-band buffers: the original reader has no out-of-band framing.
+        stream = pickle.dumps(value, protocol=5) if _is_plain(value) else cloudpickle.dumps(value, protocol=5)
+    except OriginalFormUnavailable as error:
+        raise EncodeError(str(error)) from None
+    except Exception as error:
+        raise EncodeError(f"cannot serialize a {kind.__qualname__}: {error}") from error
+    return EncodedValue(stream, SerializerType.DEFAULT)
+
+
+def legacy_form(value: EncodedValue) -> EncodedValue:
+    """``value`` in the form the original client's serializer reads; values already in such a form are kept.
+
+    Raises:
+        EncodeError: The value is an array or frame and pyarrow's format is not available (the message names the
+            extra to install).
+    """
+    serializer = value.serializer
+    if serializer == SerializerType.BYTES:
+        return EncodedValue(value.body, SerializerType.DEFAULT)
+    if serializer == SerializerType.ERROR:
+        try:
+            decode(value, "error result")
+        except CloudburstError as error:
+            return legacy_error(error)
+    if serializer == SerializerType.NUMPY and not is_arrow_body(value.body):
+        return _encode_legacy(decode(value, "result"))
+    return value
+
+
+def legacy_serialized(data: bytes) -> bytes:
+    """:func:`legacy_form` of serialized ``Value`` bytes (a set result's members).
+
+    Raises:
+        DecodeError: The bytes are not a ``Value``.
+        EncodeError: As :func:`legacy_form`.
+    """
+    converted = legacy_form(EncodedValue(*decode_value(data, "set member")))
+    return encode_value(converted.body, converted.serializer)
+
+
+def legacy_error(error: CloudburstError) -> EncodedValue:
+    """A failed call as the original stored it: the pickled pair ``('ERROR: <message>', GenericResponse bytes)``,
+    with a bare ``'ERROR'`` when the function was not found."""
+    text = "ERROR" if isinstance(error, FunctionNotFound) else f"ERROR: {error.message}"
+    response = encode_generic_response(failure_response(error, unlisted=ErrorCode.EXECUTION_ERROR))
+    return EncodedValue(pickle.dumps((text, response), protocol=5), SerializerType.DEFAULT)
 
 
 def encode_error(error: CloudburstError) -> EncodedValue:
@@ -142,10 +214,21 @@ def decode(value: EncodedValue, what: str = "value") -> Any:  # noqa: ANN401 - u
         if serializer == SerializerType.STRING:
             return body.decode()
         if serializer == SerializerType.NUMPY:
+            if is_arrow_body(body):
+                return load_arrow(body)
             stream, buffers = _unframe(body)
             return pickle.loads(stream, buffers=buffers)
         loaded = pickle.loads(body)
+    except (ImportError, AttributeError) as error:
+        # The pickle names code this process lacks: a real problem, whoever wrote it.
+        raise DecodeError(what, f"{serializer.name} body does not load ({type(error).__name__}: {error})") from None
+    except OriginalFormUnavailable as error:
+        raise DecodeError(what, str(error)) from None
     except Exception as error:
+        if serializer == SerializerType.DEFAULT:
+            # Original clients stored bytes untagged as DEFAULT; their reader gives the body back when it does not
+            # unpickle, and so do we.
+            return body
         raise DecodeError(what, f"{serializer.name} body does not load ({type(error).__name__}: {error})") from None
     if serializer == SerializerType.ERROR:
         if isinstance(loaded, CloudburstError):
@@ -154,13 +237,13 @@ def decode(value: EncodedValue, what: str = "value") -> Any:  # noqa: ANN401 - u
     return loaded
 
 
-def serialize(value: object) -> bytes:
-    """Serializes a Python value into ``Value`` message bytes.
+def serialize(value: object, *, legacy: bool = False) -> bytes:
+    """Serializes a Python value into ``Value`` message bytes (in the original client's forms with ``legacy``).
 
     Raises:
-        EncodeError: The value cannot be pickled.
+        EncodeError: The value cannot be encoded.
     """
-    encoded = encode(value)
+    encoded = encode(value, legacy=legacy)
     return encode_value(encoded.body, encoded.serializer)
 
 
@@ -175,18 +258,23 @@ def deserialize(data: bytes, what: str = "value") -> Any:  # noqa: ANN401 - user
     return decode(EncodedValue(body, serializer), what)
 
 
-def to_lattice(value: object, timestamp: Callable[[], int]) -> Lattice:
+def to_lattice(value: object, timestamp: Callable[[], int], *, legacy: bool = False) -> Lattice:
     """Wraps a Python value the way user ``put`` calls store it.
 
     A ``set``/``frozenset`` becomes a :class:`SetLattice` of serialized elements (concurrent writers' sets are
     unioned); anything else becomes an LWW register stamped by ``timestamp``.
 
+    Args:
+        value: The value.
+        timestamp: The LWW timestamp source.
+        legacy: Store it in the original client's forms (a function of a request from one is writing it).
+
     Raises:
-        EncodeError: The value (or a set element) cannot be pickled.
+        EncodeError: The value (or a set element) cannot be encoded.
     """
     if type(value) in (set, frozenset):
-        return SetLattice(frozenset(serialize(item) for item in value))  # type: ignore[attr-defined]
-    return LwwLattice(timestamp=timestamp(), value=serialize(value))
+        return SetLattice(frozenset(serialize(item, legacy=legacy) for item in value))  # type: ignore[attr-defined]
+    return LwwLattice(timestamp=timestamp(), value=serialize(value, legacy=legacy))
 
 
 def from_lattice(lattice: Lattice, what: str = "value") -> Any:  # noqa: ANN401 - user data, like json.loads

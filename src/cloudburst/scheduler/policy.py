@@ -99,12 +99,14 @@ class ExecutorCandidate:
         pinned: Functions pinned there, or being pinned there right now.
         recent_assignments: Work this scheduler sent there within the current load window.
         backed_off: It reported high utilization recently; avoid it while others can take the work.
+        queued: Calls waiting or running there now (an executor runs one at a time).
     """
 
     executor: ExecutorId
     pinned: int = 0
     recent_assignments: int = 0
     backed_off: bool = False
+    queued: int = 0
 
     @property
     def node(self) -> str:
@@ -151,13 +153,18 @@ class PlacementPolicy:
         references: Iterable[str] = (),
         key_locations: KeyLocations | None = None,
         rotation: str = "",
+        idle_first: bool = False,
     ) -> ExecutorId | None:
         """Where to run one call (a one-shot call or one function of a DAG call).
 
         Colocation comes first: if any candidate is on a preferred node, only those are considered (data passed
-        between colocated functions stays on the node). Then backed-off executors are dropped, and each overloaded
-        one is shed with probability ``1 - random_threshold``; neither filter ever empties the pool. The mode
-        picks among what remains (see :class:`PolicyOptions`).
+        between colocated functions stays on the node). With ``idle_first`` (one-shot calls), only the candidates
+        with the fewest calls queued are considered, those without pinned functions first: functions that wait
+        for one another (``send``/``recv``) must all run at once, and an executor runs one call at a time, so a
+        call is queued behind another only when every executor is busy. Then backed-off executors are dropped,
+        and each overloaded one is shed with probability ``1 - random_threshold``; neither filter ever empties
+        the pool. The mode picks among what remains (see :class:`PolicyOptions`), so locality decides among
+        equally idle executors.
 
         Args:
             candidates: The executors that could run the call.
@@ -165,6 +172,7 @@ class PlacementPolicy:
             references: The KVS keys the call's arguments reference (locality mode).
             key_locations: Which node caches hold which keys (locality mode).
             rotation: What the round-robin position belongs to (the function name).
+            idle_first: Consider only the least busy candidates (see above).
 
         Returns:
             The chosen executor, or ``None`` when there are no candidates.
@@ -175,6 +183,9 @@ class PlacementPolicy:
         near = [c for c in pool if c.node in preferred_nodes]
         if near:
             pool = near
+        if idle_first:
+            least = min((c.queued, c.pinned > 0) for c in pool)
+            pool = [c for c in pool if (c.queued, c.pinned > 0) == least]
         rested = [c for c in pool if not c.backed_off]
         if rested:
             pool = rested

@@ -122,6 +122,8 @@ MAX_DAG_FETCH_ATTEMPTS = 3
 MAX_UNRESOLVED = 4096
 #: Entries of the debugging story log.
 STORY_LENGTH = 10_000
+#: One-shot calls placed at one executor and not yet reported done that are remembered (more means a lost report).
+MAX_OUTSTANDING = 4096
 
 
 # -- events ----------------------------------------------------------------------------------------------------
@@ -616,6 +618,9 @@ class SchedulerState:
         self._assignments: dict[ExecutorId, deque[float]] = {}
         #: When each executor was last backed off.
         self._backoff: dict[ExecutorId, float] = {}
+        #: One-shot calls this scheduler placed and the executor has not yet reported done, by response key: an
+        #: executor runs one call at a time, so these say which executors are free now.
+        self._outstanding: dict[ExecutorId, dict[str, None]] = {}
         #: Which node caches hold which KVS keys, from the caches' key-set reports (rebuilt every report period).
         self._key_locations: dict[str, tuple[str, ...]] = {}
         self._unresolved: OrderedDict[str, _Unresolved] = OrderedDict()
@@ -906,12 +911,14 @@ class SchedulerState:
             out.append(PushInstruction(origin.acknowledge_to, TriggerAck(origin.id, error=str(error))))
 
     def _one_shot_pool(self) -> list[ExecutorId]:
-        """The executors one-shot calls may run on."""
-        cpu = [(eid, record) for eid, record in self._executors.items() if record.status.type == ExecutorType.CPU]
-        # Executors without pins are preferred (pinned ones serve DAGs), but any CPU executor can run a one-shot
-        # call, so a cluster whose executors all host DAG functions still takes calls.
-        unpinned = [eid for eid, record in cpu if not record.functions]
-        return unpinned or [eid for eid, _ in cpu]
+        """The executors one-shot calls may run on: every CPU executor (the policy prefers idle, unpinned ones)."""
+        return sorted(eid for eid, record in self._executors.items() if record.status.type == ExecutorType.CPU)
+
+    def _queued(self, eid: ExecutorId) -> int:
+        """Calls waiting or running at ``eid``: what it last reported, or what this scheduler sent it since."""
+        record = self._executors.get(eid)
+        reported = record.status.queued if record is not None else 0
+        return max(reported, len(self._outstanding.get(eid, ())))
 
     def _grant_lease(self, request_id: int, function: str, out: list[SchedulerInstruction]) -> None:
         """Lets a client send calls of ``function`` straight to the executors that would run them.
@@ -920,8 +927,8 @@ class SchedulerState:
         (locality, shedding), which is why calls that reference keys still come here. The lease lasts one report
         period, so the client follows changes in membership and load at the pace the scheduler itself learns them.
         """
-        # Every eligible executor, busy ones included: the client spreads calls over the lease for its whole
-        # life, and leaving busy executors out would herd that time's calls onto the others.
+        # Every eligible executor, busy ones included, with what waits there: the client sends each call where the
+        # least waits (counting its own calls in flight), so calls that wait for one another each get an executor.
         pool = self._one_shot_pool()
         if not pool:
             self._fail_call(_LeaseRequest(request_id), NoResources(f"no CPU executor can run {function!r}"), out)
@@ -930,8 +937,10 @@ class SchedulerState:
         lease = FunctionLease(
             function,
             function_version=self._functions[function],
-            executors=tuple(self._executor_endpoint(eid) for eid in sorted(pool)),
+            executors=tuple(self._executor_endpoint(eid) for eid in pool),
             ttl=self.config.report_period,
+            queued=tuple(self._queued(eid) for eid in pool),
+            pinned=tuple(bool(self._executors[eid].functions) for eid in pool),
         )
         self._reply(request_id, lease, out)
 
@@ -942,14 +951,24 @@ class SchedulerState:
         pool = self._one_shot_pool()
         candidates = (self._candidate(eid) for eid in pool)
         target = self.policy.pick_for_call(
-            candidates, references=call.references, key_locations=self._key_locations, rotation=call.name
+            candidates,
+            references=call.references,
+            key_locations=self._key_locations,
+            rotation=call.name,
+            idle_first=True,
         )
         if target is None:
             self._fail_call(origin, NoResources(f"no CPU executor is available to run {call.name!r}"), out)
             return
         response_key = call.response_key or self._new_id()
-        placed = replace(call, response_key=response_key, function_version=self._functions[call.name])
+        placed = replace(
+            call, response_key=response_key, function_version=self._functions[call.name], placed_by=self.config.host
+        )
         self._assign(target)
+        outstanding = self._outstanding.setdefault(target, {})
+        if len(outstanding) >= MAX_OUTSTANDING:
+            del outstanding[next(iter(outstanding))]
+        outstanding[response_key] = None
         self._counters["calls_placed"] += 1
         out.append(PushInstruction(self._executor_endpoint(target), placed))
         if isinstance(origin, int):
@@ -1088,10 +1107,15 @@ class SchedulerState:
         elif record.status.incarnation != status.incarnation:
             # A restarted process has lost every pin of the old one, whatever a stale report said.
             self._remember(location_string(eid), f"restarted ({status.incarnation})")
+            self._outstanding.pop(eid, None)
             self._executor_lost(eid, "it restarted", out)
             self._set_functions(eid, set())
         record.status = status
         record.heard = self._now
+        outstanding = self._outstanding.get(eid)
+        if outstanding is not None:
+            for key in status.finished:
+                outstanding.pop(key, None)
         dropped = record.functions - set(status.functions)
         self._set_functions(eid, set(status.functions))
         if dropped:
@@ -1796,9 +1820,10 @@ class SchedulerState:
         out: list[SchedulerInstruction],
     ) -> None:
         """Sends an error where a request's result would have gone, as the executor delivers results."""
-        value = values.encode_error(error)
+        legacy = delivery == ResultDelivery.LEGACY
+        value = values.legacy_error(error) if legacy else values.encode_error(error)
         push = store = False
-        if delivery == ResultDelivery.LEGACY:
+        if legacy:
             if address:
                 out.append(PushInstruction(address, value))
             else:
@@ -1919,6 +1944,7 @@ class SchedulerState:
         del self._executors[eid]
         self._assignments.pop(eid, None)
         self._backoff.pop(eid, None)
+        self._outstanding.pop(eid, None)
         self._executor_lost(eid, reason, out)
 
     def _executor_lost(
@@ -1964,6 +1990,7 @@ class SchedulerState:
             pinned=len(record.functions) if record is not None else 0,
             recent_assignments=self._recent_assignments(eid),
             backed_off=backed_off,
+            queued=self._queued(eid),
         )
 
     def _recent_assignments(self, eid: ExecutorId) -> int:

@@ -2,6 +2,9 @@
 
 Passing a reference (or a future, which becomes one) as an argument tells the executor to substitute the value
 stored under ``key`` before calling the function, waiting (with a deadline) for a value still being produced.
+
+A reference pickles as the original client's does (this class's name with the instance dictionary as state), so
+references travel both ways between original clients and ours.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ class CloudburstReference:
         key: The KVS key.
         deserialize: Substitute the Python value (True) or the raw lattice content (False).
     """
-
-    __slots__ = ("deserialize", "key")
 
     def __init__(self, key: str, deserialize: bool = True) -> None:
         self.key = key
@@ -32,8 +33,9 @@ class CloudburstReference:
     def __hash__(self) -> int:
         return hash((self.key, self.deserialize))
 
-    def __getstate__(self) -> tuple[str, bool]:
-        return self.key, self.deserialize
-
-    def __setstate__(self, state: tuple[str, bool]) -> None:
-        self.key, self.deserialize = state
+    def __setstate__(self, state: dict[str, object] | tuple[str, bool]) -> None:
+        # Earlier versions of this class pickled a ``(key, deserialize)`` pair; values stored then still load.
+        if isinstance(state, tuple):
+            state = {"key": state[0], "deserialize": state[1]}
+        self.key = str(state["key"])
+        self.deserialize = bool(state.get("deserialize", True))

@@ -253,6 +253,7 @@ class FunctionCall(_message.Message):
     FUNCTION_VERSION_FIELD_NUMBER: _builtins.int
     REFERENCES_FIELD_NUMBER: _builtins.int
     TRIGGER_FIELD_NUMBER: _builtins.int
+    PLACED_BY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     request_id: _builtins.int
     response_key: _builtins.str
@@ -264,6 +265,10 @@ class FunctionCall(_message.Message):
     function_version: _builtins.int
     """The LWW timestamp of the registration to run; executors reload a cached
     function whose version differs, so re-registering takes effect. 0: any.
+    """
+    placed_by: _builtins.str
+    """The host of the scheduler that placed the call: the executor tells it
+    when the call is done, so that it knows which executors are free.
     """
     @_builtins.property
     def arguments(self) -> Global___Arguments: ...
@@ -296,10 +301,11 @@ class FunctionCall(_message.Message):
         function_version: _builtins.int = ...,
         references: _abc.Iterable[_builtins.str] | None = ...,
         trigger: _trigger_pb2.TriggerFiring | None = ...,
+        placed_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "trigger", b"trigger"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "consistency", b"consistency", "delivery", b"delivery", "function_version", b"function_version", "locations", b"locations", "name", b"name", "references", b"references", "request_id", b"request_id", "response_address", b"response_address", "response_key", b"response_key", "source_hint", b"source_hint", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "consistency", b"consistency", "delivery", b"delivery", "function_version", b"function_version", "locations", b"locations", "name", b"name", "placed_by", b"placed_by", "references", b"references", "request_id", b"request_id", "response_address", b"response_address", "response_key", b"response_key", "source_hint", b"source_hint", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -523,6 +529,8 @@ class FunctionLease(_message.Message):
     TTL_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
     function: _builtins.str
     function_version: _builtins.int
     ttl: _builtins.float
@@ -530,6 +538,15 @@ class FunctionLease(_message.Message):
     error_message: _builtins.str
     @_builtins.property
     def executors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def queued(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Per executor (same order): calls queued or running there as the
+        scheduler last knew, and whether it hosts DAG functions. Clients send
+        each call where the least is waiting, unpinned executors first.
+        """
+
+    @_builtins.property
+    def pinned(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]: ...
     def __init__(
         self,
         *,
@@ -539,10 +556,12 @@ class FunctionLease(_message.Message):
         ttl: _builtins.float = ...,
         error: Global___CloudburstError.ValueType = ...,
         error_message: _builtins.str = ...,
+        queued: _abc.Iterable[_builtins.int] | None = ...,
+        pinned: _abc.Iterable[_builtins.bool] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "error_message", b"error_message", "executors", b"executors", "function", b"function", "function_version", b"function_version", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "error_message", b"error_message", "executors", b"executors", "function", b"function", "function_version", b"function_version", "pinned", b"pinned", "queued", b"queued", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -51,6 +51,8 @@ class ThreadStatus(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     INCARNATION_FIELD_NUMBER: _builtins.int
     DEPARTED_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    FINISHED_FIELD_NUMBER: _builtins.int
     ip: _builtins.str
     tid: _builtins.int
     """The executor's id on its node."""
@@ -62,9 +64,17 @@ class ThreadStatus(_message.Message):
     """Changes every time the executor process starts, so a restart is visible."""
     departed: _builtins.bool
     """The departure has drained and the executor is exiting: its last report."""
+    queued: _builtins.int
+    """One-shot calls and DAG runs queued or running."""
     @_builtins.property
     def functions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Pinned functions."""
+
+    @_builtins.property
+    def finished(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Response keys of calls this scheduler placed that are done (sent to the
+        placing scheduler as soon as they are).
+        """
 
     def __init__(
         self,
@@ -77,10 +87,12 @@ class ThreadStatus(_message.Message):
         type: Global___ExecutorType.ValueType = ...,
         incarnation: _builtins.str = ...,
         departed: _builtins.bool = ...,
+        queued: _builtins.int = ...,
+        finished: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["departed", b"departed", "functions", b"functions", "incarnation", b"incarnation", "ip", b"ip", "running", b"running", "tid", b"tid", "type", b"type", "utilization", b"utilization"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["departed", b"departed", "finished", b"finished", "functions", b"functions", "incarnation", b"incarnation", "ip", b"ip", "queued", b"queued", "running", b"running", "tid", b"tid", "type", b"type", "utilization", b"utilization"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
