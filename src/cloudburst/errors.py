@@ -170,8 +170,18 @@ class CausalConflict(CausalError):
 
     Returning it would show the request an effect without its cause. Reads known in advance (references in the
     DAG's arguments) are kept consistent from the request's first read, so this arises only for keys a function
-    reads that the DAG did not declare; retrying the request reads a newer snapshot.
+    reads that the DAG did not declare. When another request wrote the newer versions, retrying reads a newer
+    snapshot (``retryable``); when this request wrote them itself, in a branch of its DAG that ran concurrently with
+    the reading one, every retry races the same way, and the message says how to order the functions instead.
+
+    Args:
+        message: What conflicted, and what to do.
+        retryable: Whether a retry of the request can succeed.
     """
+
+    def __init__(self, message: str, retryable: bool = True, **context: str | None) -> None:
+        super().__init__(message, **context)
+        self.retryable = retryable
 
 
 class SessionExpired(CausalError):

@@ -55,6 +55,13 @@ def wait_true(condition, timeout=5.0):
     return True
 
 
+def write_once(causal, session_id, key, value, mode=MULTI):
+    """A request that writes one key and ends, releasing what the cache kept for it (its write, under MULTI)."""
+    session = CausalSession(session_id, mode)
+    causal.write(session, key, value)
+    causal.end(session)
+
+
 def read_one(causal, session, key):
     found, not_causal = causal.read(session, [key])
     assert not not_causal
@@ -63,13 +70,12 @@ def read_one(causal, session, key):
 
 
 def test_a_session_reads_what_an_earlier_session_wrote_and_its_reads_repeat(causal, cache_server):
-    writer = CausalSession("w1", MULTI)
-    causal.write(writer, "k", "first")
+    write_once(causal, "w1", "k", "first")
     reader = CausalSession("r1", MULTI)
     assert read_one(causal, reader, "k") == "first"
-    assert len(cache_server.sessions) == 1
+    assert wait_true(lambda: len(cache_server.sessions) == 1)
     # A later write does not change what the reading request sees of the key, downstream included.
-    causal.write(CausalSession("w2", MULTI, None), "k", "second")
+    write_once(causal, "w2", "k", "second")
     downstream = CausalSession("r1", MULTI, reader.metadata())
     assert read_one(causal, downstream, "k") == "first"
     later = CausalSession("r2", MULTI)
@@ -84,7 +90,7 @@ def test_a_session_reads_what_an_earlier_session_wrote_and_its_reads_repeat(caus
 
 def test_an_effect_is_never_read_without_its_cause_even_from_a_stale_cached_copy(causal, kvs):
     # The cache holds user@1 and never hears of user@2 (no pushes reach it).
-    causal.write(CausalSession("setup", MULTI), "user", "v1")
+    write_once(causal, "setup", "user", "v1")
     assert read_one(causal, CausalSession("warm", MULTI), "user") == "v1"
     # Elsewhere: user@2 is written, then a post that depends on it.
     other = CausalSession("elsewhere", MULTI)
@@ -107,7 +113,7 @@ def test_an_effect_is_never_read_without_its_cause_even_from_a_stale_cached_copy
 
 
 def test_single_reads_never_go_below_what_the_session_already_saw(causal, kvs):
-    causal.write(CausalSession("setup", SINGLE), "counter", 1)
+    write_once(causal, "setup", "counter", 1, SINGLE)
     assert read_one(causal, CausalSession("warm", SINGLE), "counter") == 1
     found, _ = causal.read(CausalSession("peek", SINGLE), ["counter"])
     newer = MultiKeyCausalLattice.of(found["counter"].vector_clock.increment("other"), (values.serialize(2),))
@@ -119,7 +125,7 @@ def test_single_reads_never_go_below_what_the_session_already_saw(causal, kvs):
 
 
 def test_a_version_depending_on_a_newer_version_than_the_request_read_is_a_conflict(causal, kvs):
-    causal.write(CausalSession("setup", MULTI), "cause", "old")
+    write_once(causal, "setup", "cause", "old")
     session = CausalSession("s", MULTI)
     assert read_one(causal, session, "cause") == "old"
     newer_cause = VectorClock.of({"other": 5})
@@ -130,7 +136,7 @@ def test_a_version_depending_on_a_newer_version_than_the_request_read_is_a_confl
 
 
 def test_declared_future_reads_are_kept_consistent_with_the_first_read(causal, kvs):
-    causal.write(CausalSession("setup", MULTI), "later", "v1")
+    write_once(causal, "setup", "later", "v1")
     first = CausalSession("req", MULTI)
     causal.read(first, ["now"], future_read_set=["later"])
     kvs.put("later", MultiKeyCausalLattice.of(VectorClock.of({"other": 9}), (values.serialize("v2"),)))
@@ -167,12 +173,12 @@ def test_garbage_on_the_causal_ports_is_dropped_and_serving_goes_on(causal, cach
             socket.close()
     finally:
         context.term()
-    causal.write(CausalSession("w", MULTI), "after", "still serving")
+    write_once(causal, "w", "after", "still serving")
     assert read_one(causal, CausalSession("r", MULTI), "after") == "still serving"
 
 
 def test_a_read_of_a_version_the_cache_no_longer_keeps_is_a_typed_error(causal, cache_server):
-    causal.write(CausalSession("w", MULTI), "k", 1)
+    write_once(causal, "w", "k", 1)
     first = CausalSession("gone", MULTI)
     read_one(causal, first, "k")
     causal.end(first)  # as if the session had expired there
@@ -184,7 +190,7 @@ def test_a_read_of_a_version_the_cache_no_longer_keeps_is_a_typed_error(causal, 
 def test_a_key_read_as_missing_stays_missing_for_the_request(causal):
     first = CausalSession("req", MULTI)
     assert read_one(causal, first, "later") is None
-    causal.write(CausalSession("w", MULTI), "later", "exists now")
+    write_once(causal, "w", "later", "exists now")
     downstream = CausalSession("req", MULTI, first.metadata())
     assert read_one(causal, downstream, "later") is None
     assert read_one(causal, CausalSession("other", MULTI), "later") == "exists now"

@@ -111,9 +111,16 @@ class Deployment:
 
     def request(self, port, payload):
         """One request on a fresh REQ socket, exactly as an original client sends it; returns the reply bytes."""
-        socket = self.client(port)
-        socket.send(payload)
-        return socket.recv()
+        socket = self.context.socket(zmq.REQ)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
+        socket.connect(f"tcp://{self.host}:{port}")
+        try:
+            socket.send(payload)
+            return socket.recv()
+        finally:
+            # A context holds at most 1,023 sockets: polling loops must not keep one per request.
+            socket.close()
 
     def generic(self, port, payload):
         return codec.decode_generic_response(self.request(port, payload))
@@ -134,6 +141,7 @@ class Deployment:
         give_up = time.monotonic() + WAIT
         while not any(e.tid == TID and set(e.functions) == set(functions) for e in self.status().executors):
             assert time.monotonic() < give_up, "the scheduler did not learn of the executor"
+            time.sleep(0.005)
 
     def receive(self, count):
         """The next ``count`` messages on the executor's control socket."""

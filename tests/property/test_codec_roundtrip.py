@@ -20,7 +20,9 @@ from cloudburst.protocol.values import deserialize, serialize
 small_bytes = st.binary(max_size=6)
 clocks = st.dictionaries(st.sampled_from("abc"), st.integers(0, 3), max_size=3).map(VectorClock.of)
 dependencies = st.dictionaries(st.sampled_from(["k1", "k2"]), clocks, max_size=2).map(MapLattice.of)
-versions = st.builds(CausalVersion, clocks, dependencies, st.frozensets(small_bytes, max_size=2))
+versions = st.builds(
+    CausalVersion, clocks, dependencies, st.frozensets(small_bytes, max_size=2), st.sampled_from(["", "req-1", "r2"])
+)
 
 KINDS = [
     st.builds(LwwLattice, st.integers(0, 2**64 - 1), small_bytes),

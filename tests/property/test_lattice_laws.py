@@ -68,7 +68,7 @@ no_dependencies: MapLattice[str, VectorClock] = MapLattice.of({})
 dependencies = st.dictionaries(st.sampled_from(["k", "l"]), causal_clocks, max_size=2).map(MapLattice.of)
 
 single_versions = st.builds(CausalVersion, causal_clocks, st.just(no_dependencies), causal_values)
-multi_versions = st.builds(CausalVersion, causal_clocks, dependencies, causal_values)
+multi_versions = st.builds(CausalVersion, causal_clocks, dependencies, causal_values, st.sampled_from(["", "r1", "r2"]))
 single_causal = st.lists(single_versions, max_size=3).map(SingleKeyCausalLattice.from_versions)
 multi_causal = st.lists(multi_versions, max_size=3).map(MultiKeyCausalLattice.from_versions)
 

@@ -8,6 +8,7 @@ from cloudburst.cache.causal import (
     SessionVersions,
     SessionVersionsConfig,
     satisfies,
+    superseded_versions,
 )
 from cloudburst.lattices import MultiKeyCausalLattice, VectorClock
 from cloudburst.protocol import codec
@@ -92,6 +93,21 @@ def test_the_first_kept_version_of_a_key_wins_and_release_forgets_the_session():
     assert store.kept_bytes == 0
 
 
+def test_a_version_kept_below_the_sessions_bound_is_superseded_and_replaced():
+    # Read-your-writes wins over repeatable reads: the session wrote the key (its bound rose) since it was kept.
+    store = SessionVersions()
+    store.keep("s", "k", KeptVersion(b"old", vc(w=1)), now=0.0)
+    store.keep("s", "missing", KeptVersion(b"", VectorClock()), now=0.0)
+    store.keep("s", "same", KeptVersion(b"v", vc(w=3)), now=0.0)
+    kept = store.get("s", ["k", "missing", "same"], now=0.0)
+    bounds = {"k": vc(w=1, me=1), "missing": vc(me=2), "same": vc(w=2), "other": vc(w=9)}
+    assert superseded_versions(kept, bounds) == {"k", "missing"}
+    newer = store.keep("s", "k", KeptVersion(b"newer", vc(w=1, me=1)), now=0.0, replace=True)
+    assert newer == KeptVersion(b"newer", vc(w=1, me=1))
+    assert store.get("s", ["k"], now=0.0) == {"k": newer}
+    assert store.kept_bytes == len(b"newer") + len(b"v")
+
+
 def test_sessions_never_released_expire_after_their_ttl_from_last_use():
     store = SessionVersions(SessionVersionsConfig(ttl=10.0))
     store.keep("old", "k", KeptVersion(b"x", vc(w=1)), now=0.0)
@@ -118,6 +134,8 @@ def test_causal_messages_round_trip_through_the_wire_format():
     bounds = (KeyVersion("a", vc(w=1, v=2)),)
     request = CausalReadRequest("s", ConsistencyType.MULTI, ("a", "b"), "tcp://h:1", "r1", ("c",), bounds)
     assert codec.decode_causal_read_request(codec.encode_causal_read_request(request)) == request
+    keep = CausalReadRequest("s", ConsistencyType.MULTI, (), "tcp://h:1", "r3", keep=(CausalKeyResult("k", b"v"),))
+    assert codec.decode_causal_read_request(codec.encode_causal_read_request(keep)) == keep
     results = (CausalKeyResult("a", b"payload"), CausalKeyResult("b", error=AnnaError.KEY_DNE))
     response = CausalReadResponse("r1", results, "tcp://h:7250", bounds)
     assert codec.decode_causal_read_response(codec.encode_causal_read_response(response)) == response

@@ -77,3 +77,28 @@ def test_long_causal_chains_do_not_exhaust_the_stack():
     checker.add(RequestRecord("chain", (), tuple(("k", write) for write in writes)))
     assert "w0" in checker.past("w4999")
     assert len(checker.past("w4999")) == 4999
+
+
+def test_reading_a_key_again_after_writing_it_is_not_a_non_repeatable_read_but_missing_the_write_is_found():
+    profile_0 = ObservedWrite("pr0")
+    profile_1 = ObservedWrite("pr1", (("profile", "pr0"),))
+    status = ObservedWrite("st1", (("profile", "pr1"),))  # written after the profile, depending on it
+    writes = (("profile", profile_1), ("status", status))
+    good = RequestRecord(
+        "cascade",
+        (
+            read(0, "profile", profile_0),
+            ObservedRead(0, "profile", (profile_1,), own=("pr1",)),
+            ObservedRead(1, "status", (status,), own=("st1",)),
+            ObservedRead(1, "profile", (profile_1,), own=("pr1",)),
+        ),
+        writes,
+    )
+    assert set(kinds(good).values()) == {0}
+    # The re-read answered from the version kept before the write.
+    stale = RequestRecord(
+        "stale",
+        (read(0, "profile", profile_0), ObservedRead(0, "profile", (profile_0,), own=("pr1",))),
+        writes,
+    )
+    assert kinds(stale)[AnomalyKind.MISSED_OWN_WRITE] == 1

@@ -13,12 +13,17 @@ Under MULTI the cache then keeps the versions it returned -- and versions of the
 declared -- for the session (:class:`SessionVersions`), so those functions read exactly them, from any node.
 Kept versions are released when the session ends, expire after a time to live when its end is never announced
 (a failed request), and are bounded in number and bytes.
+
+Read-your-writes wins over repeatable reads: a kept version below the session's bound for its key (the request
+wrote the key since, or read a version that depends on a newer one) is superseded by the cut's version, which
+covers the bound, and that one is kept instead (the original kept serving the first version, so a request did not
+read its own writes).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from cloudburst.lattices import MultiKeyCausalLattice, VectorClock
@@ -110,6 +115,11 @@ class KeptVersion:
     vector_clock: VectorClock
 
 
+def superseded_versions(kept: Mapping[str, KeptVersion], bounds: Mapping[str, VectorClock]) -> set[str]:
+    """The keys whose kept version is below the session's bound: read afresh, at least at the bound."""
+    return {key for key, version in kept.items() if key in bounds and not version.vector_clock.dominates(bounds[key])}
+
+
 @dataclass(slots=True)
 class _Session:
     versions: dict[str, KeptVersion] = field(default_factory=dict)
@@ -150,16 +160,22 @@ class SessionVersions:
         """Payload bytes kept over all sessions."""
         return self._bytes
 
-    def keep(self, session_id: str, key: str, version: KeptVersion, now: float) -> KeptVersion:
+    def keep(
+        self, session_id: str, key: str, version: KeptVersion, now: float, *, replace: bool = False
+    ) -> KeptVersion:
         """Keeps ``version`` of ``key`` for the session unless one is kept already; returns the one kept.
 
-        The first keep wins: a session's reads of a key at one cache are repeatable.
+        The first keep wins, so a session's reads of a key at one cache are repeatable, unless ``replace`` (the
+        kept version was superseded by the session's own write).
         """
         session = self._touch(session_id, now, create=True)
         assert session is not None
         existing = session.versions.get(key)
         if existing is not None:
-            return existing
+            if not replace:
+                return existing
+            session.size -= len(existing.payload)
+            self._bytes -= len(existing.payload)
         session.versions[key] = version
         session.size += len(version.payload)
         self._bytes += len(version.payload)

@@ -32,6 +32,7 @@ from cloudburst.cache.causal import (
     SessionVersions,
     SessionVersionsConfig,
     satisfies,
+    superseded_versions,
 )
 from cloudburst.cache.state import (
     CacheConfig,
@@ -399,7 +400,13 @@ class CacheServer:
         bounds: dict[str, VectorClock] = {}
         for version in request.lower_bounds:
             bounds[version.key] = bounds.get(version.key, VectorClock()).merge(version.vector_clock)
+        kept_now: list[KeyVersion] = []
+        if multi:
+            kept_now.extend(self._keep_writes(request, now))
         kept = self.sessions.get(request.session_id, keys, now) if multi else {}
+        superseded = superseded_versions(kept, bounds)
+        for key in superseded:
+            del kept[key]
         scratch = _CausalReadScratch(now + self._kvs_timeout)
         self._read_causal_copies([key for key in keys if key not in kept], scratch)
         errors = scratch.errors
@@ -419,14 +426,15 @@ class CacheServer:
             for key in keys:
                 chosen[key] = self._at_least(key, bounds.get(key, VectorClock()), scratch)
         results: list[CausalKeyResult] = []
-        kept_now: list[KeyVersion] = []
         for key in keys:
             value = chosen.get(key)
             payload = b"" if value is None else codec.encode_lattice(value)[1]
             if multi and key not in errors:
-                # A key read as missing is kept as missing (an empty payload), so it stays missing for the request.
+                # A key read as missing is kept as missing (an empty payload), so it stays missing for the request
+                # until the request writes it.
                 clock = VectorClock() if value is None else value.vector_clock
-                held = self.sessions.keep(request.session_id, key, KeptVersion(payload, clock), now)
+                fresh = KeptVersion(payload, clock)
+                held = self.sessions.keep(request.session_id, key, fresh, now, replace=key in superseded)
                 payload = held.payload
                 kept_now.append(KeyVersion(key, held.vector_clock))
             if key not in request.keys:
@@ -438,6 +446,19 @@ class CacheServer:
             else:
                 results.append(CausalKeyResult(key, payload))
         return CausalReadResponse(request.request_id, tuple(results), self.session_address, tuple(kept_now))
+
+    def _keep_writes(self, request: CausalReadRequest, now: float) -> list[KeyVersion]:
+        """Keeps the versions the session just wrote for it (replacing what it kept): its later reads get them."""
+        kept: list[KeyVersion] = []
+        for written in request.keep:
+            value = self._causal_value(written.key, written.payload)
+            if value is None:
+                self._rejected("causal port", f"a write to keep for {written.key!r} is not a causal value")
+                continue
+            version = KeptVersion(written.payload, value.vector_clock)
+            self.sessions.keep(request.session_id, written.key, version, now, replace=True)
+            kept.append(KeyVersion(written.key, value.vector_clock))
+        return kept
 
     def _read_causal_copies(self, keys: list[str], scratch: _CausalReadScratch) -> None:
         """The cached copies of ``keys`` (fetched through the cache on a miss); non-causal values become errors."""

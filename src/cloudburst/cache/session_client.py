@@ -18,6 +18,7 @@ from cloudburst.clock import Clock, SystemClock
 from cloudburst.errors import DeadlineExceeded, DecodeError
 from cloudburst.protocol import codec
 from cloudburst.protocol.causal_messages import (
+    CausalKeyResult,
     CausalReadRequest,
     CausalReadResponse,
     SessionVersionRequest,
@@ -84,18 +85,20 @@ class CausalCacheClient:
         *,
         future_read_set: Iterable[str] = (),
         lower_bounds: Iterable[KeyVersion] = (),
+        keep: Iterable[CausalKeyResult] = (),
         timeout: float | None = None,
     ) -> CausalReadResponse:
-        """Reads ``keys`` causally through the cache at ``endpoint`` (its causal port).
+        """Reads ``keys`` causally through the cache at ``endpoint`` (its causal port); ``keep`` are versions the
+        session just wrote, which the cache keeps for it.
 
         Raises:
             DeadlineExceeded: No answer before the deadline.
         """
-        keys, future, bounds = tuple(keys), tuple(future_read_set), tuple(lower_bounds)
+        keys, future, bounds, kept = tuple(keys), tuple(future_read_set), tuple(lower_bounds), tuple(keep)
 
         def build(request_id: str) -> bytes:
             request = CausalReadRequest(
-                session_id, consistency, keys, self.response_address, request_id, future, bounds
+                session_id, consistency, keys, self.response_address, request_id, future, bounds, kept
             )
             return codec.encode_causal_read_request(request)
 

@@ -104,6 +104,19 @@ class CausalDataClient:
         """
         version = session.new_version(key, values.serialize(value), self._counter)
         self._data.put(key, version, timeout=self._timeout)
+        if session.multi:
+            # The node cache keeps the write for the session, so the request's later reads, on any node, return it
+            # exactly rather than a newer version someone else wrote since.
+            _, payload = codec.encode_lattice(version)
+            kept = self._sessions.read(
+                self._endpoint,
+                session.session_id,
+                session.consistency,
+                (),
+                keep=(CausalKeyResult(key, payload),),
+                timeout=self._timeout,
+            )
+            session.note_kept(kept.version_address, kept.kept)
 
     def end(self, session: CausalSession) -> None:
         """Releases the versions caches keep for the session."""

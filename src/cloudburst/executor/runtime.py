@@ -511,14 +511,17 @@ class FunctionRuntime:
             value = found.get(key)
             if value is not None:
                 lattices[key] = value
-        return self._unwrap(references, lattices)
+        return self._unwrap(references, lattices, session)
 
     def _resolve(self, references: list[CloudburstReference]) -> dict[tuple[str, bool], object]:
         lattices = self._wait_for_keys(list(dict.fromkeys(reference.key for reference in references)))
         return self._unwrap(references, lattices)
 
     def _unwrap(
-        self, references: list[CloudburstReference], lattices: Mapping[str, StorableLattice]
+        self,
+        references: list[CloudburstReference],
+        lattices: Mapping[str, StorableLattice],
+        session: CausalSession | None = None,
     ) -> dict[tuple[str, bool], object]:
         resolved: dict[tuple[str, bool], object] = {}
         for reference in references:
@@ -526,7 +529,8 @@ class FunctionRuntime:
             what = f"referenced key {reference.key!r}"
             if reference.deserialize and isinstance(lattice, MultiKeyCausalLattice):
                 # The value causal_get returns, so a reference and a read of the same key agree.
-                resolved[(reference.key, True)] = values.deserialize(latest_value(lattice), what)
+                own = session.own_write(reference.key) if session is not None else None
+                resolved[(reference.key, True)] = values.deserialize(latest_value(lattice, own), what)
             elif reference.deserialize:
                 resolved[(reference.key, True)] = values.from_lattice(lattice, what)
             else:

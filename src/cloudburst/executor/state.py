@@ -934,7 +934,9 @@ class ExecutorState:
             causal = CausalContext(
                 consistency=schedule.consistency,
                 session_id=schedule.id,
-                metadata=join_metadata(SessionMetadata(t.version_locations, t.dependencies) for t in triggers),
+                metadata=join_metadata(
+                    SessionMetadata(t.version_locations, t.dependencies, t.observed, t.written) for t in triggers
+                ),
                 future_arguments=tuple(schedule.arguments.get(name, ()) for name in descendants),
                 declared_reads=tuple(
                     dict.fromkeys(key for name in (function, *descendants) for key in schedule.references.get(name, ()))
@@ -1002,6 +1004,8 @@ class ExecutorState:
                         outcome.arguments,
                         session.version_locations,
                         session.dependencies,
+                        session.observed,
+                        session.written,
                     )
                     out.append(SendInstruction(endpoint, trigger))
             self._remember(schedule.id, function, "done")

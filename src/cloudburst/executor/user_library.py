@@ -293,7 +293,7 @@ class UserLibrary:
             if value is None:
                 result[name] = None
             else:
-                data = latest_value(value)
+                data = latest_value(value, self.session.own_write(name) if self.session is not None else None)
                 result[name] = values.deserialize(data, f"value of {name!r}") if deserialize else data
         return result[key] if isinstance(key, str) else result
 

@@ -31,11 +31,14 @@ class CausalVersion:
         vector_clock: The causal time of the write.
         dependencies: The versions of other keys the write depends on; empty for single-key causal values.
         values: The sibling values written at this clock (several only when same-clock writes were combined).
+        origin: The request that wrote it (its causal session's id; empty when unknown), so a request can tell its
+            own writes from others'.
     """
 
     vector_clock: VectorClock
     dependencies: MapLattice[str, VectorClock]
     values: frozenset[bytes]
+    origin: str = ""
 
     def __post_init__(self) -> None:
         values: object = self.values
@@ -66,6 +69,7 @@ def _normalise(versions: Iterable[CausalVersion]) -> frozenset[CausalVersion]:
                 vector_clock=version.vector_clock,
                 dependencies=existing.dependencies.merge(version.dependencies),
                 values=existing.values | version.values,
+                origin=max(existing.origin, version.origin),
             )
     clocks = list(by_clock)
     return frozenset(
@@ -172,15 +176,16 @@ class MultiKeyCausalLattice(_VersionSet):
         vector_clock: VectorClock,
         values: Iterable[bytes],
         dependencies: Mapping[str, VectorClock] | MapLattice[str, VectorClock] | None = None,
+        origin: str = "",
     ) -> MultiKeyCausalLattice:
-        """A lattice holding one version."""
+        """A lattice holding one version (written by request ``origin``)."""
         if dependencies is None:
             deps = _NO_DEPENDENCIES
         elif isinstance(dependencies, MapLattice):
             deps = dependencies
         else:
             deps = MapLattice.of(dependencies)
-        return cls.from_versions((CausalVersion(vector_clock, deps, frozenset(values)),))
+        return cls.from_versions((CausalVersion(vector_clock, deps, frozenset(values), origin),))
 
     @classmethod
     def from_versions(cls, versions: Iterable[CausalVersion]) -> Self:

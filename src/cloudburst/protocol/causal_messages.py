@@ -31,6 +31,8 @@ class CausalReadRequest:
         future_read_set: Keys that functions downstream will read; under MULTI the cache also keeps versions of
             them consistent with this read, so the whole request sees one snapshot.
         lower_bounds: The least version of each key the session may see (what it already depends on).
+        keep: Versions the session just wrote (MULTI): the cache keeps them for it, replacing what it kept, so that
+            every later read in the request returns exactly its write.
     """
 
     session_id: str
@@ -40,6 +42,7 @@ class CausalReadRequest:
     request_id: str
     future_read_set: tuple[str, ...] = ()
     lower_bounds: tuple[KeyVersion, ...] = ()
+    keep: tuple[CausalKeyResult, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

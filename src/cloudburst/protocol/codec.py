@@ -314,6 +314,7 @@ def _causal_version_to_pb(version: CausalVersion, out: anna_pb2.MultiKeyCausalVa
         dependency = out.dependencies.add(key=key)
         _clock_to_pb(clock, dependency.vector_clock, what)
     out.values.extend(sorted(version.values))
+    out.origin = version.origin
 
 
 def _dependencies_from_pb(items: Sequence[shared_pb2.KeyVersion], what: str) -> MapLattice[str, VectorClock]:
@@ -332,6 +333,7 @@ def _causal_versions_from_pb(pb: anna_pb2.MultiKeyCausalValue, what: str) -> lis
             vector_clock=_clock_from_pb(source.vector_clock, f"{what}.vector_clock"),
             dependencies=_dependencies_from_pb(source.dependencies, what),
             values=frozenset(source.values),
+            origin=source.origin,
         )
         for source in sources
     ]
@@ -365,6 +367,8 @@ def encode_lattice(lattice: Lattice) -> tuple[LatticeType, bytes]:
                 vector_clock=lattice.vector_clock,
                 dependencies=lattice.dependencies if isinstance(lattice, MultiKeyCausalLattice) else MapLattice.of({}),
                 values=lattice.values,
+                # A lone version's origin; several carry theirs in ``versions``.
+                origin=next(iter(lattice.versions)).origin if len(lattice.versions) == 1 else "",
             ),
             joined,
             what,
@@ -642,6 +646,9 @@ def _trigger_to_pb(trigger: DagTrigger, out: cloudburst_pb2.DagTrigger) -> None:
             _key_version_to_pb(version, out.version_locations[address].keys.add())
     for version in trigger.dependencies:
         _key_version_to_pb(version, out.dependencies.add())
+    out.observed.extend(trigger.observed)
+    for version in trigger.written:
+        _key_version_to_pb(version, out.written.add())
 
 
 def _trigger_from_pb(pb: cloudburst_pb2.DagTrigger, what: str) -> DagTrigger:
@@ -655,6 +662,8 @@ def _trigger_from_pb(pb: cloudburst_pb2.DagTrigger, what: str) -> DagTrigger:
             for address, versions in pb.version_locations.items()
         },
         dependencies=tuple(_key_version_from_pb(v, f"{what}.dependencies") for v in pb.dependencies),
+        observed=tuple(pb.observed),
+        written=tuple(_key_version_from_pb(v, f"{what}.written") for v in pb.written),
     )
 
 
@@ -1211,6 +1220,7 @@ def encode_causal_read_request(request: CausalReadRequest) -> bytes:
         pb.tuples.add(key=key)
     for version in request.lower_bounds:
         _key_version_to_pb(version, pb.lower_bounds.add())
+    _causal_results_to_pb(request.keep, pb.keep)
     return _serialize(pb, "CausalRequest")
 
 
@@ -1230,6 +1240,7 @@ def decode_causal_read_request(data: bytes) -> CausalReadRequest:
         request_id=pb.request_id,
         future_read_set=tuple(pb.future_read_set),
         lower_bounds=tuple(_key_version_from_pb(v, f"{what}.lower_bounds") for v in pb.lower_bounds),
+        keep=_causal_results_from_pb(pb.keep, f"{what}.keep"),
     )
 
 

@@ -259,6 +259,10 @@ class DagTrigger:
     arguments: Arguments = ()
     version_locations: Mapping[str, tuple[KeyVersion, ...]] = field(default_factory=dict)
     dependencies: tuple[KeyVersion, ...] = ()
+    #: Keys whose version a causal request fixed by reading or writing them.
+    observed: tuple[str, ...] = ()
+    #: A causal request's last write of each key it wrote.
+    written: tuple[KeyVersion, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "version_locations", _frozen_map(self.version_locations))

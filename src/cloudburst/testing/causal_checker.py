@@ -9,8 +9,9 @@ not exist). From the causes the checker rebuilds happened-before and reports, pe
   version that does not include ``a`` (an effect without its cause);
 * **went backwards**: a later stage read a key at a version that does not include the version an earlier stage
   read (a downstream function saw an older version than an upstream one);
-* **non-repeatable read**: it read one key twice and got two different versions, so its reads were not one
-  snapshot.
+* **non-repeatable read**: it read one key twice, with no write of its own to the key in between, and got two
+  different versions, so its reads were not one snapshot;
+* **missed own write**: it read a key after writing it and got a version that does not include that write.
 """
 
 from __future__ import annotations
@@ -31,11 +32,16 @@ class ObservedWrite:
 
 @dataclass(frozen=True, slots=True)
 class ObservedRead:
-    """One read: ``stage`` (its position in the DAG, 0 first) read ``key`` and saw ``writes`` (none: missing)."""
+    """One read: ``stage`` (its position in the DAG, 0 first) read ``key`` and saw ``writes`` (none: missing).
+
+    ``own`` lists the request's own writes of ``key`` made before the read (in this stage or upstream): the read
+    must include them, and only reads after the same own writes must agree with each other.
+    """
 
     stage: int
     key: str
     writes: tuple[ObservedWrite, ...]
+    own: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,7 @@ class AnomalyKind(enum.Enum):
     MISSING_CAUSE = "missing cause"
     WENT_BACKWARDS = "went backwards"
     NON_REPEATABLE_READ = "non-repeatable read"
+    MISSED_OWN_WRITE = "missed own write"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +139,19 @@ class CausalChecker:
         for read in record.reads:
             by_key.setdefault(read.key, []).append(read)
         for key, reads in by_key.items():
-            versions = {frozenset(write.write_id for write in read.writes) for read in reads}
-            if len(versions) > 1:
-                seen = " vs ".join(sorted(",".join(sorted(v)) or "missing" for v in versions))
-                found.append(Anomaly(AnomalyKind.NON_REPEATABLE_READ, record.request_id, f"{key}: {seen}"))
+            epochs: dict[tuple[str, ...], set[frozenset[str]]] = {}
+            for read in reads:
+                epochs.setdefault(read.own, set()).add(frozenset(write.write_id for write in read.writes))
+            for versions in epochs.values():
+                if len(versions) > 1:
+                    seen = " vs ".join(sorted(",".join(sorted(v)) or "missing" for v in versions))
+                    found.append(Anomaly(AnomalyKind.NON_REPEATABLE_READ, record.request_id, f"{key}: {seen}"))
+            for read in reads:
+                for own in read.own:
+                    if not self._includes(read.writes, own):
+                        seen = ",".join(sorted(write.write_id for write in read.writes)) or "missing"
+                        detail = f"{key}: stage {read.stage} wrote {own}, then read {seen}"
+                        found.append(Anomaly(AnomalyKind.MISSED_OWN_WRITE, record.request_id, detail))
         for key, reads in by_key.items():
             for earlier in reads:
                 for later in reads:
@@ -145,6 +161,7 @@ class CausalChecker:
                         if not self._includes(later.writes, write.write_id):
                             detail = f"{key}: stage {earlier.stage} read {write.write_id}, stage {later.stage} did not"
                             found.append(Anomaly(AnomalyKind.WENT_BACKWARDS, record.request_id, detail))
+        own_writes = {write.write_id for _, write in record.writes}
         for read in record.reads:
             for write in read.writes:
                 for needed in self.past(write.write_id):
@@ -152,6 +169,8 @@ class CausalChecker:
                     for other in by_key.get(needed_key or "", ()):
                         if self._includes(other.writes, needed):
                             continue
+                        if needed in own_writes and needed not in other.own:
+                            continue  # read before the request made that write
                         kind = AnomalyKind.MISSING_CAUSE
                         detail = (
                             f"stage {read.stage} read {read.key}={write.write_id}, which follows "

@@ -6,6 +6,10 @@ Users post replies to each other's latest posts and read their own timelines:
   post replied to), then the author's own timeline; write the new post, then append it to the author's timeline.
 * ``retwis-read`` = ``retwis_scan`` -> ``retwis_check``: read a timeline and its latest posts; then, possibly on
   another node, read the timeline again, the posts again and the posts they reply to.
+* ``retwis-edit`` = ``retwis_edit`` -> ``retwis_confirm``: read the author's profile, write a new one, read it
+  again (it must be the write), then write a status depending on it; then, possibly on another node, read the
+  status and the profile (both must be the request's writes). It probes read-your-writes within a function and
+  across nodes, and the read-write-reread-write cascade.
 
 Every value names its write and that write's direct causes (what its request had read and written before), so
 :class:`~cloudburst.testing.causal_checker.CausalChecker` can tell, from the records alone, whether a request saw
@@ -36,8 +40,9 @@ TIMELINE_LENGTH = 20
 #: Posts a read request looks at.
 POSTS_READ = 3
 
-#: ``(stage, key, [(write id, [(cause key, cause write id), ...]), ...])`` per read.
-_Reads = list[tuple[int, str, list[tuple[str, list[tuple[str, str]]]]]]
+#: ``(stage, key, [(write id, [(cause key, cause write id), ...]), ...], own writes of the key before the read)``
+#: per read.
+_Reads = list[tuple[int, str, list[tuple[str, list[tuple[str, str]]]], list[str]]]
 
 
 def _siblings(lib: Any, mode: str, key: str) -> list[dict[str, Any]]:  # noqa: ANN401 - the user library
@@ -47,9 +52,17 @@ def _siblings(lib: Any, mode: str, key: str) -> list[dict[str, Any]]:  # noqa: A
     return list(lib.causal_siblings(key))
 
 
-def _observe(lib: Any, mode: str, stage: int, key: str, reads: _Reads) -> list[dict[str, Any]]:  # noqa: ANN401
+def _observe(
+    lib: Any,  # noqa: ANN401
+    mode: str,
+    stage: int,
+    key: str,
+    reads: _Reads,
+    own: list[str] | None = None,
+) -> list[dict[str, Any]]:
     values = _siblings(lib, mode, key)
-    reads.append((stage, key, [(value["w"], [tuple(cause) for cause in value["deps"]]) for value in values]))
+    causes = [(value["w"], [tuple(cause) for cause in value["deps"]]) for value in values]
+    reads.append((stage, key, causes, list(own or ())))
     return values
 
 
@@ -87,13 +100,45 @@ def retwis_publish(
     """Stage 1 of a post: write the reply, then append it to the author's timeline."""
     reads = list(reads)
     timeline = _observe(lib, mode, 1, f"{ns}:tl:{user}", reads)
-    seen = sorted({(key, write) for _, key, writes in reads for write, _ in writes})
+    seen = _seen(reads)
     post_key, timeline_key = f"{ns}:post:{post_id}", f"{ns}:tl:{user}"
     _write(lib, mode, post_key, {"w": post_id, "reply_to": parent, "deps": seen})
     posts = sorted({*_posts(timeline), post_id})[-TIMELINE_LENGTH:]
     timeline_causes = [*seen, (post_key, post_id)]
     _write(lib, mode, timeline_key, {"w": timeline_write, "posts": posts, "deps": timeline_causes})
     return {"reads": reads, "writes": [(post_key, post_id, seen), (timeline_key, timeline_write, timeline_causes)]}
+
+
+def _seen(reads: _Reads) -> list[tuple[str, str]]:
+    """What a request observed so far, as ``(key, write id)``: the causes of what it writes next."""
+    return sorted({(key, write) for _, key, writes, _ in reads for write, _ in writes})
+
+
+def retwis_edit(lib: Any, mode: str, ns: str, user: str, edit_id: str) -> dict[str, Any]:  # noqa: ANN401
+    """Stage 0 of an edit: read the profile, write it, read it again, write a status that depends on it."""
+    reads: _Reads = []
+    profile_key, status_key = f"{ns}:profile:{user}", f"{ns}:status:{user}"
+    _observe(lib, mode, 0, profile_key, reads)
+    profile_write = f"pr-{edit_id}"
+    profile_causes = _seen(reads)
+    _write(lib, mode, profile_key, {"w": profile_write, "deps": profile_causes})
+    _observe(lib, mode, 0, profile_key, reads, own=[profile_write])
+    status_write = f"st-{edit_id}"
+    status_causes = sorted({*_seen(reads), (profile_key, profile_write)})
+    _write(lib, mode, status_key, {"w": status_write, "deps": status_causes})
+    return {
+        "reads": reads,
+        "writes": [(profile_key, profile_write, profile_causes), (status_key, status_write, status_causes)],
+    }
+
+
+def retwis_confirm(lib: Any, mode: str, ns: str, user: str, edit: dict[str, Any]) -> dict[str, Any]:  # noqa: ANN401
+    """Stage 1 of an edit: the status and the profile again, each of which the request wrote."""
+    reads: _Reads = list(edit["reads"])
+    own = {key: write for key, write, _ in edit["writes"]}
+    for key in (f"{ns}:status:{user}", f"{ns}:profile:{user}"):
+        _observe(lib, mode, 1, key, reads, own=[own[key]])
+    return {"reads": reads, "writes": edit["writes"]}
 
 
 def retwis_scan(lib: Any, mode: str, ns: str, user: str) -> tuple[list[str], _Reads]:  # noqa: ANN401
@@ -127,11 +172,12 @@ def retwis_check(
 
 def register(connection: Connection) -> None:
     """Registers the workload's functions and its two DAGs (once per cluster)."""
-    for function in (retwis_pick, retwis_publish, retwis_scan, retwis_check):
+    for function in (retwis_pick, retwis_publish, retwis_scan, retwis_check, retwis_edit, retwis_confirm):
         connection.register(function, function.__name__)
     for name, stages in (
         ("retwis-post", ("retwis_pick", "retwis_publish")),
         ("retwis-read", ("retwis_scan", "retwis_check")),
+        ("retwis-edit", ("retwis_edit", "retwis_confirm")),
     ):
         with contextlib.suppress(DagAlreadyExists):
             connection.register_dag(name, list(stages), [stages])
@@ -144,11 +190,15 @@ def to_record(request_id: str, result: dict[str, Any]) -> RequestRecord:
         return ObservedWrite(write, tuple((str(key), str(cause)) for key, cause in causes))
 
     reads = tuple(
-        ObservedRead(stage, key, tuple(observed(write, causes) for write, causes in writes))
-        for stage, key, writes in result["reads"]
+        ObservedRead(stage, key, tuple(observed(write, causes) for write, causes in writes), tuple(own))
+        for stage, key, writes, own in result["reads"]
     )
     writes = tuple((key, observed(write, causes)) for key, write, causes in result["writes"])
     return RequestRecord(request_id, reads, writes)
+
+
+#: The workload's DAGs.
+DAGS = ("retwis-post", "retwis-read", "retwis-edit")
 
 
 @dataclass(slots=True)
@@ -156,13 +206,13 @@ class RetwisRun:
     """The outcome of :func:`run`: records of completed requests, failures, retries, and latencies in seconds.
 
     Attributes:
-        conflicts: MULTI requests retried after a ``CausalConflict`` (as the error advises).
+        conflicts: MULTI requests retried after a ``CausalConflict`` that said a retry can succeed.
     """
 
     records: list[RequestRecord] = field(default_factory=list)
     errors: list[CloudburstError] = field(default_factory=list)
     conflicts: int = 0
-    latencies: dict[str, list[float]] = field(default_factory=lambda: {"retwis-post": [], "retwis-read": []})
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {dag: [] for dag in DAGS})
 
 
 #: Attempts of one request that keeps meeting ``CausalConflict``.
@@ -177,8 +227,8 @@ def _call_retrying_conflicts(
         try:
             result: dict[str, Any] = connection.call_dag(call).result(timeout)
             return result
-        except CausalConflict:
-            if attempts == MAX_ATTEMPTS:
+        except CausalConflict as conflict:
+            if attempts == MAX_ATTEMPTS or not conflict.retryable:
                 raise
             attempts += 1
             with lock:
@@ -193,7 +243,9 @@ def run(
     clients: int = 4,
     users: int = 3,
     read_ratio: float = 0.5,
+    edit_ratio: float = 0.0,
     pause: float = 0.0,
+    declare_reads: bool = True,
     seed: int = 0,
     timeout: float = 30.0,
     progress: Callable[[int], None] | None = None,
@@ -207,8 +259,11 @@ def run(
         clients: Concurrent client threads.
         users: Users (timelines); fewer users means more contention.
         read_ratio: The share of read requests.
+        edit_ratio: The share of edit requests (the rest are posts).
         pause: Seconds a read request's second stage waits before reading, widening the window for concurrent
             writes between its stages.
+        declare_reads: Declare the keys each DAG's first stage reads (``build_dag_call(reads=...)``); without, every
+            read is undeclared, which under MULTI can meet (retryable) conflicts.
         seed: Seeds each client's choices.
         timeout: Deadline of each request.
         progress: Called with the number of completed requests.
@@ -228,9 +283,19 @@ def run(
                     return
             sequence += 1
             user = rng.choice(names)
-            if rng.random() < read_ratio:
+            draw = rng.random()
+            arguments: dict[str, list[object]]
+            if draw < edit_ratio:
+                dag = "retwis-edit"
+                arguments = {
+                    "retwis_edit": [consistency.name, ns, user, f"{number:02d}-{sequence:06d}"],
+                    "retwis_confirm": [consistency.name, ns, user],
+                }
+                # The profile is read where it is written (as a post's author timeline is).
+                reads: dict[str, list[str]] = {}
+            elif draw < edit_ratio + read_ratio:
                 dag = "retwis-read"
-                arguments: dict[str, list[object]] = {
+                arguments = {
                     "retwis_scan": [consistency.name, ns, user],
                     "retwis_check": [consistency.name, ns, user, pause],
                 }
@@ -246,7 +311,9 @@ def run(
                 # The author's timeline is read where it is written, in the last stage (not declared): read in the
                 # snapshot of the first stage, it would be older than the write it is the base of.
                 reads = {"retwis_pick": [f"{ns}:tl:{other}"]}
-            call = connection.build_dag_call(dag, arguments, consistency=consistency, reads=reads)
+            call = connection.build_dag_call(
+                dag, arguments, consistency=consistency, reads=reads if declare_reads else {}
+            )
             started = time.perf_counter()
             try:
                 result = _call_retrying_conflicts(connection, call, timeout, outcome, lock)

@@ -397,6 +397,9 @@ class MultiKeyCausalValue(_message.Message):
     DEPENDENCIES_FIELD_NUMBER: _builtins.int
     VALUES_FIELD_NUMBER: _builtins.int
     VERSIONS_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    origin: _builtins.str
+    """Extension: the request (causal session) that wrote the version."""
     @_builtins.property
     def vector_clock(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     @_builtins.property
@@ -414,10 +417,11 @@ class MultiKeyCausalValue(_message.Message):
         dependencies: _abc.Iterable[_shared_pb2.KeyVersion] | None = ...,
         values: _abc.Iterable[_builtins.bytes] | None = ...,
         versions: _abc.Iterable[Global___MultiKeyCausalValue] | None = ...,
+        origin: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dependencies", b"dependencies", "values", b"values", "vector_clock", b"vector_clock", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dependencies", b"dependencies", "origin", b"origin", "values", b"values", "vector_clock", b"vector_clock", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

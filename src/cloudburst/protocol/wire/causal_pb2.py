@@ -27,7 +27,7 @@ from cloudburst.protocol.wire import cloudburst_pb2 as cloudburst_dot_protocol_d
 from cloudburst.protocol.wire import shared_pb2 as cloudburst_dot_protocol_dot_wire_dot_shared__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%cloudburst/protocol/wire/causal.proto\x12\x0f\x63loudburst.wire\x1a#cloudburst/protocol/wire/anna.proto\x1a)cloudburst/protocol/wire/cloudburst.proto\x1a%cloudburst/protocol/wire/shared.proto\"V\n\x0b\x43\x61usalTuple\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12)\n\x05\x65rror\x18\x03 \x01(\x0e\x32\x1a.cloudburst.wire.AnnaError\"\xaf\x03\n\rCausalRequest\x12\x35\n\x0b\x63onsistency\x18\x01 \x01(\x0e\x32 .cloudburst.wire.ConsistencyType\x12\n\n\x02id\x18\x02 \x01(\t\x12,\n\x06tuples\x18\x03 \x03(\x0b\x32\x1c.cloudburst.wire.CausalTuple\x12\x17\n\x0f\x66uture_read_set\x18\x04 \x03(\t\x12V\n\x15key_version_locations\x18\x05 \x03(\x0b\x32\x37.cloudburst.wire.CausalRequest.KeyVersionLocationsEntry\x12\x18\n\x10response_address\x18\x06 \x01(\t\x12\x31\n\x0clower_bounds\x18\x0f \x03(\x0b\x32\x1b.cloudburst.wire.KeyVersion\x12\x12\n\nrequest_id\x18\x10 \x01(\t\x1a[\n\x18KeyVersionLocationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.cloudburst.wire.KeyVersionList:\x02\x38\x01\"\xa8\x01\n\x0e\x43\x61usalResponse\x12,\n\x06tuples\x18\x01 \x03(\x0b\x32\x1c.cloudburst.wire.CausalTuple\x12!\n\x19key_version_query_address\x18\x02 \x01(\t\x12\x31\n\x0ckey_versions\x18\x03 \x03(\x0b\x32\x1b.cloudburst.wire.KeyVersion\x12\x12\n\nrequest_id\x18\x0f \x01(\t\"[\n\x11KeyVersionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x18\n\x10response_address\x18\x02 \x01(\t\x12\x0c\n\x04keys\x18\x03 \x03(\t\x12\x12\n\nrequest_id\x18\x0f \x01(\t\"b\n\x12KeyVersionResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x06tuples\x18\x02 \x03(\x0b\x32\x1c.cloudburst.wire.CausalTuple\x12\x12\n\nrequest_id\x18\x0f \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%cloudburst/protocol/wire/causal.proto\x12\x0f\x63loudburst.wire\x1a#cloudburst/protocol/wire/anna.proto\x1a)cloudburst/protocol/wire/cloudburst.proto\x1a%cloudburst/protocol/wire/shared.proto\"V\n\x0b\x43\x61usalTuple\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12)\n\x05\x65rror\x18\x03 \x01(\x0e\x32\x1a.cloudburst.wire.AnnaError\"\xdb\x03\n\rCausalRequest\x12\x35\n\x0b\x63onsistency\x18\x01 \x01(\x0e\x32 .cloudburst.wire.ConsistencyType\x12\n\n\x02id\x18\x02 \x01(\t\x12,\n\x06tuples\x18\x03 \x03(\x0b\x32\x1c.cloudburst.wire.CausalTuple\x12\x17\n\x0f\x66uture_read_set\x18\x04 \x03(\t\x12V\n\x15key_version_locations\x18\x05 \x03(\x0b\x32\x37.cloudburst.wire.CausalRequest.KeyVersionLocationsEntry\x12\x18\n\x10response_address\x18\x06 \x01(\t\x12\x31\n\x0clower_bounds\x18\x0f \x03(\x0b\x32\x1b.cloudburst.wire.KeyVersion\x12\x12\n\nrequest_id\x18\x10 \x01(\t\x12*\n\x04keep\x18\x11 \x03(\x0b\x32\x1c.cloudburst.wire.CausalTuple\x1a[\n\x18KeyVersionLocationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.cloudburst.wire.KeyVersionList:\x02\x38\x01\"\xa8\x01\n\x0e\x43\x61usalResponse\x12,\n\x06tuples\x18\x01 \x03(\x0b\x32\x1c.cloudburst.wire.CausalTuple\x12!\n\x19key_version_query_address\x18\x02 \x01(\t\x12\x31\n\x0ckey_versions\x18\x03 \x03(\x0b\x32\x1b.cloudburst.wire.KeyVersion\x12\x12\n\nrequest_id\x18\x0f \x01(\t\"[\n\x11KeyVersionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x18\n\x10response_address\x18\x02 \x01(\t\x12\x0c\n\x04keys\x18\x03 \x03(\t\x12\x12\n\nrequest_id\x18\x0f \x01(\t\"b\n\x12KeyVersionResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x06tuples\x18\x02 \x03(\x0b\x32\x1c.cloudburst.wire.CausalTuple\x12\x12\n\nrequest_id\x18\x0f \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,13 +39,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAUSALTUPLE']._serialized_start=177
   _globals['_CAUSALTUPLE']._serialized_end=263
   _globals['_CAUSALREQUEST']._serialized_start=266
-  _globals['_CAUSALREQUEST']._serialized_end=697
-  _globals['_CAUSALREQUEST_KEYVERSIONLOCATIONSENTRY']._serialized_start=606
-  _globals['_CAUSALREQUEST_KEYVERSIONLOCATIONSENTRY']._serialized_end=697
-  _globals['_CAUSALRESPONSE']._serialized_start=700
-  _globals['_CAUSALRESPONSE']._serialized_end=868
-  _globals['_KEYVERSIONREQUEST']._serialized_start=870
-  _globals['_KEYVERSIONREQUEST']._serialized_end=961
-  _globals['_KEYVERSIONRESPONSE']._serialized_start=963
-  _globals['_KEYVERSIONRESPONSE']._serialized_end=1061
+  _globals['_CAUSALREQUEST']._serialized_end=741
+  _globals['_CAUSALREQUEST_KEYVERSIONLOCATIONSENTRY']._serialized_start=650
+  _globals['_CAUSALREQUEST_KEYVERSIONLOCATIONSENTRY']._serialized_end=741
+  _globals['_CAUSALRESPONSE']._serialized_start=744
+  _globals['_CAUSALRESPONSE']._serialized_end=912
+  _globals['_KEYVERSIONREQUEST']._serialized_start=914
+  _globals['_KEYVERSIONREQUEST']._serialized_end=1005
+  _globals['_KEYVERSIONRESPONSE']._serialized_start=1007
+  _globals['_KEYVERSIONRESPONSE']._serialized_end=1105
 # @@protoc_insertion_point(module_scope)

@@ -82,6 +82,7 @@ class CausalRequest(_message.Message):
     RESPONSE_ADDRESS_FIELD_NUMBER: _builtins.int
     LOWER_BOUNDS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    KEEP_FIELD_NUMBER: _builtins.int
     consistency: _cloudburst_pb2.ConsistencyType.ValueType
     id: _builtins.str
     """The causal session id."""
@@ -106,6 +107,12 @@ class CausalRequest(_message.Message):
         Versions each key must at least have, so a read never goes back behind what the session already depends on.
         """
 
+    @_builtins.property
+    def keep(self) -> _containers.RepeatedCompositeFieldContainer[Global___CausalTuple]:
+        """Versions the session just wrote (key and payload): the cache keeps them for it, replacing what it kept, so
+        that later reads in the request return exactly its write.
+        """
+
     def __init__(
         self,
         *,
@@ -117,10 +124,11 @@ class CausalRequest(_message.Message):
         response_address: _builtins.str = ...,
         lower_bounds: _abc.Iterable[_shared_pb2.KeyVersion] | None = ...,
         request_id: _builtins.str = ...,
+        keep: _abc.Iterable[Global___CausalTuple] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "future_read_set", b"future_read_set", "id", b"id", "key_version_locations", b"key_version_locations", "lower_bounds", b"lower_bounds", "request_id", b"request_id", "response_address", b"response_address", "tuples", b"tuples"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "future_read_set", b"future_read_set", "id", b"id", "keep", b"keep", "key_version_locations", b"key_version_locations", "lower_bounds", b"lower_bounds", "request_id", b"request_id", "response_address", b"response_address", "tuples", b"tuples"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

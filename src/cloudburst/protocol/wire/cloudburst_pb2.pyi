@@ -762,6 +762,8 @@ class DagTrigger(_message.Message):
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     VERSION_LOCATIONS_FIELD_NUMBER: _builtins.int
     DEPENDENCIES_FIELD_NUMBER: _builtins.int
+    OBSERVED_FIELD_NUMBER: _builtins.int
+    WRITTEN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     target_function: _builtins.str
     source: _builtins.str
@@ -772,6 +774,15 @@ class DagTrigger(_message.Message):
     def version_locations(self) -> _containers.MessageMap[_builtins.str, _shared_pb2.KeyVersionList]: ...
     @_builtins.property
     def dependencies(self) -> _containers.RepeatedCompositeFieldContainer[_shared_pb2.KeyVersion]: ...
+    @_builtins.property
+    def observed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Extensions for causal sessions: keys whose version the request fixed by
+        reading or writing them (their dependencies entry is that version), and
+        the request's last write of each key it wrote.
+        """
+
+    @_builtins.property
+    def written(self) -> _containers.RepeatedCompositeFieldContainer[_shared_pb2.KeyVersion]: ...
     def __init__(
         self,
         *,
@@ -781,10 +792,12 @@ class DagTrigger(_message.Message):
         arguments: Global___Arguments | None = ...,
         version_locations: _abc.Mapping[_builtins.str, _shared_pb2.KeyVersionList] | None = ...,
         dependencies: _abc.Iterable[_shared_pb2.KeyVersion] | None = ...,
+        observed: _abc.Iterable[_builtins.str] | None = ...,
+        written: _abc.Iterable[_shared_pb2.KeyVersion] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "dependencies", b"dependencies", "id", b"id", "source", b"source", "target_function", b"target_function", "version_locations", b"version_locations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "dependencies", b"dependencies", "id", b"id", "observed", b"observed", "source", b"source", "target_function", b"target_function", "version_locations", b"version_locations", "written", b"written"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
