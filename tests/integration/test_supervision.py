@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import cloudburst
 from cloudburst.cluster.local import ClusterConfig, LocalCluster, random_loopback_host
 
 pytestmark = pytest.mark.integration
@@ -65,3 +66,84 @@ def test_ctrl_c_stops_a_foreground_cluster_and_all_its_processes(tmp_path):
             up.wait()
     assert running_with(host) == []
     assert not (tmp_path / "cluster.json").exists()
+
+
+def crash(_):
+    os._exit(1)
+
+
+def test_a_local_cluster_brings_back_an_executor_whose_function_exited_the_process():
+    with cloudburst.local(executors=2) as cb:
+        cb.register(lambda _, x: x + 1, "sv_incr")
+        cb.register(crash, "sv_crash")
+        before = set(cb_session_executors(cb))
+        with pytest.raises(cloudburst.CloudburstError):
+            cb.call("sv_crash").result(timeout=5)
+        # Back within seconds, under a new incarnation, and serving.
+        give_up = time.monotonic() + 15
+        while set(cb_session_executors(cb)) == before or len(cb_session_executors(cb)) < 2:
+            assert time.monotonic() < give_up, "the crashed executor did not come back"
+            time.sleep(0.1)
+        assert [cb.call("sv_incr", i).result(timeout=10) for i in range(10)] == list(range(1, 11))
+
+
+def cb_session_executors(cb):
+    """The running executors' (address, incarnation) pairs, as the scheduler knows them."""
+    return [(e.ip, e.tid, e.incarnation) for e in cb.status().executors if e.running]
+
+
+def test_a_killed_kvs_is_restarted_on_its_data_and_loses_no_acknowledged_write(tmp_path):
+    host = random_loopback_host()
+    with LocalCluster(ClusterConfig(host=host, executors=1, data_dir=tmp_path, report_period=0.5)) as cluster:
+        cluster.supervise_in_background(0.1)
+        connection = cluster.connect(timeout=20)
+        try:
+            acknowledged = {}
+            for i in range(20):
+                connection.put_object(f"sv/k{i}", i)
+                acknowledged[f"sv/k{i}"] = i
+            os.kill(cluster.kvs_pid(), signal.SIGKILL)
+            # Writes during the gap succeed late (the client retries until its deadline) rather than fail at once.
+            started = time.monotonic()
+            for i in range(20, 30):
+                connection.put_object(f"sv/k{i}", i, timeout=20)
+                acknowledged[f"sv/k{i}"] = i
+            assert time.monotonic() - started < 15
+            assert {key: connection.get_object(key) for key in acknowledged} == acknowledged
+            # Functions reach it again too.
+            connection.register(lambda lib, key: lib.get(key), "sv_read")
+            assert connection.call("sv_read", "sv/k5").result(timeout=20) == 5
+        finally:
+            connection.close()
+
+
+def test_plain_down_finds_a_cluster_started_with_another_data_directory(tmp_path):
+    home = tmp_path / "home"
+    data = tmp_path / "elsewhere"
+    host = random_loopback_host()
+    environment = {**os.environ, "HOME": str(home)}
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "cloudburst", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=environment,
+            check=False,
+        )
+
+    started = cli("up", "--detach", "--host", host, "--data-dir", str(data), "--report-period", "1")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        # up names the command that stops it; plain status and down find it anyway.
+        assert f"cloudburst down --data-dir {data}" in started.stdout
+        shown = cli("status")
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert host in shown.stdout
+        stopped = cli("down")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert "Cluster stopped." in stopped.stdout
+        assert running_with(host) == []
+    finally:
+        cli("down", "--data-dir", str(data))

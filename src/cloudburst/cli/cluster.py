@@ -22,11 +22,14 @@ from cloudburst.cli.progress import STARTED, Steps
 from cloudburst.cli.render import status_document, status_view
 from cloudburst.client.connection import Connection
 from cloudburst.cluster.local import ClusterConfig, LocalCluster, write_state
-from cloudburst.config import RuntimePorts
+from cloudburst.config import DEFAULT_DATA_DIR, RuntimePorts
 from cloudburst.errors import CloudburstError, ConfigError, DeadlineExceeded
 from cloudburst.management.policy import ManagementPolicyConfig
 
 _STATE_FILE = "cluster.json"
+#: Where every running cluster is recorded by its host (besides its own data directory), so `down` and `status`
+#: find a cluster started with another --data-dir.
+_REGISTRY = DEFAULT_DATA_DIR / "running"
 _SUPERVISE_EVERY = 0.2
 #: A command's error in the output of ``cloudburst`` (see :func:`cloudburst.cli.main.main`), or argparse's.
 _ERROR_LINE = re.compile(r"^cloudburst(?: [\w-]+)?: error: (.+)$", re.MULTILINE)
@@ -63,6 +66,60 @@ def running_cluster(data_dir: Path) -> dict[str, object] | None:
         return state
     path.unlink(missing_ok=True)
     return None
+
+
+def _register(host: str, data_dir: Path, pid: int) -> None:
+    _REGISTRY.mkdir(parents=True, exist_ok=True)
+    (_REGISTRY / f"{host}.json").write_text(json.dumps({"host": host, "data_dir": str(data_dir), "pid": pid}))
+
+
+def _unregister(host: str) -> None:
+    (_REGISTRY / f"{host}.json").unlink(missing_ok=True)
+
+
+def registered_clusters() -> dict[str, Path]:
+    """The running clusters' data directories, by host (stale records are removed)."""
+    found: dict[str, Path] = {}
+    for record in sorted(_REGISTRY.glob("*.json")) if _REGISTRY.is_dir() else ():
+        try:
+            entry = json.loads(record.read_text())
+            host, data_dir = str(entry["host"]), Path(entry["data_dir"])
+        except (OSError, ValueError, KeyError):
+            record.unlink(missing_ok=True)
+            continue
+        if running_cluster(data_dir) is not None:
+            found[host] = data_dir
+        else:
+            record.unlink(missing_ok=True)
+    return found
+
+
+def down_command(data_dir: Path) -> str:
+    """The command that stops the cluster recorded in ``data_dir``."""
+    return "cloudburst down" if data_dir == DEFAULT_DATA_DIR else f"cloudburst down --data-dir {data_dir}"
+
+
+def find_cluster(data_dir: Path, host: str | None, command: str) -> Path | None:
+    """The data directory of the cluster ``command`` (``down`` or ``status``) is about.
+
+    A host names it (``--host``); else ``data_dir`` if a cluster runs from it; else, when ``data_dir`` is the
+    default, the one cluster running from any directory.
+
+    Raises:
+        CloudburstError: No cluster runs on ``host``, or several run and none was named.
+    """
+    clusters = registered_clusters()
+    if host is not None:
+        if host not in clusters:
+            running = ", ".join(sorted(clusters)) or "none"
+            raise CloudburstError(f"no cluster started by `cloudburst up` runs on {host} (running: {running})")
+        return clusters[host]
+    if running_cluster(data_dir) is not None or data_dir != DEFAULT_DATA_DIR:
+        return data_dir
+    if len(clusters) > 1:
+        choices = "; ".join(f"`cloudburst {command} --host {h}` (data in {d})" for h, d in sorted(clusters.items()))
+        raise CloudburstError(f"several clusters are running; name one: {choices}")
+    return next(iter(clusters.values()), data_dir)
 
 
 def up(args: argparse.Namespace) -> int:
@@ -114,10 +171,12 @@ def up(args: argparse.Namespace) -> int:
         with _startup_logging(console, args.log_level), Steps(console) as steps:
             cluster.start(progress=steps.report)
         write_state(_state_path(args.data_dir), cluster, os.getpid())
+        _register(args.host, args.data_dir, os.getpid())
         print(
             f"Cluster ready. Scheduler: {cluster.scheduler}   KVS: {cluster.kvs_routing}\n"
             f"Dashboard: {cluster.dashboard_url}\n"
-            f"Connect with cloudburst.connect({cluster.scheduler!r}). Stop with Ctrl-C or `cloudburst down`.",
+            f"Connect with cloudburst.connect({cluster.scheduler!r}). Stop with Ctrl-C or "
+            f"`{down_command(args.data_dir)}`.",
             flush=True,
         )
         while not stopping:
@@ -127,6 +186,7 @@ def up(args: argparse.Namespace) -> int:
     finally:
         cluster.stop()
         _state_path(args.data_dir).unlink(missing_ok=True)
+        _unregister(args.host)
     print("Cluster stopped.", flush=True)
     return 0
 
@@ -205,17 +265,20 @@ def _up_detached(args: argparse.Namespace) -> int:
     print(
         f"Cluster running in the background (supervisor pid {process.pid}, log {log_path}).\n"
         f"Scheduler: {state['scheduler']}   KVS: {state['kvs']}   Dashboard: {state.get('dashboard')}\n"
-        "Stop it with `cloudburst down`."
+        f"Stop it with `{down_command(args.data_dir)}`."
     )
     return 0
 
 
-def down(data_dir: Path) -> int:
-    """Stops the cluster recorded in ``data_dir``, with a spinner on a terminal while it stops.
+def down(data_dir: Path, host: str | None = None) -> int:
+    """Stops the cluster recorded in ``data_dir`` or running on ``host`` (see :func:`find_cluster`), with a spinner
+    on a terminal while it stops.
 
     Raises:
+        CloudburstError: No cluster runs on ``host``, or several run and none was named.
         DeadlineExceeded: Its supervisor did not stop within 60 s.
     """
+    data_dir = find_cluster(data_dir, host, "down") or data_dir
     state = running_cluster(data_dir)
     if state is None:
         print("No cluster is running.")
@@ -264,7 +327,7 @@ def status(data_dir: Path, scheduler: str | None, *, as_json: bool = False, time
         DeadlineExceeded: The scheduler did not answer within ``timeout`` seconds.
     """
     if scheduler is None:
-        state = running_cluster(data_dir)
+        state = running_cluster(find_cluster(data_dir, None, "status") or data_dir)
         if state is None:
             raise CloudburstError(
                 f"no cluster is running from {data_dir} (none started by `cloudburst up` is recorded there): start "

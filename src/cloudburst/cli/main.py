@@ -289,7 +289,13 @@ def _add_cluster_parsers(commands: _Commands[argparse.ArgumentParser]) -> None:
     )
     up.add_argument("--max-nodes", type=int, default=8, help="with --autoscale, the most nodes (default: %(default)s)")
     down = commands.add_parser("down", help="stop a cluster started with up --detach")
-    down.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: %(default)s")
+    down.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="the cluster started with this data directory (default: %(default)s, or the one cluster running)",
+    )
+    down.add_argument("--host", help="the cluster started on this host")
     status = commands.add_parser("status", help="show executors, pinned functions and DAGs")
     status.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: %(default)s")
     status.add_argument("--scheduler", metavar="HOST", help="ask this scheduler host instead of the local cluster's")
@@ -560,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             return cluster.up(args)
         if args.command == "down":
-            return cluster.down(args.data_dir)
+            return cluster.down(args.data_dir, args.host)
         if args.command == "status":
             return cluster.status(args.data_dir, args.scheduler, as_json=args.json, timeout=args.timeout)
         from cloudburst.cli.demo import run_demo

@@ -147,7 +147,11 @@ class LocalCluster:
         #: releases this cluster's nodes.
         self._management: ChildProcess | None = None
         self._management_budget = RestartBudget(config.max_restarts, config.restart_window)
+        self._kvs_budget = RestartBudget(config.max_restarts, config.restart_window)
         self._link: ProvisionerLinkServer | None = None
+        #: Runs :meth:`supervise` for clusters with no supervising loop of their own (``cloudburst.local()``).
+        self._supervisor: threading.Thread | None = None
+        self._stopping = threading.Event()
         #: The management service's dashboard (its JSON API and ``/metrics`` are under it), once started.
         self.dashboard_url: str | None = None
 
@@ -175,7 +179,10 @@ class LocalCluster:
         host = self.config.host
         tell = progress or _unwatched
         try:
-            storage = ["--in-memory"] if self.config.data_dir is None else ["--data-dir", str(self.config.data_dir)]
+            # Without a data directory the data is thrown away with the cluster, but kept on disk meanwhile, so a
+            # KVS restarted after a crash has everything it acknowledged.
+            data_dir = self.config.data_dir or self.workdir / "kvs-data"
+            storage = ["--data-dir", str(data_dir)]
             storage = ["--engine", self.config.kvs_engine] if self.config.kvs_engine else storage
             tell(f"the KVS on {host}", False)
             self._kvs = ChildProcess(["kvs", "--host", host, *storage], self.workdir, "kvs")
@@ -408,9 +415,12 @@ class LocalCluster:
         ]
 
     def supervise(self, now: float | None = None) -> list[int]:
-        """Restarts executors, node caches and schedulers that exited; call it periodically.
+        """Restarts the KVS, schedulers, the management service, node caches and executors that exited; call it
+        periodically (:meth:`supervise_in_background` does).
 
-        A restarted scheduler recovers functions and DAGs from the KVS and learns executors from their reports.
+        The KVS comes back on its ports and its data directory, so it has everything it acknowledged; its clients
+        retry what was in flight until their deadlines. A restarted scheduler recovers functions and DAGs from the
+        KVS and learns executors from their reports.
 
         Returns:
             The indexes (as in :meth:`executor_pids`) of the executors restarted now.
@@ -418,6 +428,15 @@ class LocalCluster:
         now = time.monotonic() if now is None else now
         restarted: list[int] = []
         with self._lock:
+            kvs = self._kvs
+            code = kvs.exit_code() if kvs is not None else None
+            if kvs is not None and code not in (None, 0) and self._kvs_budget.allow(now):
+                logger.warning("the KVS exited with code %s; restarting it on its data", code)
+                kvs.stop()
+                try:
+                    self.kvs_routing = KvsAddresses.from_json(kvs.start()).routing
+                except DeadlineExceeded as error:
+                    logger.error("the KVS did not come back: %s", error)  # tried again next time, within budget
             for scheduler, budget in zip(self._schedulers, self._scheduler_budgets, strict=True):
                 code = scheduler.exit_code()
                 # Exit code 0 is a stop that was asked for (SIGTERM), not a crash.
@@ -437,6 +456,30 @@ class LocalCluster:
                 first += len(group.executors)
         return restarted
 
+    def supervise_in_background(self, period: float = 0.2) -> None:
+        """Supervises from a thread of this process until :meth:`stop`, for clusters embedded in a program."""
+
+        def loop() -> None:
+            while not self._stopping.wait(period):
+                try:
+                    self.supervise()
+                except Exception:  # a failed restart is retried next round; the loop must survive it
+                    logger.exception("supervising the cluster failed")
+
+        self._supervisor = threading.Thread(target=loop, name="cloudburst-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def kvs_pid(self) -> int:
+        """The KVS process id.
+
+        Raises:
+            RuntimeError: The KVS is not running.
+        """
+        with self._lock:
+            if self._kvs is None:
+                raise RuntimeError("the KVS is not running")
+            return self._kvs.pid
+
     def scheduler_pids(self) -> list[int]:
         """The schedulers' process ids, in the order of :meth:`ClusterConfig.scheduler_hosts`."""
         with self._lock:
@@ -449,6 +492,10 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stops the management service, the nodes, then the scheduler, then the KVS; nothing is left running."""
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
+            self._supervisor = None
         if self._management is not None:
             self._management.stop()
             self._management = None
@@ -519,6 +566,8 @@ class LocalSession:
 
     def __enter__(self) -> Connection:
         self.cluster.start()
+        # Crashed processes come back as under `cloudburst up` (within the same restart budgets).
+        self.cluster.supervise_in_background()
         try:
             self._connection = self.cluster.connect()
         except BaseException:
