@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from benchmarks import autoscale, consistency, kvs_latency, locality, runtime_latency, soak, suite, visibility
+from benchmarks import autoscale, consistency, faults, kvs_latency, locality, runtime_latency, soak, suite, visibility
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     steady = workloads.add_parser("soak", help="a steady mixed load for a long time: RSS growth per process, errors")
     soak.add_arguments(steady)
     steady.set_defaults(run=soak.main)
+    failures = workloads.add_parser("faults", help="throughput and p99 with an executor killed every second vs none")
+    faults.add_arguments(failures)
+    failures.set_defaults(run=faults.main)
     args = parser.parse_args(argv)
     # A terminated benchmark unwinds like an interrupted one, so its server processes are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

@@ -14,6 +14,8 @@ from pathlib import Path
 from cloudburst.client import Connection, FunctionHandle, Future
 from cloudburst.cluster.local import LocalSession
 from cloudburst.errors import (
+    Cancelled,
+    CausalConflict,
     ClientError,
     CloudburstError,
     ConfigError,
@@ -22,6 +24,7 @@ from cloudburst.errors import (
     DeadlineExceeded,
     DecodeError,
     EncodeError,
+    ExecutorLost,
     FunctionNotFound,
     InvalidDag,
     InvalidRequest,
@@ -91,6 +94,8 @@ __all__ = [
     "MULTI",
     "NORMAL",
     "SINGLE",
+    "Cancelled",
+    "CausalConflict",
     "ClientError",
     "CloudburstError",
     "ConfigError",
@@ -101,6 +106,7 @@ __all__ = [
     "DeadlineExceeded",
     "DecodeError",
     "EncodeError",
+    "ExecutorLost",
     "FunctionHandle",
     "FunctionNotFound",
     "Future",

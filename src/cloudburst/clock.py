@@ -87,3 +87,37 @@ class TimestampGenerator:
 def split_timestamp(timestamp: int) -> tuple[int, int]:
     """Splits an LWW timestamp into ``(microseconds since the epoch, writer id)``."""
     return timestamp >> WRITER_BITS, timestamp & _WRITER_MASK
+
+
+#: Microseconds of logical time each function of a request writes in: a function's writes are stamped after every
+#: write of the functions upstream of it, and up to this many writes of one run get distinct timestamps.
+STAGE_SPAN = 4096
+
+
+class RequestTimestamps:
+    """The LWW timestamps of one run of one function of a request: repeatable, so a retry's write is the same write.
+
+    A request is stamped when it is first placed; the ``n``-th write of the function at depth ``d`` of its DAG is
+    stamped ``stamp + d * STAGE_SPAN + n`` microseconds, with a writer id derived from the request's key. A run
+    again after its executor was lost (or after an exception its caller asked to retry) writes with exactly the
+    timestamps of the lost run, so it cannot overwrite a value someone else wrote since the request started, as
+    a freshly stamped write would; and writes downstream in the request still win over writes upstream.
+
+    Args:
+        stamp: When the request was first placed (microseconds since the epoch).
+        depth: The function's depth in the DAG (0 for a one-shot call).
+        request: The request's key (what its result goes under).
+    """
+
+    def __init__(self, stamp: int, depth: int, request: str) -> None:
+        self._base = stamp + depth * STAGE_SPAN
+        self._writer_id = writer_id_for(request)
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        """The next write's timestamp (the last one repeats once a run has written ``STAGE_SPAN`` times)."""
+        with self._lock:
+            offset = min(self._count, STAGE_SPAN - 1)
+            self._count += 1
+        return (min(self._base + offset, _MAX_MICROS) << WRITER_BITS) | self._writer_id

@@ -112,7 +112,11 @@ class RuntimePorts:
     function_lease: int = 5013
     #: The scheduler answers any request here with its versions (:mod:`cloudburst.protocol.versions`).
     info: int = 5014
+    #: The scheduler takes cancellations here (``CancelRequest``, answered with a ``GenericResponse``).
+    cancel: int = 5015
     executor_control: int = 4000
+    #: Executor ``tid`` takes cancellations on ``executor_cancel + tid``, even while user code runs.
+    executor_cancel: int = 4500
     executor_inbox: int = 5500
     management: int = 7003
     management_executors: int = 7002
@@ -154,6 +158,10 @@ class RuntimePorts:
     def executor_control_endpoint(self, host: str, tid: int) -> str:
         """Where schedulers and upstream executors reach executor ``tid`` on ``host``."""
         return f"tcp://{host}:{self.executor_control + tid}"
+
+    def executor_cancel_endpoint(self, host: str, tid: int) -> str:
+        """Where cancellations reach executor ``tid`` on ``host`` (its sentinel, which listens while user code runs)."""
+        return f"tcp://{host}:{self.executor_cancel + tid}"
 
     def executor_inbox_endpoint(self, host: str, tid: int) -> str:
         """Where user code on other executors sends messages to executor ``tid`` on ``host``."""
@@ -220,6 +228,8 @@ class ExecutorConfig:
             report period the executor asks it for the scheduler list and reports to those schedulers as well, so
             schedulers started after it find it.
         security: CURVE keys (see ``docs/security.md``); ``None``: plaintext, for loopback-only deployments.
+        stop_grace: Seconds user code has to stop once cancelled or past its deadline; code that does not (stuck
+            in C) ends the process, which its node restarts.
     """
 
     host: str = "127.0.0.1"
@@ -238,6 +248,7 @@ class ExecutorConfig:
     cache_causal: str | None = None
     management: str | None = None
     security: SecurityConfig | None = None
+    stop_grace: float = 3.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.tid < MAX_EXECUTORS_PER_NODE:

@@ -95,6 +95,25 @@ class DeadlineExceeded(CloudburstError):
     """An operation did not complete before its deadline."""
 
 
+class Cancelled(CloudburstError):
+    """The request was cancelled (``Future.cancel()``, ``cloudburst cancel``) before it finished."""
+
+
+class ExecutorLost(CloudburstError):
+    """The executors that ran the request's attempts were lost (killed, crashed, or unreachable), and it was not
+    run again (no retries left, or the function may not be retried); the message names each attempt's executor and
+    why it was lost.
+
+    Args:
+        message: What was lost.
+        losses: Per attempt, the executor (``ip:tid``) and why it was lost.
+    """
+
+    def __init__(self, message: str, losses: tuple[tuple[str, str], ...] = (), **context: str | None) -> None:
+        super().__init__(message, **context)
+        self.losses = losses
+
+
 class TransportError(CloudburstError):
     """A message could not be sent or received (bad address, refused peer)."""
 

@@ -1,4 +1,4 @@
-"""Faults under load: every call ends (a result, or a typed error within its deadline); none hangs."""
+"""Faults under load: every call ends with its result (run again elsewhere if its executor died); none hangs."""
 
 import os
 import signal
@@ -62,7 +62,7 @@ def test_an_executor_killed_under_load_leaves_no_call_hanging():
                         else:
                             future = connection.call("work", i)
                         futures.append((future, time.monotonic()))
-                    except CloudburstError as refused:  # e.g. a DAG whose only replica just died, until re-pinned
+                    except CloudburstError as refused:  # counted, and so failing the test: none is expected
                         outcomes[f"refused: {type(refused).__name__}"] += 1
                     if i == CALLS // 3:
                         os.kill(victim, signal.SIGKILL)
@@ -75,11 +75,8 @@ def test_an_executor_killed_under_load_leaves_no_call_hanging():
         finally:
             connection.close()
     print(f"\n{CALLS} calls, an executor killed after {CALLS // 3}: {dict(outcomes)} in {took:.1f} s")
-    assert sum(outcomes.values()) == CALLS
-    assert outcomes["succeeded"] >= CALLS // 2
-    # Every call that did not succeed ended with a typed error (NotPinned: a DAG stage reached the restarted
-    # executor before the scheduler learned it had lost its pins), each within its deadline: none hung.
-    assert set(outcomes) <= {"succeeded", "DeadlineExceeded", "NoResources", "NotPinned", "refused: NoResources"}
+    # The calls and DAG requests the dead executor held ran again elsewhere; none hung.
+    assert outcomes == {"succeeded": CALLS}
     assert took < CALLS * 0.01 + DEADLINE + 15
 
 

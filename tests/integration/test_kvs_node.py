@@ -58,7 +58,8 @@ def test_causal_put_and_get(client):
 
 
 def test_keys_spread_over_threads_and_survive_a_membership_change(tmp_path, fast_retry, port_block):
-    routing, storage = port_block(1), port_block(3)
+    routing = port_block(7)
+    storage = routing + 4  # after the four routing ports the KVS answers on
     data = tmp_path / "data"
     keys = [f"key/{i}" for i in range(60)]
     before = StorageTopology("127.0.0.1", (storage, storage + 1, storage + 2))

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -147,3 +148,83 @@ def test_plain_down_finds_a_cluster_started_with_another_data_directory(tmp_path
         assert running_with(host) == []
     finally:
         cli("down", "--data-dir", str(data))
+
+
+def role_pid(host, role):
+    """The process of ``role`` (``kvs``, ``cache``) of the cluster on ``host``."""
+    pid = role_pid_or_none(host, role)
+    assert pid is not None, f"no single {role} process on {host}"
+    return pid
+
+
+@pytest.mark.timeout(300)
+def test_under_cloudburst_up_writers_ride_out_a_kvs_and_then_a_cache_killed(tmp_path):
+    home, data, host = tmp_path / "home", tmp_path / "data", random_loopback_host()
+    environment = {**os.environ, "HOME": str(home)}
+
+    def cli(*args):
+        command = [sys.executable, "-m", "cloudburst", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment, check=False)
+
+    deadline = 20.0
+    started = cli("up", "--detach", "--host", host, "--data-dir", str(data), "--executors", "2", "--report-period", "1")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        with cloudburst.Connection(host, host=host, timeout=deadline) as setup:
+            setup.register(lambda lib, key, value: lib.put(key, value), "sv_write")
+        acknowledged, outcomes, stop = {}, [], threading.Event()
+
+        def writer(name):
+            # Half straight to the KVS, half from a function through the node cache.
+            with cloudburst.Connection(host, host=host, timeout=deadline) as connection:
+                i = 0
+                while not stop.is_set():
+                    key, began = f"sv/{name}/{i}", time.monotonic()
+                    try:
+                        if i % 2:
+                            connection.put_object(key, i)
+                        else:
+                            connection.call("sv_write", key, i).result()
+                        acknowledged[key] = i
+                        outcomes.append(("ok", time.monotonic() - began))
+                    except cloudburst.CloudburstError as error:
+                        outcomes.append((f"{type(error).__name__}: {error}", time.monotonic() - began))
+                    i += 1
+
+        writers = [threading.Thread(target=writer, args=(name,)) for name in ("a", "b")]
+        for thread in writers:
+            thread.start()
+        try:
+            time.sleep(2)
+            for role in ("kvs", "cache"):
+                victim = role_pid(host, role)
+                os.kill(victim, signal.SIGKILL)
+                killed = time.monotonic()
+                while (back := role_pid_or_none(host, role)) in (None, victim):
+                    assert time.monotonic() - killed < 30, f"the {role} did not come back"
+                    time.sleep(0.1)
+                print(f"\n{role} back as pid {back} {time.monotonic() - killed:.1f} s after its kill")
+                time.sleep(3)  # writes go on through the restarted role
+        finally:
+            stop.set()
+            for thread in writers:
+                thread.join()
+        failed = [(what, took) for what, took in outcomes if what != "ok"]
+        slowest = max(took for _, took in outcomes)
+        print(f"{len(outcomes)} writes, {len(acknowledged)} acknowledged, slowest {slowest:.1f} s; failed: {failed}")
+        assert len(acknowledged) > 50
+        # None waited out its whole deadline: the roles were back within seconds, and writes went on.
+        assert slowest < deadline - 5
+        with cloudburst.Connection(host, host=host, timeout=deadline) as reader:
+            assert {key: reader.get_object(key) for key in acknowledged} == acknowledged
+    finally:
+        stopped = cli("down", "--data-dir", str(data))
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
+def role_pid_or_none(host, role):
+    found = subprocess.run(
+        ["pgrep", "-f", f"cloudburst {role} --host {host} "], capture_output=True, check=False, text=True
+    )
+    pids = [int(pid) for pid in found.stdout.split()]
+    return pids[0] if len(pids) == 1 else None

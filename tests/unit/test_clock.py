@@ -1,6 +1,13 @@
 import pytest
 
-from cloudburst.clock import WRITER_BITS, TimestampGenerator, split_timestamp, writer_id_for
+from cloudburst.clock import (
+    STAGE_SPAN,
+    WRITER_BITS,
+    RequestTimestamps,
+    TimestampGenerator,
+    split_timestamp,
+    writer_id_for,
+)
 from cloudburst.errors import DeadlineExceeded
 from cloudburst.testing import FakeClock, wait_until
 
@@ -54,3 +61,27 @@ def test_wait_until_returns_the_first_true_value_of_the_condition():
 def test_wait_until_gives_up_at_its_timeout_naming_what_it_waited_for():
     with pytest.raises(DeadlineExceeded, match="waiting for the impossible"):
         wait_until(lambda: False, "the impossible", timeout=0.05, interval=0.01)
+
+
+def test_a_retried_run_of_a_request_writes_with_the_lost_runs_timestamps():
+    lost, retry = RequestTimestamps(1_000_000, 0, "req-1"), RequestTimestamps(1_000_000, 0, "req-1")
+    assert [lost() for _ in range(3)] == [retry() for _ in range(3)]
+
+
+def test_a_requests_writes_increase_within_a_run_and_downstream_functions_win():
+    source, sink = RequestTimestamps(1_000_000, 0, "req-1"), RequestTimestamps(1_000_000, 2, "req-1")
+    first, second = source(), source()
+    assert first < second < sink()
+    # Someone else's write after the request started wins over the request's retried write.
+    later = TimestampGenerator(7, FakeClock(wall_start_ns=2_000_000_000))()
+    assert later > RequestTimestamps(1_000_000, 0, "req-1")()
+
+
+def test_two_requests_started_in_the_same_microsecond_write_distinct_timestamps():
+    assert RequestTimestamps(5, 0, "req-1")() != RequestTimestamps(5, 0, "req-2")()
+
+
+def test_a_run_writing_more_than_its_span_repeats_its_last_timestamp_rather_than_reach_the_next_functions():
+    stamps = RequestTimestamps(0, 0, "r")
+    issued = [stamps() for _ in range(STAGE_SPAN + 5)]
+    assert issued[-1] == issued[STAGE_SPAN - 1] < RequestTimestamps(0, 1, "r")()

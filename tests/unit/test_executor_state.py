@@ -421,6 +421,17 @@ def test_a_function_not_pinned_here_gets_a_not_pinned_error_and_no_queue_entry()
     assert harness.receive(make_trigger("r1", "f", BEGIN)) == []
 
 
+def test_a_request_its_scheduler_placed_on_a_function_not_pinned_here_goes_back_to_that_scheduler():
+    harness = Harness()  # restarted since the scheduler placed it: the caller must not see NotPinned
+    schedule = make_schedule(SINGLE, "f", "r1", response_address=CLIENT, placed_by="10.0.0.7")
+    out = harness.receive(make_trigger("r1", "f", BEGIN), schedule)
+    (refusal,) = sends(out)
+    assert refusal.address == "tcp://10.0.0.7:5007"
+    assert refusal.message.refused == ("r1",)
+    assert refusal.message.finished == ()
+    assert harness.state.pending_requests() == ()
+
+
 # -- MULTIEXEC -------------------------------------------------------------------------------------------------
 
 
@@ -1102,3 +1113,31 @@ def test_hops_nobody_takes_are_bounded():
     hops = harness.state.take_hops()
     assert len(hops) == state_module.MAX_PENDING_HOPS
     assert hops[-1].request_id == f"k{state_module.MAX_PENDING_HOPS + 9}"
+
+
+def test_the_scheduler_that_placed_a_dag_request_hears_when_its_sink_delivers_or_a_stage_fails_it():
+    harness = Harness()
+    harness.pin("f")
+    harness.pin("g")
+    schedule = make_schedule(CHAIN, "g", "r1", response_address=CLIENT, placed_by="10.0.0.7")
+    run = only_run(harness.receive(schedule, make_trigger("r1", "g", "f", 1)))
+    (done,) = sends(harness.finish(run, result_of(2)), ThreadStatus)
+    assert (done.address, done.message.finished) == ("tcp://10.0.0.7:5007", ("r1",))
+    # A stage that fails ends the request too.
+    schedule = make_schedule(CHAIN, "f", "r2", response_address=CLIENT, placed_by="10.0.0.7")
+    run = only_run(harness.receive(schedule, make_trigger("r2", "f", BEGIN)))
+    error = RemoteExecutionError("ValueError: no", "builtins.ValueError", function="f")
+    (done,) = sends(harness.finish(run, RunFailed(error)), ThreadStatus)
+    assert done.message.finished == ("r2",)
+    # A stage handing its result downstream does not.
+    schedule = make_schedule(CHAIN, "f", "r3", response_address=CLIENT, placed_by="10.0.0.7")
+    run = only_run(harness.receive(schedule, make_trigger("r3", "f", BEGIN)))
+    assert sends(harness.finish(run, arguments_of(1)), ThreadStatus) == []
+
+
+def test_a_run_item_carries_its_deadline_and_the_key_callers_cancel_it_by():
+    harness = Harness()
+    harness.pin("f")
+    schedule = make_schedule(SINGLE, "f", "r1", output_key="out", deadline=123.0)
+    (item,) = only_run(harness.receive(schedule, make_trigger("r1", "f", BEGIN))).items
+    assert (item.deadline, item.names) == (123.0, ("r1", "out"))

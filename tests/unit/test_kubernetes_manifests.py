@@ -43,6 +43,7 @@ SCHEDULER_PORTS = (
     "status_query",
     "function_lease",
     "info",
+    "cancel",
     "metrics_scheduler",
 )
 #: A Redis Cluster node's bus port is its client port plus this.
@@ -228,7 +229,12 @@ def test_node_ports_are_the_cache_and_executor_ports_of_its_executors(tmp_path):
     executors = {
         port
         for tid in tids
-        for port in (PORTS.executor_control + tid, PORTS.executor_inbox + tid, PORTS.metrics_executor + tid)
+        for port in (
+            PORTS.executor_control + tid,
+            PORTS.executor_cancel + tid,
+            PORTS.executor_inbox + tid,
+            PORTS.metrics_executor + tid,
+        )
     }
     assert container_ports(deployment) == {*cache, DEFAULT_SESSION_PORT, PORTS.metrics_cache, *executors}
     assert scrape_port(deployment) == PORTS.metrics_cache

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from cloudburst import keys
 from cloudburst.config import SchedulerConfig
-from cloudburst.errors import DagNotFound, DeadlineExceeded, DecodeError, NoResources
+from cloudburst.errors import DagNotFound, DeadlineExceeded, DecodeError, ExecutorLost, NoResources
 from cloudburst.kvs.engine import MemoryEngine
 from cloudburst.kvs.state import reads_as_missing
 from cloudburst.lattices import LwwLattice, SetLattice
@@ -24,6 +24,7 @@ from cloudburst.protocol.messages import LatticeType, SerializerType
 from cloudburst.protocol.runtime_messages import (
     BEGIN,
     CallResult,
+    CancelRequest,
     ClusterStatus,
     Continuation,
     Dag,
@@ -51,6 +52,7 @@ from cloudburst.protocol.runtime_messages import (
 from cloudburst.protocol.trigger_messages import TriggerFiring
 from cloudburst.scheduler import state as state_module
 from cloudburst.scheduler.state import (
+    CancelEvent,
     ConnectEvent,
     ConnectReply,
     DagCallEvent,
@@ -353,6 +355,7 @@ def test_call_is_pushed_to_an_executor_with_a_fresh_response_key_and_the_version
         response_key=reply.response_id,
         function_version=cluster.state.functions()["f"],
         placed_by=HOST,  # the executor tells this scheduler when the call is done
+        stamp=1_700_000_000_000_000,  # first placed now: its LWW writes are stamped from here, in every run
     )
 
 
@@ -446,11 +449,18 @@ def test_an_executors_own_report_of_its_queue_counts_too(cluster):
     assert cluster.call()[1] in (B, C)
 
 
-def test_a_restarted_executor_has_no_calls_outstanding(cluster):
-    keys = [cluster.call() for _ in range(6)]
-    assert {target for _, target in keys} == {A, B, C}
-    cluster.executor(A, incarnation="two")
-    assert cluster.call()[1] == A
+def test_calls_lost_with_a_restarted_executor_run_again_with_the_next_attempt(cluster):
+    placed = [cluster.call() for _ in range(6)]
+    lost = sorted(key for key, target in placed if target == A)
+    assert len(lost) == 2
+    pushes = cluster.executor(A, incarnation="two")  # its process died: what it ran is gone
+    again = sorted((p.message.response_key, p.message.attempt) for p in pushes if isinstance(p.message, FunctionCall))
+    assert again == [(key, 2) for key in lost]
+    # Reported done, a call is never run again.
+    finished = [key for key, target in placed if target == B]
+    cluster.executor(B, finished=finished)
+    pushes = cluster.executor(B, incarnation="two")
+    assert [p for p in pushes if isinstance(p.message, FunctionCall)] == []
 
 
 def test_calls_avoid_backed_off_executors(h):
@@ -1423,11 +1433,15 @@ def test_the_scheduler_places_a_run_near_a_cache_holding_the_key():
     h.tick()
     h.tick(PERIOD)  # each period reads the caches' key sets
     assert h.state.key_locations() == {"in/1": (B[0],)}
-    firing = TriggerFiring("id1", "t", "f", "in/1", LatticeType.LWW, b"p", 1, TRIGGER_ACK)
-    placed = [p for _ in range(20) for p in h.tell(firing)]
+    placed = []
+    for n in range(20):  # each run ends before the next, so every executor is idle and locality decides
+        firing = TriggerFiring(f"id{n}", "t", "f", "in/1", LatticeType.LWW, b"p", 1, TRIGGER_ACK)
+        [push] = h.tell(firing)
+        placed.append(push)
+        h.executor(executor_of_address(push.address), finished=[firing.id])
     near = sum(p.address == endpoint(B) for p in placed)
     assert near >= 12  # locality, with some exploration
-    call = placed[0].message
+    call = placed[-1].message
     assert isinstance(call, FunctionCall)
     assert (call.trigger, call.references, call.delivery) == (firing, ("in/1",), ResultDelivery.NOTIFY_ONLY)
 
@@ -1490,11 +1504,11 @@ def test_leases_of_unknown_functions_or_without_executors_are_refused_with_the_r
     h.register("f")
     reply, _ = h.ask(lambda rid: FunctionLeaseEvent(rid, "f"))
     assert reply.error == ErrorCode.NO_RESOURCES
-    lease = FunctionLease("f", 7, ("tcp://10.0.1.1:4000",), 5.0, queued=(2,), pinned=(True,))
+    lease = FunctionLease("f", 7, ("tcp://10.0.1.1:4000",), 5.0, queued=(2,), pinned=(True,), incarnations=("i",))
     assert codec.decode_function_lease(codec.encode_function_lease(lease)) == lease
     # From a scheduler that sends no loads: every executor idle and unpinned.
     old = codec.encode_function_lease(FunctionLease("f", 7, ("tcp://10.0.1.1:4000",), 5.0))
-    assert codec.decode_function_lease(old).queued == (0,)
+    assert (codec.decode_function_lease(old).queued, codec.decode_function_lease(old).incarnations) == ((0,), ("",))
     with pytest.raises(DecodeError, match="1 executors but 2 loads"):
         codec.decode_function_lease(
             codec.encode_function_lease(FunctionLease("f", 7, ("e",), 5.0, queued=(1, 2), pinned=(True,)))
@@ -1551,3 +1565,189 @@ def test_a_dag_function_that_lost_its_last_replica_is_pinned_again(cluster):
     reply, pushes = cluster.ask(lambda rid: DagCallEvent(rid, DagCall("lonely")))
     assert reply.success
     assert {p.address for p in pushes if isinstance(p.message, DagSchedule)} == {address}
+
+
+# -- re-execution and cancellation ----------------------------------------------------------------------------------
+
+
+def executor_of_address(address):
+    return next(e for e in (A, B, C) if endpoint(e) == address)
+
+
+def test_a_dag_request_lost_with_a_stage_runs_again_under_a_new_id_with_its_result_where_the_caller_waits(diamond):
+    h, _, placements = diamond
+    call = DagCall("dia", response_address="tcp://10.0.9.9:9000", delivery=ResultDelivery.NOTIFY_ONLY)
+    reply, pushes = h.ask(lambda rid: DagCallEvent(rid, call))
+    first = next(p.message for p in pushes if isinstance(p.message, DagSchedule))
+    assert first.placed_by == HOST  # its sink tells this scheduler when it is over
+    lost = executor_of_address(placements["g"])
+    again = [p.message for p in h.executor(lost, ["g"], incarnation="two") if isinstance(p.message, DagSchedule)]
+    assert {s.target_function for s in again} == {"f", "g", "k"}
+    assert {s.id for s in again} != {first.id}
+    # The caller waits on the first id: the re-run's result goes there.
+    assert {s.output_key for s in again} == {reply.response_id}
+    # Done once reported by the sink: losing an executor then runs nothing again.
+    h.executor(executor_of_address(placements["k"]), ["k"], finished=[again[0].id])
+    assert [p for p in h.executor(lost, ["g"], incarnation="three") if isinstance(p.message, DagSchedule)] == []
+
+
+def lost_error(pushes):
+    (push,) = [p for p in pushes if isinstance(p.message, CallResult)]
+    with pytest.raises(ExecutorLost) as caught:
+        values.decode(push.message.value)
+    return caught.value
+
+
+def notified_call(name="f", **fields):
+    return FunctionCall(
+        name, response_key="k1", response_address="tcp://10.0.9.9:9000", delivery=ResultDelivery.NOTIFY_ONLY, **fields
+    )
+
+
+def test_a_call_that_may_not_run_twice_fails_with_executor_lost_naming_the_executor(cluster):
+    _, [push] = cluster.ask(lambda rid: FunctionCallEvent(rid, notified_call(max_retries=0)))
+    where = executor_of_address(push.address)
+    error = lost_error(cluster.executor(where, incarnation="two"))
+    assert error.request_id == "k1"
+    assert error.function == "f"
+    assert error.losses == ((loc(where), "it restarted (its process died)"),)
+    assert "at most 1 time(s)" in str(error)
+
+
+def test_a_call_runs_again_until_its_retries_are_spent(cluster):
+    _, [push] = cluster.ask(lambda rid: FunctionCallEvent(rid, notified_call(max_retries=1)))
+    where = executor_of_address(push.address)
+    [again] = [p for p in cluster.executor(where, incarnation="two") if isinstance(p.message, FunctionCall)]
+    assert again.message.attempt == 2
+    second = executor_of_address(again.address)
+    error = lost_error(cluster.executor(second, incarnation="three" if second == where else "two"))
+    assert [where for where, _ in error.losses] == [loc(where), loc(second)]
+
+
+def test_a_call_past_its_deadline_is_not_run_again(cluster):
+    deadline = cluster.clock.wall_ns() / 1e9 + 1
+    _, [push] = cluster.ask(lambda rid: FunctionCallEvent(rid, notified_call(deadline=deadline)))
+    cluster.clock.advance(2)
+    error = lost_error(cluster.executor(executor_of_address(push.address), incarnation="two"))
+    assert "deadline passed" in str(error)
+
+
+def test_an_executor_that_stops_reporting_loses_its_calls_to_the_others(cluster):
+    _, [push] = cluster.ask(lambda rid: FunctionCallEvent(rid, notified_call()))
+    silent = executor_of_address(push.address)
+    for _ in range(4):
+        for executor in {A, B, C} - {silent}:
+            cluster.executor(executor)
+        pushes = cluster.tick(PERIOD)
+        if again := [p for p in pushes if isinstance(p.message, FunctionCall)]:
+            break
+    assert executor_of_address(again[0].address) != silent
+    assert again[0].message.response_key == "k1"
+
+
+def test_a_rerun_that_cannot_be_placed_yet_waits_and_tries_again(h):
+    h.register("f")
+    h.executor(A)
+    h.ask(lambda rid: FunctionCallEvent(rid, notified_call()))
+    for _ in range(4):  # A goes silent, with no other executor to take its call
+        assert [p for p in h.tick(PERIOD) if isinstance(p.message, FunctionCall)] == []
+    h.executor(B)  # one joins: the held re-run goes there at its next try
+    pushes = []
+    for _ in range(40):
+        if pushes := [p for p in h.tick(0.1) if isinstance(p.message, FunctionCall)]:
+            break
+    assert [executor_of_address(p.address) for p in pushes] == [B]
+
+
+def test_a_crash_told_by_the_node_supervisor_runs_the_executors_calls_again_at_once(cluster):
+    _, [push] = cluster.ask(lambda rid: FunctionCallEvent(rid, notified_call()))
+    dead = executor_of_address(push.address)
+    pushes = cluster.tell(ThreadStatus(dead[0], dead[1], running=False, crashed=True))
+    [again] = [p for p in pushes if isinstance(p.message, FunctionCall)]
+    assert executor_of_address(again.address) != dead
+    assert (again.message.response_key, again.message.attempt) == ("k1", 2)
+    assert cluster.state.counters().requests_rerun == 1
+
+
+def test_a_dag_request_an_executor_refuses_for_want_of_its_function_is_placed_again_without_using_a_retry(diamond):
+    h, _, placements = diamond
+    call = DagCall("dia", output_key="out", max_retries=0)
+    _, pushes = h.ask(lambda rid: DagCallEvent(rid, call))
+    first = next(p.message for p in pushes if isinstance(p.message, DagSchedule))
+    refusing = executor_of_address(placements["g"])
+    status = ThreadStatus(refusing[0], refusing[1], ("g",), incarnation="one", refused=(first.id,))
+    again = [p.message for p in h.tell(status) if isinstance(p.message, DagSchedule)]
+    assert {s.target_function for s in again} == {"f", "g", "k"}
+    assert {s.output_key for s in again} == {"out"}
+    assert again[0].id != first.id
+    assert h.state.counters().requests_refused == 1
+    # A refusal of an attempt already replaced changes nothing.
+    assert [p for p in h.tell(status) if isinstance(p.message, DagSchedule)] == []
+
+
+def test_a_departing_executor_keeps_its_calls(cluster):
+    _, [push] = cluster.ask(lambda rid: FunctionCallEvent(rid, notified_call()))
+    leaving = executor_of_address(push.address)
+    pushes = cluster.tell(ThreadStatus(leaving[0], leaving[1], running=False))  # draining: it finishes them
+    assert [p for p in pushes if isinstance(p.message, FunctionCall)] == []
+
+
+def test_a_call_with_a_deadline_that_cannot_be_placed_now_is_held_until_an_executor_comes(h):
+    h.register("f")
+    deadline = h.clock.wall_ns() / 1e9 + 30
+    reply, pushes = h.ask(lambda rid: FunctionCallEvent(rid, notified_call(deadline=deadline)))
+    assert reply == GenericResponse(success=True, response_id="k1")  # accepted, not refused with NoResources
+    assert pushes == []
+    h.executor(A)
+    for _ in range(40):
+        if pushes := [p for p in h.tick(0.1) if isinstance(p.message, FunctionCall)]:
+            break
+    [push] = pushes
+    assert executor_of_address(push.address) == A
+    assert (push.message.response_key, push.message.attempt, push.message.placed_by) == ("k1", 1, HOST)
+    assert h.state.counters().requests_held == 1
+
+
+def test_a_held_call_fails_with_no_resources_at_its_deadline_and_one_without_a_deadline_at_once(h):
+    h.register("f")
+    reply, _ = h.ask(lambda rid: FunctionCallEvent(rid, notified_call()))
+    assert not reply.success
+    assert "no CPU executor" in reply.error_message
+    deadline = h.clock.wall_ns() / 1e9 + 1
+    h.ask(lambda rid: FunctionCallEvent(rid, notified_call(deadline=deadline)))
+    failures = []
+    for _ in range(30):
+        failures += [p for p in h.tick(0.1) if isinstance(p.message, CallResult)]
+    [failure] = failures
+    with pytest.raises(NoResources, match="could not be placed before its deadline: no CPU executor"):
+        values.decode(failure.message.value)
+
+
+def test_a_dag_request_whose_function_has_no_live_replica_is_held_until_it_is_pinned_again(diamond):
+    h, _, placements = diamond
+    holder = executor_of_address(placements["g"])
+    h.executor(holder, [], incarnation="two")  # restarted: "g" has no replica until it is pinned again
+    deadline = h.clock.wall_ns() / 1e9 + 30
+    reply, pushes = h.ask(lambda rid: DagCallEvent(rid, DagCall("dia", output_key="out", deadline=deadline)))
+    assert reply == GenericResponse(success=True, response_id="out")
+    assert not [p for p in pushes if isinstance(p.message, DagSchedule)]  # held
+    h.executor(holder, ["g"], incarnation="two")  # pinned again
+    for _ in range(40):
+        if pushes := [p for p in h.tick(0.1) if isinstance(p.message, DagSchedule)]:
+            break
+    assert {p.message.target_function for p in pushes if isinstance(p.message, DagSchedule)} == {"f", "g", "k"}
+    assert {p.message.output_key for p in pushes if isinstance(p.message, DagSchedule)} == {"out"}
+
+
+def test_a_cancellation_reaches_the_executors_of_the_request_and_it_never_runs_again(diamond):
+    h, _, placements = diamond
+    h.ask(lambda rid: DagCallEvent(rid, DagCall("dia", output_key="out")))
+    answer, pushes = h.ask(lambda rid: CancelEvent(rid, "out"))
+    assert answer == GenericResponse(success=True, response_id="out")
+    cancel_ports = {p.address for p in pushes if isinstance(p.message, CancelRequest)}
+    assert cancel_ports == {address.replace(":4000", ":4500") for address in placements.values()}
+    assert {p.message.request_id for p in pushes} == {"out"}
+    lost = executor_of_address(placements["f"])
+    assert [p for p in h.executor(lost, ["f"], incarnation="two") if isinstance(p.message, DagSchedule)] == []
+    # Cancelling what the scheduler does not know (a call sent straight to an executor) is answered too.
+    assert h.ask(lambda rid: CancelEvent(rid, "unknown"))[0].success

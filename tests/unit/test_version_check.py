@@ -1,5 +1,6 @@
 """The versions a scheduler's info port tells, and which differences keep a client from shipping functions."""
 
+import dataclasses
 import json
 import pickle
 import platform
@@ -128,3 +129,14 @@ def test_the_error_survives_pickling():
 def test_the_error_has_no_wire_code_of_its_own():
     # The client raises it before any request; were a server ever to send it, it goes as an invalid request.
     assert failure_response(VersionMismatch("h", (("Python", "3.11.7", "3.12.1"),))).error is ErrorCode.INVALID_REQUEST
+
+
+def test_a_schedulers_incarnation_crosses_and_older_answers_without_it_still_read():
+    info = dataclasses.replace(HERE, incarnation="abc")
+    assert VersionInfo.decode(info.encode()) == info
+    without = json.dumps({"cloudburst": "0.1.0", "python": "3.11.7", "cloudpickle": "3.1.3", "protocol": 1})
+    assert VersionInfo.decode(without.encode()).incarnation == ""
+    odd = json.dumps(
+        {"cloudburst": "0.1.0", "python": "3.11.7", "cloudpickle": "3.1.3", "protocol": 1, "incarnation": 5}
+    )
+    assert VersionInfo.decode(odd.encode()).incarnation == ""

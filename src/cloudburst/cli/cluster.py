@@ -318,6 +318,38 @@ def scheduler_host(address: str, ports: RuntimePorts) -> str:
     return host
 
 
+def cancel(data_dir: Path, scheduler: str | None, request_id: str, timeout: float = 5.0) -> int:
+    """Stops request ``request_id`` through the local cluster's scheduler, or ``scheduler``.
+
+    Raises:
+        CloudburstError: No cluster is running and no scheduler was given.
+        DeadlineExceeded: The scheduler did not answer within ``timeout`` seconds.
+    """
+    host = _scheduler_of(data_dir, scheduler)
+    with Connection(host, host="127.0.0.1", timeout=timeout, check_versions=False) as connection:
+        connection.cancel(request_id)
+    print(f"Cancelled {request_id}: work not started is dropped, running work is interrupted.")
+    return 0
+
+
+def _scheduler_of(data_dir: Path, scheduler: str | None) -> str:
+    """The scheduler host a command talks to: ``--scheduler``, else the local cluster's.
+
+    Raises:
+        CloudburstError: No cluster is running and no scheduler was given.
+        ConfigError: ``scheduler`` names a port other than the connect port.
+    """
+    if scheduler is None:
+        state = running_cluster(find_cluster(data_dir, None, "status") or data_dir)
+        if state is None:
+            raise CloudburstError(
+                f"no cluster is running from {data_dir} (none started by `cloudburst up` is recorded there): start "
+                "one with `cloudburst up`, or ask a cluster elsewhere with --scheduler HOST"
+            )
+        scheduler = str(state["scheduler"])
+    return scheduler_host(scheduler, RuntimePorts())
+
+
 def status(data_dir: Path, scheduler: str | None, *, as_json: bool = False, timeout: float = 5.0) -> int:
     """Prints executors, pinned functions, DAGs and functions as the scheduler sees them: a table, or JSON.
 
@@ -326,16 +358,8 @@ def status(data_dir: Path, scheduler: str | None, *, as_json: bool = False, time
         ConfigError: ``scheduler`` names a port other than the connect port.
         DeadlineExceeded: The scheduler did not answer within ``timeout`` seconds.
     """
-    if scheduler is None:
-        state = running_cluster(find_cluster(data_dir, None, "status") or data_dir)
-        if state is None:
-            raise CloudburstError(
-                f"no cluster is running from {data_dir} (none started by `cloudburst up` is recorded there): start "
-                "one with `cloudburst up`, or ask a cluster elsewhere with `cloudburst status --scheduler HOST`"
-            )
-        scheduler = str(state["scheduler"])
     ports = RuntimePorts()
-    host = scheduler_host(scheduler, ports)
+    host = _scheduler_of(data_dir, scheduler)
     # Status ships no functions, so a cluster of other versions is still shown; the reply address is never used.
     with Connection(host, host="127.0.0.1", ports=ports, timeout=timeout, check_versions=False) as connection:
         view = connection.status()

@@ -296,6 +296,15 @@ def _add_cluster_parsers(commands: _Commands[argparse.ArgumentParser]) -> None:
         help="the cluster started with this data directory (default: %(default)s, or the one cluster running)",
     )
     down.add_argument("--host", help="the cluster started on this host")
+    cancel = commands.add_parser(
+        "cancel",
+        help="stop a request: work not started is dropped, running work interrupted",
+        description="Stops a request (a call's or DAG request's id, as futures and `cloudburst trace` show it): "
+        "work for it not started yet is dropped, running work is interrupted, and its caller gets Cancelled.",
+    )
+    cancel.add_argument("request_id", help="the request to stop")
+    cancel.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: %(default)s")
+    cancel.add_argument("--scheduler", metavar="HOST", help="ask this scheduler host instead of the local cluster's")
     status = commands.add_parser("status", help="show executors, pinned functions and DAGs")
     status.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: %(default)s")
     status.add_argument("--scheduler", metavar="HOST", help="ask this scheduler host instead of the local cluster's")
@@ -538,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"cloudburst: error: {error}", file=sys.stderr)
         return 2
-    quiet = args.command in ("demo", "status", "down", "keys", "trace", "drain")
+    quiet = args.command in ("demo", "status", "down", "keys", "trace", "drain", "cancel")
     level = args.log_level or ("WARNING" if quiet else "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _exit_with_parent(getattr(args, "parent_pid", None))
@@ -569,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
             return cluster.down(args.data_dir, args.host)
         if args.command == "status":
             return cluster.status(args.data_dir, args.scheduler, as_json=args.json, timeout=args.timeout)
+        if args.command == "cancel":
+            return cluster.cancel(args.data_dir, args.scheduler, args.request_id)
         from cloudburst.cli.demo import run_demo
 
         return run_demo(args.operations)

@@ -16,9 +16,9 @@ import sysconfig
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,15 @@ import cloudpickle
 import zmq
 
 from cloudburst.client.future import Future, ResultSlot
+from cloudburst.client.in_flight import RequestsInFlight, SentRequest
 from cloudburst.clock import TimestampGenerator, writer_id_for
 from cloudburst.config import RuntimePorts
 from cloudburst.errors import (
+    Cancelled,
     CloudburstError,
     DeadlineExceeded,
     DecodeError,
+    ExecutorLost,
     FunctionNotFound,
     InvalidRequest,
     NoResources,
@@ -42,9 +45,12 @@ from cloudburst.kvs.client import KvsClient
 from cloudburst.lattices import LwwLattice, SetLattice
 from cloudburst.protocol import codec
 from cloudburst.protocol.errors import error_from_response
+from cloudburst.protocol.exception_names import RetryExceptions, exception_names
 from cloudburst.protocol.messages import ConsistencyType
 from cloudburst.protocol.runtime_messages import (
+    DEFAULT_MAX_RETRIES,
     Arguments,
+    CancelRequest,
     ClusterStatus,
     Continuation,
     Dag,
@@ -60,9 +66,10 @@ from cloudburst.protocol.runtime_messages import (
     ResultDelivery,
 )
 from cloudburst.protocol.trigger_messages import DEFAULT_ACK_TIMEOUT, DEFAULT_MAX_ATTEMPTS, TriggerSpec
-from cloudburst.protocol.values import encode, from_lattice, serialize, to_lattice
+from cloudburst.protocol.values import encode, encode_error, from_lattice, serialize, to_lattice
 from cloudburst.protocol.versions import VersionInfo, check_compatible, local_version_info
 from cloudburst.shared.reference import CloudburstReference
+from cloudburst.transport.endpoints import parse_endpoint
 from cloudburst.transport.security import SecurityConfig, curve_client
 from cloudburst.transport.zmq import reply_socket
 
@@ -82,8 +89,15 @@ VERSION_CHECK_TIMEOUT = 1.0
 LEASE_TIMEOUT = 5.0
 #: Functions whose leases a connection keeps at once.
 _MAX_LEASES = 10_000
-#: Direct calls without a result yet that a connection counts per executor.
-_MAX_IN_FLIGHT = 100_000
+#: Seconds between two checks that the processes taking this connection's requests still run.
+_WATCH_EVERY = 0.5
+#: A request younger than this is not checked yet (most have answered by then).
+_CHECK_AFTER = 0.5
+#: How long the watchdog waits for the scheduler's answers: it is down, or restarting, if it takes longer.
+_WATCH_TIMEOUT = 1.0
+#: How long a request the scheduler may safely receive twice waits for an answer before it is sent again: a
+#: scheduler that died holding it never answers, its restarted successor answers the copy.
+_RESEND_AFTER = 2.0
 
 
 def _kvs_endpoint(answer: str) -> str:
@@ -124,11 +138,42 @@ def _ship_module_by_value(definition: object) -> None:
         cloudpickle.register_pickle_by_value(module)
 
 
-class FunctionHandle:
-    """A registered function; calling it runs it once and returns a :class:`Future`."""
+def _retry_names(what: str, retries: int | None, retry_exceptions: RetryExceptions) -> tuple[str, ...]:
+    """Checks a retry budget and returns the names of the exceptions it covers.
 
-    def __init__(self, name: str, connection: Connection) -> None:
+    Raises:
+        InvalidRequest: ``retries`` is negative, or ``retry_exceptions`` names something else than exceptions.
+    """
+    if retries is not None and retries < 0:
+        raise InvalidRequest(f"retries of {what!r} must be 0 or more, not {retries}")
+    try:
+        return exception_names(retry_exceptions)
+    except TypeError as error:
+        raise InvalidRequest(f"{what!r}: {error}") from None
+
+
+class FunctionHandle:
+    """A registered function; calling it runs it once and returns a :class:`Future`.
+
+    Args:
+        name: The function's name.
+        connection: The connection its calls go through.
+        retries: How many times a call may run again if its executor is lost (``None``: the cluster's default, 3;
+            0 for functions that must not run twice).
+        retry_exceptions: Program errors that run a call again too, within ``retries``: ``True`` for any
+            exception, or exception classes (subclasses included); none by default.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        connection: Connection,
+        retries: int | None = None,
+        retry_exceptions: RetryExceptions = None,
+    ) -> None:
         self.name = name
+        self.retries = retries
+        self.retry_exceptions = retry_exceptions
         self._connection = connection
 
     def __repr__(self) -> str:
@@ -142,7 +187,7 @@ class FunctionHandle:
             NoResources: No executor is available.
             DeadlineExceeded: The scheduler did not answer in time.
         """
-        return self._connection.call(self.name, *args)
+        return self._connection.call(self.name, *args, retries=self.retries, retry_exceptions=self.retry_exceptions)
 
 
 @dataclass(slots=True)
@@ -155,6 +200,7 @@ class _Lease:
     expires: float
     queued: tuple[int, ...]
     pinned: tuple[bool, ...]
+    incarnations: tuple[str, ...]
 
     def pick(self, rng: random.Random, in_flight: Mapping[str, int]) -> str:
         """The executor where the fewest calls wait (the lease's figure plus this connection's calls in flight),
@@ -170,33 +216,12 @@ class _Lease:
         best = min(keys)
         return rng.choice([executor for executor, key in zip(self.executors, keys, strict=True) if key == best])
 
-
-class _CallsInFlight:
-    """Calls this connection sent straight to executors and has no result for yet, counted per executor."""
-
-    def __init__(self) -> None:
-        self._where: dict[str, str] = {}
-        self.counts: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def sent(self, key: str, executor: str) -> None:
-        with self._lock:
-            if len(self._where) >= _MAX_IN_FLIGHT:
-                # Results that never came (their executor died): start counting afresh rather than grow.
-                self._where.clear()
-                self.counts.clear()
-            self._where[key] = executor
-            self.counts[executor] = self.counts.get(executor, 0) + 1
-
-    def done(self, key: str) -> None:
-        with self._lock:
-            executor = self._where.pop(key, None)
-            if executor is not None:
-                left = self.counts[executor] - 1
-                if left:
-                    self.counts[executor] = left
-                else:
-                    del self.counts[executor]
+    def incarnation(self, executor: str) -> str:
+        """The incarnation the lease names for ``executor`` (empty if it names none)."""
+        for endpoint, incarnation in zip(self.executors, self.incarnations, strict=True):
+            if endpoint == executor:
+                return incarnation
+        return ""
 
 
 class _VersionProbe:
@@ -297,9 +322,15 @@ class Connection:
         self._receiver.start()
         self._stamp = TimestampGenerator(writer_id_for(self.result_address))
         self._leases: dict[str, _Lease] = {}
-        self._in_flight = _CallsInFlight()
+        self._in_flight = RequestsInFlight()
+        self._retries: Counter[str] = Counter()
+        #: The scheduler's incarnation as last seen: requests placed through an earlier one are placed again.
+        self._scheduler_incarnation = ""
         self._rng = random.Random()
         self._leasing = True
+        #: Whether the scheduler told its versions (then it grants leases, and a lease it does not grant in time
+        #: is a scheduler restarting, not one without leases).
+        self._scheduler_known = False
         try:
             # Asked alongside the connect request, so that the check adds no round trip of its own.
             info = self.ports.info_endpoint(scheduler)
@@ -316,6 +347,8 @@ class Connection:
         except BaseException:
             self.close()
             raise
+        self._watchdog = threading.Thread(target=self._watch, name="cloudburst-watchdog", daemon=True)
+        self._watchdog.start()
 
     def __enter__(self) -> Connection:
         return self
@@ -329,6 +362,8 @@ class Connection:
             return
         self._closed.set()
         self._receiver.join()
+        if hasattr(self, "_watchdog"):
+            self._watchdog.join()
         if hasattr(self, "kvs"):
             self.kvs.close()
         with self._sockets_lock:
@@ -339,19 +374,39 @@ class Connection:
 
     # -- functions -----------------------------------------------------------------------------------------
 
-    def register(self, function: Callable[..., Any] | tuple[type, Any], name: str) -> FunctionHandle:
+    def register(
+        self,
+        function: Callable[..., Any] | tuple[type, Any],
+        name: str,
+        *,
+        retries: int | None = None,
+        retry_exceptions: RetryExceptions = None,
+    ) -> FunctionHandle:
         """Registers a function, or a class as ``(cls, init_args)`` instantiated once per executor.
 
         Registering an existing name replaces it; executors pick up the new version on their next call.
 
+        Args:
+            function: The function, or ``(cls, init_args)``.
+            name: The name it is called by.
+            retries: How many times the returned handle's calls may run again if their executor is lost
+                (``None``: 3; 0 for a function that must not run twice, whose lost calls fail with
+                ``ExecutorLost``).
+            retry_exceptions: Program errors that run the handle's calls again too, within ``retries``: ``True``
+                for any exception, or exception classes (subclasses included). By default a program's error
+                reaches its caller at once.
+
         Raises:
             EncodeError: The function cannot be pickled.
-            InvalidRequest: The name is empty.
+            InvalidRequest: The name is empty, ``retries`` is negative, or ``retry_exceptions`` names something
+                other than exception classes.
         """
+        _retry_names(name, retries, retry_exceptions)
         _ship_module_by_value(function[0] if isinstance(function, tuple) else function)
         body = serialize(function)
-        self._generic(self.ports.function_create, codec.encode_function(Function(name, body)), f"register {name!r}")
-        return FunctionHandle(name, self)
+        payload = codec.encode_function(Function(name, body))
+        self._generic(self.ports.function_create, payload, f"register {name!r}", resend=True)
+        return FunctionHandle(name, self, retries, retry_exceptions)
 
     def get_function(self, name: str) -> FunctionHandle | None:
         """A handle for a registered function, or ``None`` if there is none of that name."""
@@ -359,17 +414,36 @@ class Connection:
 
     def list(self, prefix: str = "") -> list[str]:
         """The registered functions whose names start with ``prefix``, sorted."""
-        reply = self._request(self.ports.list, prefix.encode(), "list functions")
+        reply = self._request(self.ports.list, prefix.encode(), "list functions", resend=True)
         return sorted(codec.decode_string_set(reply, "function list"))
 
-    def call(self, name: str, *args: object, consistency: ConsistencyType = ConsistencyType.NORMAL) -> Future:
-        """Runs a registered function once.
+    def call(
+        self,
+        name: str,
+        *args: object,
+        consistency: ConsistencyType = ConsistencyType.NORMAL,
+        retries: int | None = None,
+        retry_exceptions: RetryExceptions = None,
+        timeout: float | None = None,
+    ) -> Future:
+        """Runs a registered function once (or again, elsewhere, if its executor is lost).
+
+        Args:
+            name: The function.
+            args: Its arguments (futures become references to their results).
+            consistency: The consistency level of the call.
+            retries: How many times it may run again if its executor is lost (``None``: 3).
+            retry_exceptions: Program errors that run it again too, within ``retries`` (see :meth:`register`).
+            timeout: Seconds until its deadline (the connection's default when ``None``): a call not started by
+                then is dropped, one still running is stopped.
 
         Raises:
             FunctionNotFound: No function of that name is registered.
             NoResources: No executor is available.
             DeadlineExceeded: The scheduler did not answer in time.
+            InvalidRequest: ``retries`` is negative, or ``retry_exceptions`` names something else than exceptions.
         """
+        names = _retry_names(name, retries, retry_exceptions)
         arguments, references = self._arguments(args)
         # A call referencing keys goes through the scheduler, which places it near them; any other goes straight
         # to an executor the scheduler leased for the function, a hop and a round trip shorter.
@@ -385,18 +459,42 @@ class Connection:
             response_address=self.result_address,
             delivery=ResultDelivery.NOTIFY_AND_STORE,
             function_version=lease.version if lease is not None else 0,
+            deadline=time.time() + (self.timeout if timeout is None else timeout),
+            max_retries=retries,
+            retry_exceptions=names,
+            stamp=time.time_ns() // 1000,
         )
         try:
             if lease is not None:
                 executor = lease.pick(self._rng, self._in_flight.counts)
                 self._push(executor, codec.encode_executor_request(call))
-                self._in_flight.sent(response_key, executor)
+                sent = SentRequest(response_key, call, executor, lease.incarnation(executor), time.monotonic())
+                self._in_flight.sent(sent)
             else:
-                self._generic(self.ports.function_call, codec.encode_function_call(call), f"call of {name!r}")
+                self._place(call)
+                self._placed(response_key, call, slot)
         except BaseException:
             self._forget(response_key)
             raise
         return self._future(response_key, slot)
+
+    def _place(self, call: FunctionCall | DagCall) -> GenericResponse:
+        """Has the scheduler place a call or DAG request; sent again if the scheduler dies holding it, unless the
+        request must not run twice."""
+        if isinstance(call, FunctionCall):
+            port, payload, what = self.ports.function_call, codec.encode_function_call(call), f"call of {call.name!r}"
+        else:
+            port, payload, what = self.ports.dag_call, codec.encode_dag_call(call), f"call of DAG {call.name!r}"
+        return self._generic(port, payload, what, resend=call.max_retries != 0)
+
+    def _placed(self, key: str, call: FunctionCall | DagCall, slot: ResultSlot) -> None:
+        """Remembers a request the scheduler placed, to place it again should the scheduler restart before it
+        ends (the new scheduler's ledger does not know it)."""
+        if call.max_retries == 0:
+            return
+        self._in_flight.sent(SentRequest(key, call, "", self._scheduler_incarnation, time.monotonic()))
+        if slot.filled():  # answered before it was remembered
+            self._in_flight.done(key)
 
     def _lease(self, name: str) -> _Lease | None:
         """Where calls of ``name`` may go directly, asking the scheduler when the last answer has expired.
@@ -412,8 +510,12 @@ class Connection:
         if not self._leasing:
             return None
         try:
-            reply = self._request(self.ports.function_lease, name.encode(), f"lease of {name!r}", LEASE_TIMEOUT)
+            reply = self._request(
+                self.ports.function_lease, name.encode(), f"lease of {name!r}", LEASE_TIMEOUT, resend=True
+            )
         except DeadlineExceeded:
+            if self._scheduler_known:
+                return None  # placed through the scheduler this time, which waits for it
             # A scheduler without leases (an older one) never answers: place calls through it from now on.
             logger.warning("the scheduler at %s grants no leases; calls go through it", self.scheduler)
             self._leasing = False
@@ -424,7 +526,14 @@ class Connection:
             raise error_from_response(refusal, f"call of {name!r}")
         if not granted.executors:
             raise NoResources(f"call of {name!r}: the scheduler leased no executor")
-        lease = _Lease(granted.function_version, granted.executors, now + granted.ttl, granted.queued, granted.pinned)
+        lease = _Lease(
+            granted.function_version,
+            granted.executors,
+            now + granted.ttl,
+            granted.queued,
+            granted.pinned,
+            granted.incarnations,
+        )
         if len(self._leases) >= _MAX_LEASES:
             self._leases.clear()
         self._leases[name] = lease
@@ -510,6 +619,8 @@ class Connection:
         client_id: str | None = None,
         continuation: DagCall | None = None,
         reads: Mapping[str, Iterable[str]] | None = None,
+        retries: int | None = None,
+        retry_exceptions: RetryExceptions = None,
     ) -> DagCall:
         """Builds a DAG call without sending it (for example to pass as another call's continuation).
 
@@ -524,7 +635,15 @@ class Connection:
             reads: Per function, keys it reads besides its reference arguments. The scheduler places the function
                 near them; under MULTI the request's first read keeps versions of them consistent with it, so a
                 later function reading them cannot meet a ``CausalConflict``.
+            retries: How many times the request may run again, from the start, if an executor running a stage is
+                lost (``None``: 3; 0 when the DAG's functions must not run twice).
+            retry_exceptions: Program errors that run the function raising them again, within ``retries``
+                (see :meth:`register`).
+
+        Raises:
+            InvalidRequest: ``retries`` is negative, or ``retry_exceptions`` names something else than exceptions.
         """
+        names = _retry_names(f"DAG {name}", retries, retry_exceptions)
         function_args: dict[str, Arguments] = {}
         references: dict[str, tuple[str, ...]] = {}
         for fname, values in arguments.items():
@@ -544,10 +663,17 @@ class Connection:
             continuation=Continuation(continuation.name, call=continuation) if continuation is not None else None,
             delivery=ResultDelivery.NOTIFY_ONLY if direct_response else ResultDelivery.NOTIFY_AND_STORE,
             references=references,
+            max_retries=retries,
+            retry_exceptions=names,
         )
 
-    def call_dag(self, call: DagCall) -> Future:
+    def call_dag(self, call: DagCall, *, timeout: float | None = None) -> Future:
         """Sends a DAG call built by :meth:`build_dag_call`.
+
+        Args:
+            call: The call.
+            timeout: Seconds until its deadline (the connection's default when ``None``, unless the call has one):
+                stages not started by then are dropped, running ones stopped.
 
         Raises:
             DagNotFound: No DAG of that name.
@@ -562,14 +688,23 @@ class Connection:
         known_id = final.output_key
         if known_id:
             self._expect(known_id)
+        if timeout is not None or not call.deadline:
+            call = replace(call, deadline=time.time() + (self.timeout if timeout is None else timeout))
+        if not call.stamp:
+            call = replace(call, stamp=time.time_ns() // 1000)
         try:
-            reply = self._generic(self.ports.dag_call, codec.encode_dag_call(call), f"call of DAG {call.name!r}")
+            reply = self._place(call)
         except BaseException:
             if known_id:
                 self._forget(known_id)
             raise
         result_id = known_id or reply.response_id
-        return self._future(result_id, self._expect(result_id))
+        slot = self._expect(result_id)
+        if not known_id and call.continuation is None:
+            call = replace(call, output_key=result_id)  # so that, placed again, it answers under the same key
+        if known_id or call.continuation is None:
+            self._placed(result_id, call, slot)
+        return self._future(result_id, slot)
 
     async def call_dag_async(self, call: DagCall, timeout: float | None = None) -> Any:  # noqa: ANN401, ASYNC109
         """Sends a DAG call and awaits its result, without blocking the event loop.
@@ -690,7 +825,7 @@ class Connection:
         Raises:
             DeadlineExceeded: The scheduler did not answer in time.
         """
-        return codec.decode_cluster_status(self._request(self.ports.status_query, b"", "status"))
+        return codec.decode_cluster_status(self._request(self.ports.status_query, b"", "status", resend=True))
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
@@ -748,28 +883,48 @@ class Connection:
         cluster = probe.answer(wait)
         if cluster is None:
             return
+        self._scheduler_known = True
+        self._scheduler_incarnation = cluster.incarnation
         ours = local_version_info()
         if ours != cluster:
             # Other differences (the cloudburst or protocol version) are allowed: the wire stays compatible.
             logger.debug("versions: this client %s, the cluster %s", ours, cluster)
         check_compatible(ours, cluster, self.scheduler)
 
-    def _request(self, port: int, payload: bytes, what: str, timeout: float | None = None) -> bytes:
+    def _request(
+        self, port: int, payload: bytes, what: str, timeout: float | None = None, *, resend: bool = False
+    ) -> bytes:
+        """The scheduler's answer on ``port``.
+
+        A request sent while the scheduler is down waits in the socket until it is back; one the scheduler took
+        and died holding is never answered, so with ``resend`` (requests it may safely receive twice) it is sent
+        again every :data:`_RESEND_AFTER` seconds until ``timeout``.
+
+        Raises:
+            DeadlineExceeded: No answer in time.
+        """
         if self._closed.is_set():
             raise CloudburstError(f"{what}: the connection is closed")
         wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
         endpoint = f"tcp://{self.scheduler}:{port}"
-        socket = self._thread_socket(zmq.REQ, endpoint)
-        socket.send(payload)
-        if socket.poll(int(wait * 1000)):
-            return socket.recv()
-        # A REQ socket that got no reply cannot send again: replace it so the next request starts clean.
-        del self._local.sockets[(zmq.REQ, endpoint)]
-        socket.close(linger=0)
+        while True:
+            socket = self._thread_socket(zmq.REQ, endpoint)
+            socket.send(payload)
+            left = deadline - time.monotonic()
+            if socket.poll(max(0, int(1000 * (min(left, _RESEND_AFTER) if resend else left)))):
+                return socket.recv()
+            # A REQ socket that got no reply cannot send again: replace it (dropping the unanswered copy).
+            del self._local.sockets[(zmq.REQ, endpoint)]
+            socket.close(linger=0)
+            if not resend or time.monotonic() >= deadline or self._closed.is_set():
+                break
+            self._retries["requests_resent"] += 1
+            logger.info("%s: no answer from the scheduler at %s in %g s; sent again", what, endpoint, _RESEND_AFTER)
         raise DeadlineExceeded(f"{what}: the scheduler at {self.scheduler}:{port} did not answer in {wait:g} s")
 
-    def _generic(self, port: int, payload: bytes, what: str) -> GenericResponse:
-        reply = self._request(port, payload, what)
+    def _generic(self, port: int, payload: bytes, what: str, *, resend: bool = False) -> GenericResponse:
+        reply = self._request(port, payload, what, resend=resend)
         try:
             response = codec.decode_generic_response(reply)
         except DecodeError as error:
@@ -793,8 +948,126 @@ class Connection:
 
     def _future(self, result_id: str, slot: ResultSlot) -> Future:
         return Future(
-            result_id, slot, lambda: self._stored_result(result_id), self.timeout, lambda: self._forget(result_id)
+            result_id,
+            slot,
+            lambda: self._stored_result(result_id),
+            self.timeout,
+            lambda: self._forget(result_id),
+            lambda: self.cancel(result_id),
         )
+
+    def cancel(self, request_id: str) -> bool:
+        """Stops a request (a call's or DAG request's id, as its future's ``obj_id``): work not started is dropped,
+        running work is interrupted, and its future raises :class:`~cloudburst.errors.Cancelled`.
+
+        Returns:
+            Whether this connection was waiting for its result (a request of another client is cancelled too).
+
+        Raises:
+            DeadlineExceeded: The scheduler did not answer in time.
+        """
+        error = Cancelled(f"request {request_id} was cancelled by its caller", request_id=request_id)
+        with self._slots_lock:
+            slot = self._slots.get(request_id)
+        waiting = slot is not None and slot.fill(encode_error(error))
+        payload = codec.encode_cancel_request(CancelRequest(request_id))
+        executor = self._in_flight.where(request_id)
+        if executor is not None:
+            # Sent straight there: the scheduler does not know of it.
+            self._push(self._cancel_endpoint(executor), payload)
+            self._in_flight.done(request_id)
+        self._generic(self.ports.cancel, payload, f"cancel of {request_id!r}", resend=True)
+        return waiting
+
+    def retry_counts(self) -> dict[str, int]:
+        """What this connection did about failures so far: requests it placed again because their executor or
+        scheduler was lost (``placed_again_executor_lost``, ``placed_again_scheduler_restarted``) or failed with
+        ``ExecutorLost`` (``failed_executor_lost``: no retry left), requests it sent again to a scheduler that did
+        not answer (``requests_resent``), and results it dropped because its caller already had one
+        (``duplicate_results_dropped``: a request run twice answers twice, the caller sees one).
+        The scheduler's own re-runs are in its metrics (``cloudburst_scheduler_reexecution_total``)."""
+        return dict(self._retries)
+
+    def _cancel_endpoint(self, executor: str) -> str:
+        """The cancel port of the executor whose control endpoint is ``executor``."""
+        endpoint = parse_endpoint(executor)
+        tid = endpoint.port - self.ports.executor_control
+        return self.ports.executor_cancel_endpoint(endpoint.host, tid)
+
+    def _watch(self) -> None:
+        """The watchdog thread: places again the requests whose executor or scheduler was lost."""
+        while not self._closed.wait(_WATCH_EVERY):
+            stale = self._in_flight.older_than(time.monotonic() - _CHECK_AFTER)
+            now = time.time()
+            for request in stale:
+                if request.call.deadline and now >= request.call.deadline:
+                    self._in_flight.done(request.key)  # its future raises DeadlineExceeded
+            live = [request for request in stale if not request.call.deadline or now < request.call.deadline]
+            try:
+                self._check_executors([request for request in live if request.direct])
+                self._check_scheduler([request for request in live if not request.direct])
+            except CloudburstError as error:
+                logger.info("cannot check the requests in flight now: %s", error)
+
+    def _check_executors(self, direct: Sequence[SentRequest]) -> None:
+        """Places again, through the scheduler, the direct calls whose executor is no longer in its function's
+        lease under the incarnation that took them (it restarted or left)."""
+        by_function: dict[str, list[SentRequest]] = {}
+        for request in direct:
+            by_function.setdefault(request.call.name, []).append(request)
+        for name, requests in by_function.items():
+            reply = self._request(self.ports.function_lease, name.encode(), f"lease of {name!r}", _WATCH_TIMEOUT)
+            lease = codec.decode_function_lease(reply)
+            alive = dict(zip(lease.executors, lease.incarnations, strict=True))
+            for request in requests:
+                if request.incarnation and alive.get(request.executor) != request.incarnation:
+                    endpoint = parse_endpoint(request.executor)
+                    where = f"{endpoint.host}:{endpoint.port - self.ports.executor_control}"
+                    self._place_again(request, (where, "its process is gone (it restarted or left)"))
+
+    def _check_scheduler(self, placed: Sequence[SentRequest]) -> None:
+        """Places again the requests an earlier life of the scheduler placed: its successor does not know them."""
+        if not placed:
+            return
+        info = VersionInfo.decode(self._request(self.ports.info, b"", "scheduler info", _WATCH_TIMEOUT))
+        if not info.incarnation:
+            return
+        self._scheduler_incarnation = info.incarnation
+        for request in placed:
+            if request.incarnation and request.incarnation != info.incarnation:
+                self._place_again(request, None)
+
+    def _place_again(self, request: SentRequest, lost: tuple[str, str] | None) -> None:
+        """Places a request again (``lost``: the executor lost with it and why; ``None``: its scheduler was), or
+        fails it with ``ExecutorLost`` when it may not run again."""
+        if self._in_flight.done(request.key) is None:
+            return  # answered meanwhile
+        with self._slots_lock:
+            slot = self._slots.get(request.key)
+        if slot is None:
+            return  # nobody waits for it any more
+        call = request.call
+        retries = DEFAULT_MAX_RETRIES if call.max_retries is None else call.max_retries
+        if isinstance(call, FunctionCall):
+            if lost is not None and call.attempt > retries:
+                error = ExecutorLost(
+                    f"request {request.key} was lost with its executor {lost[0]} and not run again (it may run "
+                    f"at most {retries + 1} time(s))",
+                    (lost,),
+                    function=call.name,
+                    request_id=request.key,
+                )
+                slot.fill(encode_error(error))
+                self._retries["failed_executor_lost"] += 1
+                return
+            call = replace(call, attempt=call.attempt + 1, function_version=0)
+        self._retries["placed_again_executor_lost" if lost is not None else "placed_again_scheduler_restarted"] += 1
+        try:
+            self._place(call)
+        except CloudburstError as error:
+            logger.warning("could not place request %s again after it was lost: %s", request.key, error)
+            return
+        self._placed(request.key, call, slot)
 
     def _stored_result(self, key: str) -> EncodedValue | None:
         lattice = self.kvs.get(key)
@@ -821,5 +1094,5 @@ class Connection:
                     self._early[result.id] = result.value
                     if len(self._early) > _EARLY_RESULTS:
                         self._early.popitem(last=False)
-            if slot is not None:
-                slot.fill(result.value)
+            if slot is not None and not slot.fill(result.value):
+                self._retries["duplicate_results_dropped"] += 1

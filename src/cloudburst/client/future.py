@@ -14,6 +14,7 @@ from cloudburst.protocol.values import decode
 
 #: Pause before the first KVS check for a result whose notification has not arrived, doubling after each check.
 _FIRST_FALLBACK_CHECK = 1.0
+_FILL_LOCK = threading.Lock()
 
 
 class ResultSlot:
@@ -25,10 +26,23 @@ class ResultSlot:
         self._event = threading.Event()
         self.value: EncodedValue | None = None
 
-    def fill(self, value: EncodedValue) -> None:
-        """Stores the result and wakes every waiter."""
-        self.value = value
+    def fill(self, value: EncodedValue) -> bool:
+        """Stores the result and wakes every waiter; the first value wins (a request run again after its executor
+        was lost may answer twice, and a cancelled one keeps its cancellation).
+
+        Returns:
+            Whether this value was taken.
+        """
+        with _FILL_LOCK:  # the receiver thread and a cancelling caller may race
+            if self.value is not None:
+                return False
+            self.value = value
         self._event.set()
+        return True
+
+    def filled(self) -> bool:
+        """Whether the result is there."""
+        return self.value is not None
 
     def wait(self, seconds: float) -> bool:
         """Waits up to ``seconds`` for the result; True once it is there."""
@@ -48,6 +62,7 @@ class Future:
         fetch: Reads the stored result from the KVS (``None`` while absent).
         default_timeout: Deadline of :meth:`get` and of :meth:`result` without a timeout.
         release: Called once the result is taken, so the client forgets the slot.
+        cancel: Asks the cluster to stop the request (see :meth:`cancel`).
     """
 
     def __init__(
@@ -57,12 +72,26 @@ class Future:
         fetch: Callable[[], EncodedValue | None],
         default_timeout: float,
         release: Callable[[], None],
+        cancel: Callable[[], bool] | None = None,
     ) -> None:
         self.obj_id = obj_id
         self._slot = slot
         self._fetch = fetch
         self._default_timeout = default_timeout
         self._release = release
+        self._cancel = cancel
+
+    def cancel(self) -> bool:
+        """Stops the request: work not started is dropped, running work is interrupted (an executor whose code does
+        not stop within its grace period is restarted), and a DAG's later stages never start. :meth:`result` then
+        raises :class:`~cloudburst.errors.Cancelled`.
+
+        Returns:
+            False when the result had already arrived (nothing is stopped then), else True.
+        """
+        if self._cancel is None or self.done():
+            return False
+        return self._cancel()
 
     def __repr__(self) -> str:
         return f"Future({self.obj_id!r}, done={self.done()})"

@@ -14,10 +14,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import zmq
+
 from cloudburst.cluster.child import ChildProcess
 from cloudburst.cluster.serve import serve_until_signalled
-from cloudburst.config import NodeConfig
+from cloudburst.config import NodeConfig, RuntimePorts
 from cloudburst.errors import DeadlineExceeded
+from cloudburst.protocol import codec
+from cloudburst.protocol.runtime_messages import ExecutorType, ThreadStatus
+from cloudburst.transport.zmq import PushSocketCache
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +98,10 @@ class NodeGroup:
         self.cache_endpoints: dict[str, str] = {}
         #: Set by a local provisioner's drain: no executor of the node is restarted any more, whatever its exit.
         self.draining = False
+        #: Crashed executors whose loss the schedulers were told of, until they are restarted.
+        self._reported: set[int] = set()
+        self._loss_context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._loss_push: PushSocketCache | None = None
 
     def _security_args(self) -> list[str]:
         security = self.config.security
@@ -158,11 +167,18 @@ class NodeGroup:
         """
         self._supervise_cache(now)
         restarted = []
-        for tid, executor in enumerate(self.executors):
-            code = executor.exit_code()
-            # Exit code 0 is a finished departure (a drain), not a crash: it is not undone; nor is a draining
-            # node's executor brought back.
-            if code is None or code == 0 or self.draining or tid in self._given_up:
+        # Exit code 0 is a finished departure (a drain), not a crash: it is not undone; nor is a draining node's
+        # executor brought back.
+        crashed = [
+            (tid, executor, code)
+            for tid, executor in enumerate(self.executors)
+            if (code := executor.exit_code()) is not None and code != 0 and not self.draining
+        ]
+        for tid, _, _ in crashed:
+            if tid not in self._given_up and tid not in self._reported:
+                self._report_loss(tid)
+        for tid, executor, code in crashed:
+            if tid in self._given_up:
                 continue
             name, tail = executor.name, executor.log_text()[-_CRASH_LOG_TAIL:]
             if not self._budgets[tid].allow(now):
@@ -171,9 +187,24 @@ class NodeGroup:
                 continue
             logger.warning("%s exited with code %s; restarting it. Its output ends with:\n%s", name, code, tail)
             executor.stop()
+            self._reported.discard(tid)
             executor.start()
             restarted.append(tid)
         return restarted
+
+    def _report_loss(self, tid: int) -> None:
+        """Tells the schedulers at once that executor ``tid``'s process died, as its last status would have (not
+        running): the requests it held run again elsewhere now, not after its restart and first report."""
+        if self._loss_push is None:
+            self._loss_context = zmq.Context()
+            self._loss_push = PushSocketCache(self._loss_context, linger_ms=0, security=self.config.security)
+        kind = ExecutorType.GPU if self.config.is_gpu(tid) else ExecutorType.CPU
+        notice = codec.encode_scheduler_message(
+            ThreadStatus(self.config.host, tid, running=False, type=kind, crashed=True)
+        )
+        for scheduler in self.config.schedulers:
+            self._loss_push.send(RuntimePorts().scheduler_internal_endpoint(scheduler), notice)
+        self._reported.add(tid)
 
     def _supervise_cache(self, now: float) -> None:
         """Restarts a crashed cache on its ports; executors reconnect by themselves.
@@ -214,6 +245,10 @@ class NodeGroup:
         for executor in self.executors:
             executor.stop()
         self.cache.stop()
+        if self._loss_push is not None and self._loss_context is not None:
+            self._loss_push.close()
+            self._loss_context.term()
+            self._loss_push = self._loss_context = None
 
     def pids(self) -> list[int]:
         """The running processes: the cache, then the executors by tid."""

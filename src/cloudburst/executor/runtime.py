@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cloudburst.clock import Clock, SystemClock
+from cloudburst.clock import Clock, RequestTimestamps, SystemClock
 from cloudburst.config import ExecutorConfig
 from cloudburst.errors import (
+    Cancelled,
     CausalModeUnavailable,
     CloudburstError,
     DeadlineExceeded,
@@ -40,6 +41,7 @@ from cloudburst.errors import (
 )
 from cloudburst.executor.causal import CausalContext, CausalSession, SessionMetadata, latest_value
 from cloudburst.executor.causal_io import CausalDataClient
+from cloudburst.executor.interrupts import Interrupter
 from cloudburst.executor.state import (
     DagRunItem,
     EncodedResult,
@@ -55,13 +57,50 @@ from cloudburst.kvs.client import KvsClient
 from cloudburst.lattices import LwwLattice, MultiKeyCausalLattice, VectorClock
 from cloudburst.protocol import values
 from cloudburst.protocol.codec import StorableLattice, decode_lattice
+from cloudburst.protocol.exception_names import matches
 from cloudburst.protocol.messages import ConsistencyType
-from cloudburst.protocol.runtime_messages import Arguments, FunctionCall, KeyVersion, ResultDelivery
+from cloudburst.protocol.runtime_messages import (
+    DEFAULT_MAX_RETRIES,
+    Arguments,
+    FunctionCall,
+    KeyVersion,
+    ResultDelivery,
+)
 from cloudburst.protocol.trigger_messages import TriggerFiring
 from cloudburst.retry import RetryPolicy
 from cloudburst.shared.reference import CloudburstReference
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Serving:
+    """What an invocation serves.
+
+    Attributes:
+        requests: The ids a cancellation may name its requests by.
+        deadline: When their callers stop waiting (wall seconds; 0: never).
+        retry_exceptions: Exceptions that run it again (qualified class names).
+        retries: How many times at most.
+        stamp: When its request was first placed (microseconds; 0: its writes are stamped by this executor).
+        depth: Its function's depth in the request's DAG.
+        request: Its request's key.
+    """
+
+    requests: tuple[str, ...]
+    deadline: float
+    retry_exceptions: tuple[str, ...] = ()
+    retries: int = 0
+    stamp: int = 0
+    depth: int = 0
+    request: str = ""
+
+    def timestamps(self) -> RequestTimestamps | None:
+        """Fresh timestamps for one run's LWW writes: each run of the request repeats the same ones."""
+        return RequestTimestamps(self.stamp, self.depth, self.request) if self.stamp else None
+
+
+_IDLE = _Serving((), 0.0)
 
 #: One-shot functions kept loaded (least recently used evicted).
 ONE_SHOT_CACHE_SIZE = 64
@@ -175,13 +214,19 @@ class FunctionRuntime:
         causal: CausalDataClient | None = None,
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
+        interrupter: Interrupter | None = None,
     ) -> None:
         self._config = config
+        self._interrupter = interrupter
+        #: What the running invocation serves: for cancellations, deadlines and retries of program errors.
+        self._serving = _IDLE
         self._kvs = kvs
         self._causal = causal
         self._library = library
         self._clock = clock or SystemClock()
         self._retry = retry or RetryPolicy()
+        #: Runs of a function again after it raised an exception its caller asked to retry.
+        self.exception_retries = 0
         self._node = f"{config.host}:{config.tid}"
         self._pinned: dict[str, UserFunction] = {}
         self._one_shot: OrderedDict[str, _LoadedFunction] = OrderedDict()
@@ -258,12 +303,30 @@ class FunctionRuntime:
     # -- running -----------------------------------------------------------------------------------------------
 
     def run_one_shot(self, call: FunctionCall) -> RunOutcome:
-        """Runs a one-shot call to completion; the outcome's result is what the caller gets."""
+        """Runs a one-shot call to completion; the outcome's result is what the caller gets.
+
+        A call cancelled or past its deadline before it starts fails at once; one cancelled or past its deadline
+        while it runs is stopped (see :mod:`cloudburst.executor.interrupts`).
+        """
+        refusal = self._refusal((call.response_key,), call.deadline)
+        if refusal is not None:
+            return RunFailed(self._with_context(refusal, call.name, None, call.response_key or None))
         self._library.legacy_forms = call.delivery == ResultDelivery.LEGACY and call.trigger is None
+        retries = DEFAULT_MAX_RETRIES if call.max_retries is None else call.max_retries
+        self._serving = _Serving(
+            (call.response_key,),
+            call.deadline,
+            call.retry_exceptions,
+            retries - call.attempt + 1,
+            call.stamp if call.trigger is None else 0,
+            request=call.response_key,
+        )
         try:
             return self._run_one_shot(call)
         finally:
             self._library.legacy_forms = False
+            self._serving = _IDLE
+            self._library.request_timestamps = None
             self._library.end_invocation()
 
     def _run_one_shot(self, call: FunctionCall) -> RunOutcome:
@@ -286,12 +349,30 @@ class FunctionRuntime:
         Returns:
             One outcome per item, in item order.
         """
+        requests = tuple(request for item in run.items for request in item.names)
+        deadlines = [item.deadline for item in run.items if item.deadline]
+        deadline = min(deadlines) if deadlines else 0.0
+        refusal = self._refusal(requests, deadline)
+        if refusal is not None:
+            # Cancelled or expired before it started: none of its items runs, and nothing downstream either.
+            return tuple(
+                RunFailed(self._with_context(refusal, run.function, item.dag, item.request_id)) for item in run.items
+            )
         # Our readers load the original forms too, so one original client's request in a batch decides.
         self._library.legacy_forms = any(item.legacy for item in run.items)
+        # A batch retries program errors only as all its items ask.
+        policies = {(item.retry_exceptions, item.retries) for item in run.items}
+        names, retries = policies.pop() if len(policies) == 1 else ((), 0)
+        # A batch's writes serve several requests: this executor's clock stamps them.
+        (first, *others) = run.items
+        stamp = first.stamp if not others else 0
+        self._serving = _Serving(requests, deadline, names, retries, stamp, first.depth, first.result_key)
         try:
             return self._run_dag(run)
         finally:
             self._library.legacy_forms = False
+            self._serving = _IDLE
+            self._library.request_timestamps = None
             self._library.end_invocation()
 
     def _run_dag(self, run: RunDagInstruction) -> tuple[RunOutcome, ...]:
@@ -391,7 +472,7 @@ class FunctionRuntime:
             return RunFailed(self._with_context(error, name, dag, request_id))
         self._library.session = session
         try:
-            result = function(self._library, *prepared)
+            result = self._invoke(function, prepared)
         except (Exception, SystemExit) as error:
             self._end_session(session, context)
             return RunFailed(self._user_error(error, traceback.format_exc(), name, dag, request_id))
@@ -437,7 +518,7 @@ class FunctionRuntime:
 
     def _run_item(self, function: UserFunction, name: str, item: DagRunItem, arguments: list[object]) -> RunOutcome:
         try:
-            result = function(self._library, *arguments)
+            result = self._invoke(function, arguments)
         except (Exception, SystemExit) as error:
             return RunFailed(self._user_error(error, traceback.format_exc(), name, item.dag, item.request_id))
         return self._encode(result, item.output, item.invalid_results, name, item.dag, item.request_id)
@@ -464,7 +545,7 @@ class FunctionRuntime:
         except ValueError as error:
             return fail_all(f"cannot batch {run.function!r}: {error}")
         try:
-            result = function(self._library, *columns)
+            result = self._invoke(function, columns)
         except (Exception, SystemExit) as error:
             trace = traceback.format_exc()
             return {
@@ -478,6 +559,43 @@ class FunctionRuntime:
             index: self._encode(value, item.output, item.invalid_results, run.function, item.dag, item.request_id)
             for (index, item), value in zip(items, result, strict=True)
         }
+
+    def _invoke(self, function: UserFunction, arguments: Sequence[object]) -> Any:  # noqa: ANN401 - user data
+        """Calls user code, stoppable by a cancellation of a request it serves or by its deadline, and again (after
+        a back-off) when it raises an exception its caller asked to retry.
+
+        Raises:
+            Cancelled: A request it serves was cancelled while it ran.
+            DeadlineExceeded: It ran past its deadline.
+            BaseException: Whatever the user code raised, once no retry is left.
+        """
+        serving = self._serving
+        attempt = 1
+        while True:
+            self._library.request_timestamps = serving.timestamps()
+            try:
+                if self._interrupter is None:
+                    return function(self._library, *arguments)
+                with self._interrupter.invocation(serving.requests, serving.deadline):
+                    return function(self._library, *arguments)
+            except (Cancelled, DeadlineExceeded):
+                raise
+            except Exception as error:
+                pause = self._retry.backoff(attempt)
+                now = self._clock.wall_ns() / 1e9
+                in_time = not serving.deadline or now + pause < serving.deadline
+                if attempt > serving.retries or not in_time or not matches(error, serving.retry_exceptions):
+                    raise
+                requests, retries = ", ".join(serving.requests), serving.retries
+                logger.info("request %s raised %r; run again (retry %d of %d)", requests, error, attempt, retries)
+                self.exception_retries += 1
+                time.sleep(pause)
+                attempt += 1
+
+    def _refusal(self, requests: Sequence[str], deadline: float) -> CloudburstError | None:
+        if self._interrupter is None:
+            return None
+        return self._interrupter.refusal(requests, deadline, self._clock.wall_ns() / 1e9)
 
     # -- arguments and results ---------------------------------------------------------------------------------
 

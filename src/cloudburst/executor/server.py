@@ -27,8 +27,10 @@ from cloudburst.config import ExecutorConfig
 from cloudburst.errors import CloudburstError, DecodeError
 from cloudburst.executor.causal import WriterCounter
 from cloudburst.executor.causal_io import CausalDataClient
+from cloudburst.executor.interrupts import Interrupter
 from cloudburst.executor.local_tier import LocalReadTier
 from cloudburst.executor.runtime import FunctionRuntime
+from cloudburst.executor.sentinel import Sentinel
 from cloudburst.executor.state import (
     DagRunDoneEvent,
     EncodedResult,
@@ -92,12 +94,14 @@ class ExecutorServer:
     Args:
         config: Identity, ports, schedulers, KVS and limits.
         clock: Time source of the state machine and of run durations (tests may inject one).
+        own_process: The executor is a process of its own, which may end itself when interrupted user code does
+            not stop (its node restarts it); an executor embedded in another program never does.
 
     Raises:
         TransportError: A port cannot be bound (another executor with this tid on this host?).
     """
 
-    def __init__(self, config: ExecutorConfig, clock: Clock | None = None) -> None:
+    def __init__(self, config: ExecutorConfig, clock: Clock | None = None, *, own_process: bool = False) -> None:
         self.config = config
         self._clock = clock or SystemClock()
         self._context = new_context(config.security)
@@ -151,7 +155,14 @@ class ExecutorServer:
         except BaseException:
             self.close()
             raise
-        self.runtime = FunctionRuntime(config, self._kvs, self._library, causal=causal)
+        # Ending the process is only for an executor that is one (not for one embedded in a test or a program).
+        self._interrupter = Interrupter(self._clock, config.stop_grace if own_process else None)
+        try:
+            self._sentinel = Sentinel(config, self._context, self._interrupter, self._clock, may_exit=own_process)
+        except BaseException:
+            self.close()
+            raise
+        self.runtime = FunctionRuntime(config, self._kvs, self._library, causal=causal, interrupter=self._interrupter)
         self.state = ExecutorState(config, incarnation)
         node = f"{config.host}:{config.tid}"
         #: Trace hops go to the management service, when there is one.
@@ -201,6 +212,8 @@ class ExecutorServer:
         if self._scheduler_list is not None:
             poller.register(self._scheduler_list.socket, zmq.POLLIN)
         logger.info("executor %s:%d serving on %s", self.config.host, self.config.tid, self.control_endpoint)
+        self._interrupter.attach()
+        self._sentinel.start()
         self._feed(StartEvent())
         next_tick = self._clock.now() + _TICK_SECONDS
         while not self._stopping:
@@ -221,6 +234,9 @@ class ExecutorServer:
 
     def close(self) -> None:
         """Closes sockets, the KVS client and the metrics endpoint."""
+        sentinel = getattr(self, "_sentinel", None)
+        if sentinel is not None:
+            sentinel.close()
         self.metrics.close()
         if self._library is not None:
             self._library.close()
@@ -263,6 +279,7 @@ class ExecutorServer:
             self._send(instruction.address, instruction.message)
         elif isinstance(instruction, RunDagInstruction):
             assert self._library is not None
+            self._sentinel.publish(self.state.status(), self.state.schedulers())
             started = self._clock.now()
             outcomes = self.runtime.run_dag(instruction)
             duration = self._clock.now() - started
@@ -270,6 +287,7 @@ class ExecutorServer:
             return DagRunDoneEvent(instruction.run_id, outcomes, duration, wall, self._library.take_reads())
         elif isinstance(instruction, RunOneShotInstruction):
             assert self._library is not None
+            self._sentinel.publish(self.state.status(), self.state.schedulers())
             started = self._clock.now()
             outcome = self.runtime.run_one_shot(instruction.call)
             duration = self._clock.now() - started
@@ -382,4 +400,4 @@ def run_executor(config: ExecutorConfig, ready_file: Path | None = None) -> int:
     Raises:
         TransportError: A port cannot be bound.
     """
-    return serve_until_signalled(ExecutorServer(config), ready_file)
+    return serve_until_signalled(ExecutorServer(config, own_process=True), ready_file)

@@ -36,6 +36,7 @@ from cloudburst.executor.causal import CausalContext, SessionMetadata, join_meta
 from cloudburst.protocol import codec, values
 from cloudburst.protocol.messages import ConsistencyType
 from cloudburst.protocol.runtime_messages import (
+    DEFAULT_MAX_RETRIES,
     Arguments,
     CallResult,
     Continuation,
@@ -289,6 +290,12 @@ class DagRunItem:
             itself so that a request reads its own writes on any node.
         legacy: The request comes from an original client, so values the function stores are in the forms that
             client's serializer reads.
+        deadline: When its caller stops waiting (wall seconds; 0: never).
+        result_key: Where its result goes (the output key, else the request id), the id callers cancel it by.
+        retry_exceptions: Exceptions that run the function again (qualified class names), ``retries`` times at most.
+        retries: See ``retry_exceptions``.
+        stamp: When the request was first placed (microseconds), which its LWW writes are stamped from.
+        depth: The function's depth in the DAG (see :class:`cloudburst.clock.RequestTimestamps`).
     """
 
     request_id: str
@@ -299,6 +306,17 @@ class DagRunItem:
     causal: CausalContext | None = None
     upstream_writes: tuple[str, ...] = ()
     legacy: bool = False
+    deadline: float = 0.0
+    result_key: str = ""
+    retry_exceptions: tuple[str, ...] = ()
+    retries: int = 0
+    stamp: int = 0
+    depth: int = 0
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The ids a cancellation may name the request by."""
+        return (self.request_id, self.result_key) if self.result_key else (self.request_id,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,12 +424,15 @@ class _Tally:
 
 @dataclass(frozen=True, slots=True)
 class _Destination:
-    """Where a result (or error) goes: the pushed id, the push address, the delivery mode, the KVS key."""
+    """Where a result (or error) goes: the pushed id, the push address, the delivery mode, the KVS key; and the
+    scheduler that placed the request, told when it is over (``attempt_id``: the call's key or schedule's id)."""
 
     result_id: str
     response_address: str
     delivery: ResultDelivery
     one_shot: bool = False
+    placed_by: str = ""
+    attempt_id: str = ""
 
 
 class ExecutorState:
@@ -675,17 +696,21 @@ class ExecutorState:
             return
         self._busy += event.duration
         self._tally_function(call.name, event.duration)
-        if call.placed_by:
-            # The placing scheduler counts this executor busy until it hears the call is done.
-            done = replace(self.status(), finished=(call.response_key,))
-            out.append(SendInstruction(self.config.ports.scheduler_internal_endpoint(call.placed_by), done))
         outcome = event.outcome
         request_id = call.trigger.id if call.trigger is not None else call.response_key
         self._record_hop(request_id, call.name, "", event.outcome, event.duration, event.wall_time, event.reads)
         if call.trigger is not None:
+            self._notify_done(call.placed_by, call.response_key, out)
             self._acknowledge_trigger(call.trigger, outcome, out)
             return
-        destination = _Destination(call.response_key, call.response_address, call.delivery, one_shot=True)
+        destination = _Destination(
+            call.response_key,
+            call.response_address,
+            call.delivery,
+            one_shot=True,
+            placed_by=call.placed_by,
+            attempt_id=call.response_key,
+        )
         if isinstance(outcome, RunFailed):
             self._remember(call.response_key, call.name, "failed")
             self._deliver(destination, self._error_result(outcome.error), out)
@@ -949,7 +974,20 @@ class ExecutorState:
             upstream_writes = tuple(sorted({version.key for trigger in triggers for version in trigger.dependencies}))
         legacy = schedule.delivery == ResultDelivery.LEGACY
         item = DagRunItem(
-            schedule.id, schedule.dag.name, arguments, output, invalid_results, causal, upstream_writes, legacy
+            schedule.id,
+            schedule.dag.name,
+            arguments,
+            output,
+            invalid_results,
+            causal,
+            upstream_writes,
+            legacy,
+            schedule.deadline,
+            schedule.output_key or schedule.id,
+            schedule.retry_exceptions,
+            DEFAULT_MAX_RETRIES if schedule.max_retries is None else schedule.max_retries,
+            schedule.stamp,
+            schedule.dag.depth(schedule.target_function),
         )
         # A causal function reads and writes in its own request's session, so it never batches.
         return item, causal is None and (fn.batching or reference.batching)
@@ -1038,15 +1076,31 @@ class ExecutorState:
                 error = NoResources(f"no scheduler is known to run continuation {continuation.name!r}")
                 self._deliver(self._final_destination(schedule), self._error_result(error), out)
             else:
+                # This DAG is done; the scheduler taking the continuation enters the next one.
+                self._notify_done(schedule.placed_by, schedule.id, out)
                 out.append(SendInstruction(scheduler, message))
             return
-        destination = _Destination(schedule.output_key or schedule.id, schedule.response_address, schedule.delivery)
+        destination = _Destination(
+            schedule.output_key or schedule.id,
+            schedule.response_address,
+            schedule.delivery,
+            placed_by=schedule.placed_by,
+            attempt_id=schedule.id,
+        )
         self._deliver(destination, result, out, stored=stored)
+
+    def _notify_done(self, placed_by: str, attempt_id: str, out: list[ExecutorInstruction]) -> None:
+        """Tells the scheduler that placed a request that it is over here: it runs nothing again for it, and counts
+        this executor free."""
+        if placed_by:
+            done = replace(self.status(), finished=(attempt_id,))
+            out.append(SendInstruction(self.config.ports.scheduler_internal_endpoint(placed_by), done))
 
     def _deliver(
         self, destination: _Destination, result: EncodedResult, out: list[ExecutorInstruction], *, stored: bool = False
     ) -> None:
         """Pushes and/or stores a result (or error) as the caller's delivery mode asks."""
+        self._notify_done(destination.placed_by, destination.attempt_id, out)
         address = destination.response_address
         push = store = False
         if destination.delivery == ResultDelivery.LEGACY:
@@ -1078,9 +1132,10 @@ class ExecutorState:
         while continuation is not None and continuation.name and continuation.call is not None:
             last = continuation.call
             continuation = last.continuation
-        if last is None:
-            return _Destination(schedule.output_key or schedule.id, schedule.response_address, schedule.delivery)
-        return _Destination(last.output_key or schedule.id, last.response_address, last.delivery)
+        key, address, delivery = schedule.output_key or schedule.id, schedule.response_address, schedule.delivery
+        if last is not None:
+            key, address, delivery = last.output_key or schedule.id, last.response_address, last.delivery
+        return _Destination(key, address, delivery, placed_by=schedule.placed_by, attempt_id=schedule.id)
 
     def take_hops(self) -> list[TraceHop]:
         """The trace hops recorded since the last call, oldest first."""
@@ -1207,8 +1262,13 @@ class ExecutorState:
         key = (schedule.id, schedule.target_function)
         self._counters["not_pinned_errors"] += 1
         self._remember(key[0], key[1], "not pinned")
-        error = NotPinned(reason, function=key[1], dag=schedule.dag.name, node=self.node, request_id=schedule.id)
-        self._deliver(self._final_destination(schedule), self._error_result(error), out)
+        if schedule.placed_by:
+            # Its scheduler places it again (this executor restarted since it was placed): not the caller's error.
+            refusal = replace(self.status(), refused=(schedule.id,))
+            out.append(SendInstruction(self.config.ports.scheduler_internal_endpoint(schedule.placed_by), refusal))
+        else:
+            error = NotPinned(reason, function=key[1], dag=schedule.dag.name, node=self.node, request_id=schedule.id)
+            self._deliver(self._final_destination(schedule), self._error_result(error), out)
         request = self._requests.get(key)  # absent unless triggers came first
         if request is None:
             self._mark_finished(key, now)

@@ -20,7 +20,7 @@ from typing import Any, overload
 
 import zmq
 
-from cloudburst.clock import TimestampGenerator, writer_id_for
+from cloudburst.clock import RequestTimestamps, TimestampGenerator, writer_id_for
 from cloudburst.config import ExecutorConfig
 from cloudburst.errors import CausalModeUnavailable, LatticeTypeMismatch, TransportError
 from cloudburst.executor.causal import CausalSession, latest_value
@@ -96,6 +96,9 @@ class UserLibrary:
         self._push = push
         self._id: ExecutorId = (config.host, config.tid)
         self._timestamps = timestamps or TimestampGenerator(writer_id_for(f"{config.host}:{config.tid}"))
+        #: Stamps the running run's LWW writes from its request, so a retry repeats them (set by the runtime per
+        #: run; ``None``: this executor's clock stamps them, as for a batch serving several requests).
+        self.request_timestamps: RequestTimestamps | None = None
         self._inbox = context.socket(zmq.PULL)
         #: Anyone who reaches the inbox port can fill it with garbage: each kind is logged at most once a minute.
         self._rejected = RejectLog()
@@ -187,7 +190,7 @@ class UserLibrary:
             DeadlineExceeded: The KVS did not acknowledge within the executor's KVS timeout.
         """
         if isinstance(key, str):
-            lattice = values.to_lattice(value, self._timestamps, legacy=self.legacy_forms)
+            lattice = values.to_lattice(value, self.request_timestamps or self._timestamps, legacy=self.legacy_forms)
             self._kvs.put(key, lattice, timeout=self._config.kvs_timeout)
             if self._writes is not None:
                 self._writes.add(key)
@@ -196,7 +199,7 @@ class UserLibrary:
         if not isinstance(value, Sequence) or isinstance(value, str | bytes) or len(value) != len(keys):
             raise ValueError(f"put of {len(keys)} keys needs a list of {len(keys)} values")
         items: Mapping[str, Lattice] = {
-            name: values.to_lattice(item, self._timestamps, legacy=self.legacy_forms)
+            name: values.to_lattice(item, self.request_timestamps or self._timestamps, legacy=self.legacy_forms)
             for name, item in zip(keys, value, strict=True)
         }
         self._kvs.put_many(items, timeout=self._config.kvs_timeout)

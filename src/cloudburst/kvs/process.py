@@ -59,7 +59,11 @@ class KvsProcess:
         self.addresses: KvsAddresses | None = None
 
     def __enter__(self) -> KvsProcess:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self._workdir.cleanup()  # __exit__ is not called when __enter__ raises
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -51,6 +51,7 @@ from cloudburst.protocol.messages import (
 from cloudburst.protocol.runtime_messages import (
     Arguments,
     CallResult,
+    CancelRequest,
     ClusterStatus,
     Continuation,
     Dag,
@@ -527,6 +528,11 @@ def _dag_call_to_pb(call: DagCall, out: cloudburst_pb2.DagCall) -> None:
     out.delivery = call.delivery  # type: ignore[assignment]
     for name, keys in call.references.items():
         out.references[name].keys.extend(keys)
+    out.deadline = call.deadline
+    if call.max_retries is not None:
+        out.max_retries = call.max_retries
+    out.retry_exceptions.extend(call.retry_exceptions)
+    out.stamp = call.stamp
 
 
 def _dag_call_from_pb(pb: cloudburst_pb2.DagCall, what: str) -> DagCall:
@@ -542,6 +548,10 @@ def _dag_call_from_pb(pb: cloudburst_pb2.DagCall, what: str) -> DagCall:
         else None,
         delivery=_enum(ResultDelivery, pb.delivery, f"{what}.delivery"),
         references={name: tuple(keys.keys) for name, keys in pb.references.items()},
+        deadline=_finite(pb.deadline, f"{what}.deadline"),
+        max_retries=pb.max_retries if pb.HasField("max_retries") else None,
+        retry_exceptions=tuple(pb.retry_exceptions),
+        stamp=pb.stamp,
     )
 
 
@@ -576,6 +586,12 @@ def _function_call_to_pb(call: FunctionCall, out: cloudburst_pb2.FunctionCall) -
     if call.trigger is not None:
         _firing_to_pb(call.trigger, out.trigger)
     out.placed_by = call.placed_by
+    out.deadline = call.deadline
+    if call.max_retries is not None:
+        out.max_retries = call.max_retries
+    out.attempt = call.attempt
+    out.retry_exceptions.extend(call.retry_exceptions)
+    out.stamp = call.stamp
 
 
 def _function_call_from_pb(pb: cloudburst_pb2.FunctionCall, what: str) -> FunctionCall:
@@ -592,6 +608,11 @@ def _function_call_from_pb(pb: cloudburst_pb2.FunctionCall, what: str) -> Functi
         references=tuple(pb.references),
         trigger=_firing_from_pb(pb.trigger, f"{what}.trigger") if pb.HasField("trigger") else None,
         placed_by=pb.placed_by,
+        deadline=_finite(pb.deadline, f"{what}.deadline"),
+        max_retries=pb.max_retries if pb.HasField("max_retries") else None,
+        attempt=max(pb.attempt, 1),
+        retry_exceptions=tuple(pb.retry_exceptions),
+        stamp=pb.stamp,
     )
 
 
@@ -613,6 +634,12 @@ def _schedule_to_pb(schedule: DagSchedule, out: cloudburst_pb2.DagSchedule) -> N
     out.delivery = schedule.delivery  # type: ignore[assignment]
     for name, keys in schedule.references.items():
         out.references[name].keys.extend(keys)
+    out.deadline = schedule.deadline
+    out.placed_by = schedule.placed_by
+    if schedule.max_retries is not None:
+        out.max_retries = schedule.max_retries
+    out.retry_exceptions.extend(schedule.retry_exceptions)
+    out.stamp = schedule.stamp
 
 
 def _schedule_from_pb(pb: cloudburst_pb2.DagSchedule, what: str) -> DagSchedule:
@@ -633,6 +660,11 @@ def _schedule_from_pb(pb: cloudburst_pb2.DagSchedule, what: str) -> DagSchedule:
         else None,
         delivery=_enum(ResultDelivery, pb.delivery, f"{what}.delivery"),
         references={name: tuple(keys.keys) for name, keys in pb.references.items()},
+        deadline=_finite(pb.deadline, f"{what}.deadline"),
+        placed_by=pb.placed_by,
+        max_retries=pb.max_retries if pb.HasField("max_retries") else None,
+        retry_exceptions=tuple(pb.retry_exceptions),
+        stamp=pb.stamp,
     )
 
 
@@ -694,6 +726,8 @@ def _thread_status_to_pb(status: ThreadStatus, out: internal_pb2.ThreadStatus) -
     out.departed = status.departed
     out.queued = status.queued
     out.finished.extend(status.finished)
+    out.crashed = status.crashed
+    out.refused.extend(status.refused)
 
 
 def _thread_status_from_pb(pb: internal_pb2.ThreadStatus, what: str) -> ThreadStatus:
@@ -708,6 +742,8 @@ def _thread_status_from_pb(pb: internal_pb2.ThreadStatus, what: str) -> ThreadSt
         departed=pb.departed,
         queued=pb.queued,
         finished=tuple(pb.finished),
+        crashed=pb.crashed,
+        refused=tuple(pb.refused),
     )
 
 
@@ -805,6 +841,29 @@ def decode_dag_call(data: bytes) -> DagCall:
     return _dag_call_from_pb(_parse(cloudburst_pb2.DagCall, data, "DagCall"), "DagCall")
 
 
+def encode_cancel_request(request: CancelRequest) -> bytes:
+    """Encodes a cancellation."""
+    return _serialize(cloudburst_pb2.CancelRequest(request_id=request.request_id), "CancelRequest")
+
+
+def decode_cancel_request(data: bytes) -> CancelRequest:
+    """Decodes a cancellation.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``CancelRequest``, or it names no request.
+    """
+    pb = _parse(cloudburst_pb2.CancelRequest, data, "CancelRequest")
+    if not pb.request_id:
+        raise DecodeError("CancelRequest", "it names no request")
+    return CancelRequest(pb.request_id)
+
+
+def _finite(value: float, what: str) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise DecodeError(what, f"must be a non-negative number of seconds, not {value}")
+    return value
+
+
 def encode_continuation(continuation: Continuation) -> bytes:
     """Encodes a continuation."""
     pb = cloudburst_pb2.Continuation()
@@ -840,6 +899,7 @@ def encode_function_lease(lease: FunctionLease) -> bytes:
         error_message=lease.error_message,
         queued=lease.queued,
         pinned=lease.pinned,
+        incarnations=lease.incarnations,
     )
     return _serialize(pb, "FunctionLease")
 
@@ -857,8 +917,12 @@ def decode_function_lease(data: bytes) -> FunctionLease:
     # A scheduler that does not report loads sends none: every executor counts as idle and unpinned.
     queued = tuple(pb.queued) or (0,) * count
     pinned = tuple(pb.pinned) or (False,) * count
-    if len(queued) != count or len(pinned) != count:
-        raise DecodeError("FunctionLease", f"{count} executors but {len(queued)} loads and {len(pinned)} pin flags")
+    incarnations = tuple(pb.incarnations) or ("",) * count
+    if not len(queued) == len(pinned) == len(incarnations) == count:
+        raise DecodeError(
+            "FunctionLease",
+            f"{count} executors but {len(queued)} loads, {len(pinned)} pin flags and {len(incarnations)} incarnations",
+        )
     return FunctionLease(
         function=pb.function,
         function_version=pb.function_version,
@@ -868,6 +932,7 @@ def decode_function_lease(data: bytes) -> FunctionLease:
         error_message=pb.error_message,
         queued=queued,
         pinned=pinned,
+        incarnations=incarnations,
     )
 
 

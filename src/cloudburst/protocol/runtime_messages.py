@@ -17,6 +17,8 @@ from cloudburst.protocol.trigger_messages import TriggerFiring
 
 #: The pseudo-source of the trigger that starts a DAG's source functions.
 BEGIN = "BEGIN"
+#: How many times a request may run again when it does not say (as Ray's task retries).
+DEFAULT_MAX_RETRIES = 3
 
 
 class ExecutionType(enum.IntEnum):
@@ -105,6 +107,18 @@ class FunctionCall:
     trigger: TriggerFiring | None = None
     #: The host of the scheduler that placed the call, which the executor tells when the call is done.
     placed_by: str = ""
+    #: When the caller stops waiting (wall seconds since the epoch; 0: never).
+    deadline: float = 0.0
+    #: How many times the call may run again if its executor is lost (``None``: the scheduler's default).
+    max_retries: int | None = None
+    #: Which run of the call this is, from 1.
+    attempt: int = 1
+    #: Exceptions that run the call again (within ``max_retries``): qualified class names, subclasses included
+    #: (see :mod:`cloudburst.protocol.exception_names`).
+    retry_exceptions: tuple[str, ...] = ()
+    #: When the request was first placed (microseconds since the epoch; 0: not yet): every run stamps its LWW writes
+    #: from it (see :class:`cloudburst.clock.RequestTimestamps`).
+    stamp: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +172,18 @@ class Dag:
                 frontier.extend(self.downstream(name))
         return tuple(found)
 
+    def depth(self, function: str) -> int:
+        """How many functions the longest path from a source to ``function`` passes before it (0 for a source)."""
+        depths: dict[str, int] = {}
+
+        def visit(name: str) -> int:  # memoized: a chain of diamonds would otherwise take exponential time
+            if name not in depths:
+                upstream = self.upstream(name)
+                depths[name] = 1 + max(visit(source) for source in upstream) if upstream else 0
+            return depths[name]
+
+        return visit(function)
+
     def sources(self) -> tuple[str, ...]:
         """The functions with no upstream, in DAG order."""
         sinks = {link.sink for link in self.connections}
@@ -187,6 +213,11 @@ class DagCall:
     continuation: Continuation | None = None
     delivery: ResultDelivery = ResultDelivery.LEGACY
     references: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: As in :class:`FunctionCall` (``retry_exceptions`` apply to every function).
+    deadline: float = 0.0
+    max_retries: int | None = None
+    retry_exceptions: tuple[str, ...] = ()
+    stamp: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "function_args", _frozen_map(self.function_args))
@@ -212,6 +243,7 @@ class FunctionLease:
         error: Why the lease was refused (with ``error_message``); ``NO_CLOUDBURST_ERROR`` when granted.
         queued: Per executor: calls queued or running there, as the scheduler knew when it granted the lease.
         pinned: Per executor: whether it hosts DAG functions (one-shot calls go to the others first).
+        incarnations: Per executor: its incarnation, which a restart changes.
     """
 
     function: str
@@ -222,6 +254,7 @@ class FunctionLease:
     error_message: str = ""
     queued: tuple[int, ...] = ()
     pinned: tuple[bool, ...] = ()
+    incarnations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +275,15 @@ class DagSchedule:
     continuation: Continuation | None = None
     delivery: ResultDelivery = ResultDelivery.LEGACY
     references: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: When the caller stops waiting (wall seconds since the epoch; 0: never).
+    deadline: float = 0.0
+    #: The scheduler that scheduled the request, which the sink tells when it is done.
+    placed_by: str = ""
+    #: As in :class:`DagCall`: how often a function may run again after raising one of ``retry_exceptions``.
+    max_retries: int | None = None
+    retry_exceptions: tuple[str, ...] = ()
+    #: As in :class:`FunctionCall`.
+    stamp: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "locations", _frozen_map(self.locations))
@@ -269,6 +311,13 @@ class DagTrigger:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """Stop a request: a one-shot call's response key, or a DAG request's id or output key."""
+
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ThreadStatus:
     """An executor's report of itself."""
 
@@ -285,6 +334,11 @@ class ThreadStatus:
     queued: int = 0
     #: Response keys of calls placed by the receiving scheduler that are done.
     finished: tuple[str, ...] = ()
+    #: Sent by the node's supervisor: the process died (``running`` is False too), with whatever it held.
+    crashed: bool = False
+    #: Schedule ids of DAG requests placed by the receiving scheduler that could not run here (their function is
+    #: not pinned here: the executor restarted since), for the scheduler to run again elsewhere.
+    refused: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

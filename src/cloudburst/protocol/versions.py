@@ -32,16 +32,22 @@ class VersionInfo:
         python: The Python version (``platform.python_version()``).
         cloudpickle: The cloudpickle version.
         protocol: The wire protocol's version (:data:`PROTOCOL_VERSION`).
+        incarnation: Which life of the answering process this is (a scheduler's changes when it restarts, and with
+            it the requests it knew of: clients place theirs again); empty when it does not tell.
     """
 
     cloudburst: str
     python: str
     cloudpickle: str
     protocol: int
+    incarnation: str = ""
 
     def encode(self) -> bytes:
         """The info port's answer."""
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        document = asdict(self)
+        if not self.incarnation:
+            del document["incarnation"]
+        return json.dumps(document, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> VersionInfo:
@@ -66,7 +72,14 @@ class VersionInfo:
             missing.append("protocol")
         if missing or type(protocol) is not int:
             raise DecodeError("scheduler info", f"missing or mistyped field(s): {', '.join(missing)}")
-        return cls(str(texts["cloudburst"]), str(texts["python"]), str(texts["cloudpickle"]), protocol)
+        incarnation = document.get("incarnation")
+        return cls(
+            str(texts["cloudburst"]),
+            str(texts["python"]),
+            str(texts["cloudpickle"]),
+            protocol,
+            incarnation if isinstance(incarnation, str) else "",
+        )
 
 
 @functools.cache

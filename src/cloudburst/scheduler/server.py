@@ -13,6 +13,7 @@ All logic lives in the state; this loop only moves bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import logging
@@ -22,6 +23,7 @@ from collections import deque
 from pathlib import Path
 
 import zmq
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from cloudburst.clock import Clock, SystemClock
 from cloudburst.cluster.serve import serve_until_signalled
@@ -33,6 +35,7 @@ from cloudburst.protocol import codec
 from cloudburst.protocol.errors import failure_response
 from cloudburst.protocol.runtime_messages import (
     CallResult,
+    CancelRequest,
     DagSchedule,
     EncodedValue,
     ExecutorStatistics,
@@ -46,6 +49,7 @@ from cloudburst.protocol.trigger_messages import TriggerAck
 from cloudburst.protocol.versions import local_version_info
 from cloudburst.scheduler.policy import PolicyOptions
 from cloudburst.scheduler.state import (
+    CancelEvent,
     ConnectEvent,
     ConnectReply,
     DagCallEvent,
@@ -75,7 +79,7 @@ from cloudburst.scheduler.state import (
     SchedulerTickEvent,
     StatusQueryEvent,
 )
-from cloudburst.telemetry.metrics import MetricsEndpoint, SchedulerMetrics
+from cloudburst.telemetry.metrics import CallbackCollector, MetricsEndpoint, SchedulerMetrics
 from cloudburst.telemetry.reporter import TelemetryReporter
 from cloudburst.transport.endpoints import ReplyPolicy
 from cloudburst.transport.guard import RejectLog, ReplyGate
@@ -113,6 +117,7 @@ class _PublicPort(enum.Enum):
     DAG_DELETE = "dag_delete"
     STATUS_QUERY = "status_query"
     FUNCTION_LEASE = "function_lease"
+    CANCEL = "cancel"
 
 
 def _text(payload: bytes, what: str) -> str:
@@ -144,6 +149,8 @@ def _decode_request(port: _PublicPort, request_id: int, payload: bytes) -> Sched
         return DagDeleteEvent(request_id, _text(payload, "DAG name"))
     if port is _PublicPort.FUNCTION_LEASE:
         return FunctionLeaseEvent(request_id, _text(payload, "function name"))
+    if port is _PublicPort.CANCEL:
+        return CancelEvent(request_id, codec.decode_cancel_request(payload).request_id)
     return StatusQueryEvent(request_id)
 
 
@@ -170,6 +177,8 @@ def _encode_pushed(message: PushedMessage) -> bytes:
         return codec.encode_encoded_value(message)
     if isinstance(message, TriggerAck):
         return codec.encode_trigger_ack(message)
+    if isinstance(message, CancelRequest):
+        return codec.encode_cancel_request(message)
     return codec.encode_executor_request(message)
 
 
@@ -197,7 +206,9 @@ class SchedulerServer:
         #: Answers every request with the versions clients check theirs against (not a state-machine port).
         self._info = self._socket(zmq.ROUTER, _REPLY_LINGER_MS)
         self._info.setsockopt(zmq.MAXMSGSIZE, _INFO_MAX_REQUEST_BYTES)
-        self._info_answer = local_version_info().encode()
+        #: A restarted scheduler has forgotten the requests it placed: clients see it change and place them again.
+        self.incarnation = uuid.uuid4().hex
+        self._info_answer = dataclasses.replace(local_version_info(), incarnation=self.incarnation).encode()
         self._kvs: KvsClient | None = None
         #: Asks the management service for the scheduler list, when there is one.
         self._scheduler_list: SchedulerListClient | None = None
@@ -237,7 +248,27 @@ class SchedulerServer:
         self._metrics = SchedulerMetrics(
             self.metrics.registry, executors=lambda: len(self.state.executors()), waiting=lambda: len(self._waiting)
         )
+        self.metrics.registry.register(CallbackCollector(self._reexecution_metrics))
         self.metrics.start()
+
+    def _reexecution_metrics(self) -> list[Metric]:
+        counters = self.state.counters()
+        family = CounterMetricFamily(
+            "cloudburst_scheduler_reexecution",
+            "Requests this scheduler placed again (lost with their executor, refused by a restarted one, or held "
+            "until they could be placed), and what became of them.",
+            labels=["outcome"],
+        )
+        for outcome, value in (
+            ("lost", counters.requests_lost),
+            ("rerun", counters.requests_rerun),
+            ("failed", counters.requests_failed_lost),
+            ("cancelled", counters.requests_cancelled),
+            ("refused", counters.requests_refused),
+            ("held", counters.requests_held),
+        ):
+            family.add_metric([outcome], value)
+        return [family]
 
     def _socket(self, kind: int, linger_ms: int) -> zmq.Socket[bytes]:
         socket = self._context.socket(kind)

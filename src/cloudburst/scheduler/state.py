@@ -44,6 +44,7 @@ from cloudburst.errors import (
     DagAlreadyExists,
     DagNotFound,
     DecodeError,
+    ExecutorLost,
     FunctionNotFound,
     InvalidDag,
     InvalidRequest,
@@ -56,7 +57,9 @@ from cloudburst.protocol import codec, values
 from cloudburst.protocol.errors import failure_response
 from cloudburst.protocol.runtime_messages import (
     BEGIN,
+    DEFAULT_MAX_RETRIES,
     CallResult,
+    CancelRequest,
     ClusterStatus,
     Continuation,
     Dag,
@@ -82,6 +85,7 @@ from cloudburst.protocol.runtime_messages import (
     UnpinFunction,
 )
 from cloudburst.protocol.trigger_messages import TriggerAck, TriggerFiring
+from cloudburst.scheduler.ledger import LedgerEntry, RequestLedger
 from cloudburst.scheduler.policy import (
     ExecutorCandidate,
     ExecutorId,
@@ -122,8 +126,6 @@ MAX_DAG_FETCH_ATTEMPTS = 3
 MAX_UNRESOLVED = 4096
 #: Entries of the debugging story log.
 STORY_LENGTH = 10_000
-#: One-shot calls placed at one executor and not yet reported done that are remembered (more means a lost report).
-MAX_OUTSTANDING = 4096
 
 
 # -- events ----------------------------------------------------------------------------------------------------
@@ -171,6 +173,14 @@ class FunctionLeaseEvent:
 
     request_id: int
     function: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelEvent:
+    """A client (or an operator) cancels a request, by the key its result goes to."""
+
+    request_id: int
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +270,7 @@ SchedulerEvent = (
     | DagCallEvent
     | DagDeleteEvent
     | StatusQueryEvent
+    | CancelEvent
     | InternalMessageEvent
     | KvsReadDoneEvent
     | KvsWriteDoneEvent
@@ -276,6 +287,7 @@ ClientRequestEvent = (
     | DagCallEvent
     | DagDeleteEvent
     | StatusQueryEvent
+    | CancelEvent
 )
 
 
@@ -301,7 +313,9 @@ class FunctionListReply:
 Reply = GenericResponse | ConnectReply | FunctionListReply | ClusterStatus | FunctionLease
 #: What the scheduler pushes: envelopes to executors and peers, errors to callers (a ``CallResult`` for clients
 #: that asked to be notified, a bare ``Value`` for original clients).
-PushedMessage = ExecutorRequest | SchedulerStatus | CallResult | EncodedValue | TriggerAck | ExecutorStatistics
+PushedMessage = (
+    ExecutorRequest | SchedulerStatus | CallResult | EncodedValue | TriggerAck | ExecutorStatistics | CancelRequest
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +384,20 @@ class SchedulerCounters:
     late_pins_undone: int = 0
     unpins_sent: int = 0
     executors_expired: int = 0
+    leases_granted: int = 0
+    pushes_refused: int = 0
+    repair_pins_sent: int = 0
+    replicas_restored: int = 0
+    trigger_runs: int = 0
+    #: Requests whose executor was lost, run again, failed with ``ExecutorLost``, and cancelled.
+    requests_lost: int = 0
+    requests_rerun: int = 0
+    requests_failed_lost: int = 0
+    requests_cancelled: int = 0
+    #: Requests accepted while they could not be placed, placed once executors were back (or failed at deadline).
+    requests_held: int = 0
+    #: Requests an executor could not run (their function was not pinned there), placed again.
+    requests_refused: int = 0
 
 
 # -- internal records ------------------------------------------------------------------------------------------
@@ -618,9 +646,9 @@ class SchedulerState:
         self._assignments: dict[ExecutorId, deque[float]] = {}
         #: When each executor was last backed off.
         self._backoff: dict[ExecutorId, float] = {}
-        #: One-shot calls this scheduler placed and the executor has not yet reported done, by response key: an
-        #: executor runs one call at a time, so these say which executors are free now.
-        self._outstanding: dict[ExecutorId, dict[str, None]] = {}
+        #: Requests this scheduler placed and has not heard finished: what runs where (an executor runs one call at a
+        #: time, so this says which are free), what to run again when an executor is lost, where to cancel.
+        self._ledger = RequestLedger()
         #: Which node caches hold which KVS keys, from the caches' key-set reports (rebuilt every report period).
         self._key_locations: dict[str, tuple[str, ...]] = {}
         self._unresolved: OrderedDict[str, _Unresolved] = OrderedDict()
@@ -693,6 +721,8 @@ class SchedulerState:
             self._handle_function_call(_LeaseRequest(event.request_id), FunctionCall(event.function), out)
         elif isinstance(event, StatusQueryEvent):
             self._reply(event.request_id, self.cluster_status(), out)
+        elif isinstance(event, CancelEvent):
+            self._handle_cancel(event.request_id, event.key, out)
         elif isinstance(event, RecoverEvent):
             self._start_recovery(out)
         elif isinstance(event, SchedulersListedEvent):
@@ -918,7 +948,7 @@ class SchedulerState:
         """Calls waiting or running at ``eid``: what it last reported, or what this scheduler sent it since."""
         record = self._executors.get(eid)
         reported = record.status.queued if record is not None else 0
-        return max(reported, len(self._outstanding.get(eid, ())))
+        return max(reported, self._ledger.queued(eid))
 
     def _grant_lease(self, request_id: int, function: str, out: list[SchedulerInstruction]) -> None:
         """Lets a client send calls of ``function`` straight to the executors that would run them.
@@ -941,6 +971,7 @@ class SchedulerState:
             ttl=self.config.report_period,
             queued=tuple(self._queued(eid) for eid in pool),
             pinned=tuple(bool(self._executors[eid].functions) for eid in pool),
+            incarnations=tuple(self._incarnation(eid) for eid in pool),
         )
         self._reply(request_id, lease, out)
 
@@ -957,22 +988,53 @@ class SchedulerState:
             rotation=call.name,
             idle_first=True,
         )
-        if target is None:
-            self._fail_call(origin, NoResources(f"no CPU executor is available to run {call.name!r}"), out)
-            return
         response_key = call.response_key or self._new_id()
         placed = replace(
-            call, response_key=response_key, function_version=self._functions[call.name], placed_by=self.config.host
+            call,
+            response_key=response_key,
+            function_version=self._functions[call.name],
+            placed_by=self.config.host,
+            stamp=call.stamp or (self._wall_micros() if call.trigger is None else 0),
         )
-        self._assign(target)
-        outstanding = self._outstanding.setdefault(target, {})
-        if len(outstanding) >= MAX_OUTSTANDING:
-            del outstanding[next(iter(outstanding))]
-        outstanding[response_key] = None
-        self._counters["calls_placed"] += 1
-        out.append(PushInstruction(self._executor_endpoint(target), placed))
+        if target is None:
+            reason = f"no CPU executor is available to run {call.name!r}"
+            if isinstance(origin, int) and call.deadline and call.trigger is None:
+                self._wait_for_executors(origin, response_key, replace(placed, attempt=0), reason, out)
+            else:
+                self._fail_call(origin, NoResources(reason), out)
+            return
+        self._send_call(placed, target, out)
         if isinstance(origin, int):
             self._reply(origin, GenericResponse(success=True, response_id=response_key), out)
+
+    def _send_call(self, call: FunctionCall, target: ExecutorId, out: list[SchedulerInstruction]) -> None:
+        """Sends a placed call and enters it in the ledger (a trigger's run is never re-run here: the KVS node
+        delivers it again if it is not acknowledged)."""
+        self._assign(target)
+        self._counters["calls_placed"] += 1
+        if call.max_retries is not None:
+            retries = call.max_retries
+        else:
+            retries = 0 if call.trigger is not None else DEFAULT_MAX_RETRIES
+        entry = LedgerEntry(
+            call.response_key,
+            call,
+            call.response_key,
+            {target: self._incarnation(target)},
+            attempt=call.attempt,
+            max_retries=retries,
+            deadline=call.deadline,
+        )
+        self._ledger.add(entry)
+        out.append(PushInstruction(self._executor_endpoint(target), call))
+
+    def _wall_micros(self) -> int:
+        """Now, in microseconds since the epoch: when a request is first placed (its LWW writes' stamp)."""
+        return int(self._wall * 1_000_000)
+
+    def _incarnation(self, eid: ExecutorId) -> str:
+        record = self._executors.get(eid)
+        return record.status.incarnation if record is not None else ""
 
     def _handle_dag_create(self, request_id: int, dag: Dag, out: list[SchedulerInstruction]) -> None:
         if dag.name in self._dags:
@@ -1041,6 +1103,9 @@ class SchedulerState:
                 return
         call = _inherit_output_keys(call)
         outcome = self._schedule_dag(call, "", out)
+        if isinstance(outcome, NoResources) and call.deadline:
+            self._wait_for_executors(event.request_id, _final_key(call, self._new_id()), call, str(outcome), out)
+            return
         if isinstance(outcome, CloudburstError):
             self._fail(event.request_id, outcome, out)
             return
@@ -1091,9 +1156,13 @@ class SchedulerState:
             return
         eid = (status.ip, status.tid)
         if not status.running:
+            self._ledger.finish(status.finished)
             if eid in self._executors:
-                self._remove_executor(eid, "it stopped running", out)
+                self._remove_executor(eid, "its process died" if status.crashed else "it stopped running", out)
             self._forget_gossiped(eid)
+            if status.crashed:
+                # Told by its node's supervisor: what it held is gone. (A departing executor finishes its work.)
+                self._rerun_lost(eid, "its process died (its node's supervisor told)", out)
             return
         record = self._executors.get(eid)
         if record is None:
@@ -1104,18 +1173,16 @@ class SchedulerState:
             record = _ExecutorRecord(status, self._now)
             self._executors[eid] = record
             self._remember(location_string(eid), f"joined ({status.type.name})")
-        elif record.status.incarnation != status.incarnation:
+        restarted = record.status.incarnation != status.incarnation
+        if restarted:
             # A restarted process has lost every pin of the old one, whatever a stale report said.
             self._remember(location_string(eid), f"restarted ({status.incarnation})")
-            self._outstanding.pop(eid, None)
             self._executor_lost(eid, "it restarted", out)
             self._set_functions(eid, set())
         record.status = status
         record.heard = self._now
-        outstanding = self._outstanding.get(eid)
-        if outstanding is not None:
-            for key in status.finished:
-                outstanding.pop(key, None)
+        self._ledger.finish(status.finished)
+        self._rerun_refused(eid, status.refused, out)
         dropped = record.functions - set(status.functions)
         self._set_functions(eid, set(status.functions))
         if dropped:
@@ -1124,6 +1191,9 @@ class SchedulerState:
         replicas = [len(self._locations.get(function, ())) for function in record.functions]
         if self.policy.should_back_off(status.utilization, replicas):
             self._backoff[eid] = self._now
+        if restarted:
+            # Last, so that the re-runs are placed knowing what the new process hosts (nothing, at first).
+            self._rerun_lost(eid, "it restarted (its process died)", out)
 
     def _handle_pin_reply(self, response: GenericResponse, out: list[SchedulerInstruction]) -> None:
         repair = self._repairs.pop(response.response_id, None)
@@ -1480,6 +1550,8 @@ class SchedulerState:
                 self._pin_timed_out(attempt, out)
         if not self._recovered and self._recovery_retry_at is not None and now >= self._recovery_retry_at:
             self._start_recovery(out)
+        for entry in self._ledger.due(now):
+            self._rerun(entry, out)
         if self._last_report is None:
             self._last_report = now
         elif now - self._last_report >= self.config.report_period:
@@ -1491,7 +1563,9 @@ class SchedulerState:
         horizon = now - EXPIRY_PERIODS * period
         for eid in [eid for eid, record in self._executors.items() if record.heard < horizon]:
             self._counters["executors_expired"] += 1
-            self._remove_executor(eid, f"it has not reported for {EXPIRY_PERIODS} report periods", out)
+            reason = f"it has not reported for {EXPIRY_PERIODS} report periods"
+            self._remove_executor(eid, reason, out)
+            self._rerun_lost(eid, reason, out)
         for eid, functions in list(self._gossiped.items()):
             for function in [f for f, heard in functions.items() if heard < horizon]:
                 del functions[function]
@@ -1723,14 +1797,19 @@ class SchedulerState:
         self._read(_DagLookupOp(then), tuple(keys.dag_key(name) for name in unknown), out)
         return True
 
-    def _schedule_dag(self, call: DagCall, schedule_id: str, out: list[SchedulerInstruction]) -> str | CloudburstError:
-        """Places every function of a DAG call and sends the schedules and BEGIN triggers.
+    def _schedule_dag(
+        self, call: DagCall, schedule_id: str, out: list[SchedulerInstruction], attempt: int = 1
+    ) -> str | CloudburstError:
+        """Places every function of a DAG call, sends the schedules and BEGIN triggers, and enters the request in the
+        ledger (``attempt``: which run of it this is).
 
         Returns:
             The schedule id, or the error that prevented the call (nothing has been sent then).
         """
         entry = self._dags[call.name]
         dag = entry.dag
+        if not call.stamp:
+            call = replace(call, stamp=self._wall_micros())
         strangers = sorted(set(call.function_args) - entry.members)
         if strangers:
             listed = ", ".join(repr(name) for name in strangers)
@@ -1774,12 +1853,140 @@ class SchedulerState:
                 continuation=call.continuation,
                 delivery=call.delivery,
                 references=call.references,
+                deadline=call.deadline,
+                placed_by=self.config.host,
+                max_retries=call.max_retries,
+                retry_exceptions=call.retry_exceptions,
+                stamp=call.stamp,
             )
             out.append(PushInstruction(self._executor_endpoint(eid), schedule))
         for source in entry.sources:
             trigger = DagTrigger(id=schedule_id, target_function=source, source=BEGIN)
             out.append(PushInstruction(self._executor_endpoint(chosen[source]), trigger))
+        retries = DEFAULT_MAX_RETRIES if call.max_retries is None else call.max_retries
+        executors = {eid: self._incarnation(eid) for eid in chosen.values()}
+        key = _final_key(call, schedule_id)
+        self._ledger.add(LedgerEntry(key, call, schedule_id, executors, attempt, retries, call.deadline))
         return schedule_id
+
+    # -- re-execution --------------------------------------------------------------------------------------------
+
+    def _rerun_lost(self, eid: ExecutorId, reason: str, out: list[SchedulerInstruction]) -> None:
+        """Runs again, elsewhere, every request whose current attempt used ``eid``, or fails it."""
+        for entry in self._ledger.lose(eid, reason):
+            self._counters["requests_lost"] += 1
+            self._remember(entry.key, f"attempt {entry.attempt} lost with {location_string(eid)}: {reason}")
+            self._rerun(entry, out)
+
+    def _rerun_refused(self, eid: ExecutorId, refused: tuple[str, ...], out: list[SchedulerInstruction]) -> None:
+        """Places again the requests an executor could not run, their function not being pinned there (it restarted
+        after they were placed). The refused attempt never ran, so it does not count against the retries."""
+        for entry in self._ledger.finish(refused):
+            self._counters["requests_refused"] += 1
+            self._remember(entry.key, f"attempt {entry.attempt} refused by {location_string(eid)}: not pinned there")
+            entry.attempt -= 1
+            self._rerun(entry, out)
+
+    def _rerun(self, entry: LedgerEntry, out: list[SchedulerInstruction]) -> None:
+        """Places the next attempt of a lost request, holds it for a while if it cannot be placed now (its
+        functions being pinned again), or fails it when no attempt is left or its caller stopped waiting."""
+        if entry.cancelled:
+            return
+        if not entry.may_retry(self._wall):
+            self._fail_lost(entry, out)
+            return
+        attempt = entry.attempt + 1
+        call = entry.call
+        if isinstance(call, FunctionCall):
+            pool = self._one_shot_pool() if call.name in self._functions else []
+            candidates = (self._candidate(eid) for eid in pool)
+            target = self.policy.pick_for_call(
+                candidates, references=call.references, key_locations=self._key_locations, idle_first=True
+            )
+            if target is None:
+                entry.unplaced = f"no CPU executor is available to run {call.name!r}"
+                self._ledger.wait(entry, self._now)
+                return
+            self._counters["requests_rerun"] += 1
+            self._send_call(replace(call, attempt=attempt), target, out)
+            self._carry_losses(entry)
+            return
+        if call.name not in self._dags:
+            self._fail_lost(entry, out)
+            return
+        # A new schedule id, so executors that finished a stage of the lost attempt do not drop this one's as a
+        # repeat; the result still goes where the caller waits.
+        call = _inherit_output_keys(replace(call, output_key=call.output_key or entry.key))
+        outcome = self._schedule_dag(call, "", out, attempt)
+        if isinstance(outcome, CloudburstError):
+            entry.unplaced = str(outcome)
+            self._ledger.wait(entry, self._now)  # a lost replica is pinned again within a report period
+            return
+        self._counters["requests_rerun"] += 1
+        self._carry_losses(entry)
+
+    def _wait_for_executors(
+        self, request_id: int, key: str, call: FunctionCall | DagCall, reason: str, out: list[SchedulerInstruction]
+    ) -> None:
+        """Accepts a request that cannot be placed now (its executors are restarting, say, or a lost replica is
+        being pinned again) and places it, with back-off, once it can, or fails it at its deadline: a caller who
+        gave a deadline waits for capacity rather than get ``NoResources`` while the cluster heals."""
+        retries = DEFAULT_MAX_RETRIES if call.max_retries is None else call.max_retries
+        entry = LedgerEntry(key, call, key, {}, attempt=0, max_retries=retries, deadline=call.deadline)
+        entry.unplaced = reason
+        self._ledger.wait(entry, self._now)
+        self._counters["requests_held"] += 1
+        self._remember(key, f"held until it can be placed: {reason}")
+        self._reply(request_id, GenericResponse(success=True, response_id=key), out)
+
+    def _carry_losses(self, previous: LedgerEntry) -> None:
+        """The new attempt's entry keeps the earlier attempts' losses and the caller's cancellation."""
+        current = self._ledger.find(previous.key)
+        if current is not None and current is not previous:
+            current.losses = previous.losses
+            current.cancelled = previous.cancelled
+
+    def _fail_lost(self, entry: LedgerEntry, out: list[SchedulerInstruction]) -> None:
+        """Tells a lost request's caller why it is over: which executor each attempt was lost with (or, for one
+        never placed, why it could not be)."""
+        call = entry.call
+        function = call.name if isinstance(call, FunctionCall) else None
+        dag = call.name if isinstance(call, DagCall) else None
+        error: CloudburstError
+        if not entry.losses:
+            reason = f"request {entry.key} could not be placed before its deadline: {entry.unplaced}"
+            error = NoResources(reason, function=function, dag=dag, request_id=entry.key)
+        else:
+            lost = "; ".join(f"attempt {n} on {where}: {why}" for n, (where, why) in enumerate(entry.losses, 1))
+            if entry.deadline and self._wall >= entry.deadline:
+                why_over = "its deadline passed"
+            else:
+                why_over = f"it may run at most {entry.max_retries + 1} time(s)"
+            error = ExecutorLost(
+                f"request {entry.key} was lost with its executors and not run again ({why_over}): {lost}",
+                tuple(entry.losses),
+                function=function,
+                dag=dag,
+                request_id=entry.key,
+            )
+            self._counters["requests_failed_lost"] += 1
+        if isinstance(call, FunctionCall) and call.trigger is not None:
+            self._fail_call(call.trigger, error, out)
+        else:
+            self._deliver_error_to(entry.key, call.response_address, call.delivery, error, out)
+
+    def _handle_cancel(self, request_id: int, key: str, out: list[SchedulerInstruction]) -> None:
+        """Stops a request: never run again, and every executor it runs on told (their sentinels stop the running
+        invocation and drop its queued work)."""
+        entry = self._ledger.find(key)
+        if entry is not None:
+            entry.cancelled = True
+            self._counters["requests_cancelled"] += 1
+            self._remember(key, "cancelled")
+            for eid in entry.executors:
+                endpoint = self.config.ports.executor_cancel_endpoint(eid[0], eid[1])
+                out.append(PushInstruction(endpoint, CancelRequest(key)))
+        self._reply(request_id, GenericResponse(success=True, response_id=key), out)
 
     def _record_arrival(self, entry: _DagEntry) -> None:
         # Only for DAGs that exist (B12: unknown names used to leak a list each).
@@ -1794,6 +2001,8 @@ class SchedulerState:
         """Fails at once what an overloaded executor could not take, rather than leave its caller to time out."""
         message = event.message
         self._counters["pushes_refused"] += 1
+        if isinstance(message, FunctionCall | DagSchedule):
+            self._ledger.finish([message.response_key if isinstance(message, FunctionCall) else message.id])
         error = NoResources(f"the executor at {event.address} is overloaded (its queue is full)")
         if isinstance(message, FunctionCall):
             if message.trigger is not None:
@@ -1944,7 +2153,6 @@ class SchedulerState:
         del self._executors[eid]
         self._assignments.pop(eid, None)
         self._backoff.pop(eid, None)
-        self._outstanding.pop(eid, None)
         self._executor_lost(eid, reason, out)
 
     def _executor_lost(

@@ -254,6 +254,11 @@ class FunctionCall(_message.Message):
     REFERENCES_FIELD_NUMBER: _builtins.int
     TRIGGER_FIELD_NUMBER: _builtins.int
     PLACED_BY_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    MAX_RETRIES_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    RETRY_EXCEPTIONS_FIELD_NUMBER: _builtins.int
+    STAMP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     request_id: _builtins.int
     response_key: _builtins.str
@@ -268,7 +273,24 @@ class FunctionCall(_message.Message):
     """
     placed_by: _builtins.str
     """The host of the scheduler that placed the call: the executor tells it
-    when the call is done, so that it knows which executors are free.
+    when the call is done, so that it knows which executors are free and
+    which calls to run again if an executor is lost.
+    """
+    deadline: _builtins.float
+    """When the caller stops waiting (wall-clock seconds since the epoch; 0:
+    never): work not started by then is dropped, work running then stopped.
+    """
+    max_retries: _builtins.int
+    """How many times the call may run again if its executor is lost (absent:
+    the scheduler's default); 0 for functions that must not run twice.
+    """
+    attempt: _builtins.int
+    """Which run of the call this is, from 1 (0 means 1)."""
+    stamp: _builtins.int
+    """When the request was first placed (microseconds since the epoch; 0:
+    not yet): the LWW writes of every run of it are stamped from this, so a
+    run again after a failure repeats the lost run's writes instead of
+    overwriting newer writes of others.
     """
     @_builtins.property
     def arguments(self) -> Global___Arguments: ...
@@ -284,6 +306,13 @@ class FunctionCall(_message.Message):
     def trigger(self) -> _trigger_pb2.TriggerFiring:
         """A storage trigger's run: the executor acknowledges it to the KVS instead
         of delivering a result.
+        """
+
+    @_builtins.property
+    def retry_exceptions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Exceptions raised by the function that run it again, within the same
+        retry budget: qualified class names, matching subclasses too (none: a
+        program's error reaches its caller at once).
         """
 
     def __init__(
@@ -302,12 +331,19 @@ class FunctionCall(_message.Message):
         references: _abc.Iterable[_builtins.str] | None = ...,
         trigger: _trigger_pb2.TriggerFiring | None = ...,
         placed_by: _builtins.str = ...,
+        deadline: _builtins.float = ...,
+        max_retries: _builtins.int | None = ...,
+        attempt: _builtins.int = ...,
+        retry_exceptions: _abc.Iterable[_builtins.str] | None = ...,
+        stamp: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "trigger", b"trigger"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "arguments", b"arguments", "max_retries", b"max_retries", "trigger", b"trigger"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "consistency", b"consistency", "delivery", b"delivery", "function_version", b"function_version", "locations", b"locations", "name", b"name", "placed_by", b"placed_by", "references", b"references", "request_id", b"request_id", "response_address", b"response_address", "response_key", b"response_key", "source_hint", b"source_hint", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "arguments", b"arguments", "attempt", b"attempt", "consistency", b"consistency", "deadline", b"deadline", "delivery", b"delivery", "function_version", b"function_version", "locations", b"locations", "max_retries", b"max_retries", "name", b"name", "placed_by", b"placed_by", "references", b"references", "request_id", b"request_id", "response_address", b"response_address", "response_key", b"response_key", "retry_exceptions", b"retry_exceptions", "source_hint", b"source_hint", "stamp", b"stamp", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
+    _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
 
 Global___FunctionCall: _TypeAlias = FunctionCall  # noqa: Y015
 
@@ -449,6 +485,10 @@ class DagCall(_message.Message):
     CONTINUATION_FIELD_NUMBER: _builtins.int
     DELIVERY_FIELD_NUMBER: _builtins.int
     REFERENCES_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    MAX_RETRIES_FIELD_NUMBER: _builtins.int
+    RETRY_EXCEPTIONS_FIELD_NUMBER: _builtins.int
+    STAMP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     response_address: _builtins.str
     consistency: Global___ConsistencyType.ValueType
@@ -456,6 +496,10 @@ class DagCall(_message.Message):
     client_id: _builtins.str
     delivery: Global___ResultDelivery.ValueType
     """Extensions."""
+    deadline: _builtins.float
+    """As in FunctionCall (retry_exceptions apply to every function)."""
+    max_retries: _builtins.int
+    stamp: _builtins.int
     @_builtins.property
     def function_args(self) -> _containers.MessageMap[_builtins.str, Global___Arguments]: ...
     @_builtins.property
@@ -464,6 +508,8 @@ class DagCall(_message.Message):
     def references(self) -> _containers.MessageMap[_builtins.str, _shared_pb2.StringSet]:
         """Per function, the keys its arguments reference (see FunctionCall.references)."""
 
+    @_builtins.property
+    def retry_exceptions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -476,12 +522,18 @@ class DagCall(_message.Message):
         continuation: Global___Continuation | None = ...,
         delivery: Global___ResultDelivery.ValueType = ...,
         references: _abc.Mapping[_builtins.str, _shared_pb2.StringSet] | None = ...,
+        deadline: _builtins.float = ...,
+        max_retries: _builtins.int | None = ...,
+        retry_exceptions: _abc.Iterable[_builtins.str] | None = ...,
+        stamp: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["continuation", b"continuation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "continuation", b"continuation", "max_retries", b"max_retries"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "consistency", b"consistency", "continuation", b"continuation", "delivery", b"delivery", "function_args", b"function_args", "name", b"name", "output_key", b"output_key", "references", b"references", "response_address", b"response_address"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "client_id", b"client_id", "consistency", b"consistency", "continuation", b"continuation", "deadline", b"deadline", "delivery", b"delivery", "function_args", b"function_args", "max_retries", b"max_retries", "name", b"name", "output_key", b"output_key", "references", b"references", "response_address", b"response_address", "retry_exceptions", b"retry_exceptions", "stamp", b"stamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
+    _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
 
 Global___DagCall: _TypeAlias = DagCall  # noqa: Y015
 
@@ -531,6 +583,7 @@ class FunctionLease(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     QUEUED_FIELD_NUMBER: _builtins.int
     PINNED_FIELD_NUMBER: _builtins.int
+    INCARNATIONS_FIELD_NUMBER: _builtins.int
     function: _builtins.str
     function_version: _builtins.int
     ttl: _builtins.float
@@ -547,6 +600,12 @@ class FunctionLease(_message.Message):
 
     @_builtins.property
     def pinned(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]: ...
+    @_builtins.property
+    def incarnations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Per executor: its incarnation (a restart changes it), so a client whose
+        call went there can tell the process that took it is gone.
+        """
+
     def __init__(
         self,
         *,
@@ -558,10 +617,11 @@ class FunctionLease(_message.Message):
         error_message: _builtins.str = ...,
         queued: _abc.Iterable[_builtins.int] | None = ...,
         pinned: _abc.Iterable[_builtins.bool] | None = ...,
+        incarnations: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "error_message", b"error_message", "executors", b"executors", "function", b"function", "function_version", b"function_version", "pinned", b"pinned", "queued", b"queued", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "error_message", b"error_message", "executors", b"executors", "function", b"function", "function_version", b"function_version", "incarnations", b"incarnations", "pinned", b"pinned", "queued", b"queued", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -680,6 +740,11 @@ class DagSchedule(_message.Message):
     CONTINUATION_FIELD_NUMBER: _builtins.int
     DELIVERY_FIELD_NUMBER: _builtins.int
     REFERENCES_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    PLACED_BY_FIELD_NUMBER: _builtins.int
+    MAX_RETRIES_FIELD_NUMBER: _builtins.int
+    RETRY_EXCEPTIONS_FIELD_NUMBER: _builtins.int
+    STAMP_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     target_function: _builtins.str
     consistency: Global___ConsistencyType.ValueType
@@ -689,6 +754,17 @@ class DagSchedule(_message.Message):
     start_time: _builtins.float
     delivery: Global___ResultDelivery.ValueType
     """Extensions."""
+    deadline: _builtins.float
+    """As in FunctionCall: the request's deadline, and the scheduler that
+    scheduled it, which the sink tells when the request is done.
+    """
+    placed_by: _builtins.str
+    max_retries: _builtins.int
+    """As in DagCall: how often a function may run again after raising one
+    of retry_exceptions.
+    """
+    stamp: _builtins.int
+    """As in FunctionCall."""
     @_builtins.property
     def dag(self) -> Global___Dag: ...
     @_builtins.property
@@ -705,6 +781,8 @@ class DagSchedule(_message.Message):
     def references(self) -> _containers.MessageMap[_builtins.str, _shared_pb2.StringSet]:
         """Per function, the keys it reads (DagCall.references): under MULTI the request's first read keeps them."""
 
+    @_builtins.property
+    def retry_exceptions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -722,14 +800,46 @@ class DagSchedule(_message.Message):
         continuation: Global___Continuation | None = ...,
         delivery: Global___ResultDelivery.ValueType = ...,
         references: _abc.Mapping[_builtins.str, _shared_pb2.StringSet] | None = ...,
+        deadline: _builtins.float = ...,
+        placed_by: _builtins.str = ...,
+        max_retries: _builtins.int | None = ...,
+        retry_exceptions: _abc.Iterable[_builtins.str] | None = ...,
+        stamp: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["continuation", b"continuation", "dag", b"dag"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "continuation", b"continuation", "dag", b"dag", "max_retries", b"max_retries"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "client_id", b"client_id", "consistency", b"consistency", "continuation", b"continuation", "dag", b"dag", "delivery", b"delivery", "id", b"id", "locations", b"locations", "output_key", b"output_key", "references", b"references", "response_address", b"response_address", "start_time", b"start_time", "target_function", b"target_function", "triggers", b"triggers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "arguments", b"arguments", "client_id", b"client_id", "consistency", b"consistency", "continuation", b"continuation", "dag", b"dag", "deadline", b"deadline", "delivery", b"delivery", "id", b"id", "locations", b"locations", "max_retries", b"max_retries", "output_key", b"output_key", "placed_by", b"placed_by", "references", b"references", "response_address", b"response_address", "retry_exceptions", b"retry_exceptions", "stamp", b"stamp", "start_time", b"start_time", "target_function", b"target_function", "triggers", b"triggers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
+    _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
+
+Global___DagSchedule: _TypeAlias = DagSchedule  # noqa: Y015
+
+@_typing.final
+class CancelRequest(_message.Message):
+    """Extension: stop a request (a one-shot call's response key, or a DAG
+    request's id or output key). Sent to a scheduler's cancel port, which
+    answers a GenericResponse and tells the executors involved, or straight to
+    an executor's cancel port.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___DagSchedule: _TypeAlias = DagSchedule  # noqa: Y015
+Global___CancelRequest: _TypeAlias = CancelRequest  # noqa: Y015
 
 @_typing.final
 class DagTrigger(_message.Message):

@@ -53,6 +53,8 @@ class ThreadStatus(_message.Message):
     DEPARTED_FIELD_NUMBER: _builtins.int
     QUEUED_FIELD_NUMBER: _builtins.int
     FINISHED_FIELD_NUMBER: _builtins.int
+    CRASHED_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
     ip: _builtins.str
     tid: _builtins.int
     """The executor's id on its node."""
@@ -66,6 +68,10 @@ class ThreadStatus(_message.Message):
     """The departure has drained and the executor is exiting: its last report."""
     queued: _builtins.int
     """One-shot calls and DAG runs queued or running."""
+    crashed: _builtins.bool
+    """Sent by the node's supervisor, not the executor: its process died (and
+    is being restarted), so whatever it held is lost.
+    """
     @_builtins.property
     def functions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Pinned functions."""
@@ -74,6 +80,13 @@ class ThreadStatus(_message.Message):
     def finished(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Response keys of calls this scheduler placed that are done (sent to the
         placing scheduler as soon as they are).
+        """
+
+    @_builtins.property
+    def refused(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Attempts (schedule ids) of requests this scheduler placed that the
+        executor could not run because their function is not pinned there (it
+        restarted since): the scheduler runs them again elsewhere.
         """
 
     def __init__(
@@ -89,10 +102,12 @@ class ThreadStatus(_message.Message):
         departed: _builtins.bool = ...,
         queued: _builtins.int = ...,
         finished: _abc.Iterable[_builtins.str] | None = ...,
+        crashed: _builtins.bool = ...,
+        refused: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["departed", b"departed", "finished", b"finished", "functions", b"functions", "incarnation", b"incarnation", "ip", b"ip", "queued", b"queued", "running", b"running", "tid", b"tid", "type", b"type", "utilization", b"utilization"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crashed", b"crashed", "departed", b"departed", "finished", b"finished", "functions", b"functions", "incarnation", b"incarnation", "ip", b"ip", "queued", b"queued", "refused", b"refused", "running", b"running", "tid", b"tid", "type", b"type", "utilization", b"utilization"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
