@@ -111,7 +111,8 @@ class RequestTimestamps:
 
     def __init__(self, stamp: int, depth: int, request: str) -> None:
         self._base = stamp + depth * STAGE_SPAN
-        self._writer_id = writer_id_for(request)
+        self._request = request
+        self._writer_id: int | None = None  # derived at the first write: most runs write nothing
         self._count = 0
         self._lock = threading.Lock()
 
@@ -120,4 +121,6 @@ class RequestTimestamps:
         with self._lock:
             offset = min(self._count, STAGE_SPAN - 1)
             self._count += 1
+            if self._writer_id is None:
+                self._writer_id = writer_id_for(self._request)
         return (min(self._base + offset, _MAX_MICROS) << WRITER_BITS) | self._writer_id

@@ -114,6 +114,9 @@ class RuntimePorts:
     info: int = 5014
     #: The scheduler takes cancellations here (``CancelRequest``, answered with a ``GenericResponse``).
     cancel: int = 5015
+    #: The scheduler answers which of the request keys sent here it still holds (a ``StringSet`` both ways): a
+    #: client whose result never came places again a request its scheduler no longer holds.
+    in_flight: int = 5016
     executor_control: int = 4000
     #: Executor ``tid`` takes cancellations on ``executor_cancel + tid``, even while user code runs.
     executor_cancel: int = 4500

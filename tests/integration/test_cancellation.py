@@ -1,6 +1,8 @@
 """Cancellation and deadlines that bind, on a real cluster: stopped work frees its executor."""
 
 import re
+import subprocess
+import sys
 import time
 import uuid
 
@@ -102,3 +104,15 @@ def test_a_dag_request_cancelled_after_its_first_stage_never_runs_its_second(cb)
         future.result(timeout=5)
     time.sleep(6)  # longer than the first stage would have run
     assert cb.get_object(f"{marker}/second") is None
+
+
+def test_an_operator_cancels_another_clients_running_call_from_the_shell(cb):
+    cb.register(spin, "cx_spin_cli")
+    future = cb.call("cx_spin_cli")  # sent straight to an executor: the scheduler never saw it
+    time.sleep(0.5)
+    command = [sys.executable, "-m", "cloudburst", "cancel", future.obj_id, "--scheduler", cb.scheduler]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Cancelled {future.obj_id}" in done.stdout
+    with pytest.raises(Cancelled):
+        future.result(timeout=10)

@@ -26,7 +26,7 @@ def run_chaos(requests: int, retries: int | None, once: dict[str, float]) -> tup
     with LocalCluster(config) as cluster:
         cluster.supervise_in_background(0.05)
         with cluster.connect(timeout=DEADLINE) as connection:
-            register_workload(connection, retries)
+            register_workload(connection, retries, work=0.01)
             tally = LoadOutcome()
             killer = ProcessKiller(cluster, 0.3, lambda: tally.ended, requests, once)
             killer.start()
@@ -61,7 +61,7 @@ def test_every_request_ends_correctly_while_executors_a_cache_and_the_scheduler_
     # The load's progress counts ended requests; the killer counts against the total it was given.
     tally, killer, client = run_chaos(4000, None, {"cache": 1 / 3, "scheduler": 2 / 3})
     assert {what for _, what in killer.kills} >= {"cache", "scheduler"}
-    assert len(killer.kills) >= 20
+    assert len(killer.kills) >= 15
     assert tally.outcomes == {"correct": 4000}, (tally.outcomes, tally.wrong)
     assert tally.late == []
     # Direct calls lost with their executor were placed again by the client (the scheduler's re-runs are printed).

@@ -28,6 +28,7 @@ from cloudburst.cluster.child import ChildProcess
 from cloudburst.cluster.local import ClusterConfig, LocalCluster, random_loopback_host
 from cloudburst.config import RuntimePorts
 from cloudburst.errors import DecodeError
+from cloudburst.executor.sentinel import MAX_CANCEL_BYTES
 from cloudburst.lattices import LwwLattice, PriorityLattice, SetLattice
 from cloudburst.management.client import parse_scheduler_list
 from cloudburst.management.policy import ManagementPolicyConfig
@@ -43,6 +44,7 @@ from cloudburst.protocol.messages import (
     SerializerType,
 )
 from cloudburst.protocol.runtime_messages import (
+    CancelRequest,
     Dag,
     DagCall,
     EncodedValue,
@@ -141,6 +143,8 @@ def valid_messages(reply: str) -> dict[str, tuple[bytes, ...]]:
         "dag": (codec.encode_dag(dag),),
         "dag_call": (codec.encode_dag_call(DagCall("fuzz-dag", {"fuzz-a": (argument,)}, reply)),),
         "text": (b"fuzz-f", "fuzz-\u00e9".encode()),
+        "cancel": (codec.encode_cancel_request(CancelRequest("fuzz-request")),),
+        "keys": (codec.encode_string_set(["fuzz-request", "fuzz-other"]),),
         "executor": (
             codec.encode_executor_request(PinFunction("fuzz-f", "tcp://127.0.0.1:9", "pin-1")),
             codec.encode_executor_request(UnpinFunction("fuzz-f")),
@@ -282,6 +286,8 @@ def targets(cluster: LocalCluster, valid: dict[str, tuple[bytes, ...]]) -> list[
         "dag_delete": "text",
         "status_query": "text",
         "function_lease": "text",
+        "cancel": "cancel",
+        "in_flight": "keys",
     }
     found = [
         Target("kvs routing", f"tcp://{host}:6450", "push", kvs, sched, "rejected input (routing)"),
@@ -321,6 +327,14 @@ def targets(cluster: LocalCluster, valid: dict[str, tuple[bytes, ...]]) -> list[
             ),
             Target(
                 f"executor inbox {tid}", PORTS.executor_inbox_endpoint(host, tid), "push", (), 64 * 2**20, bounded=True
+            ),
+            Target(
+                f"executor cancel {tid}",
+                PORTS.executor_cancel_endpoint(host, tid),
+                "push",
+                valid["cancel"],
+                MAX_CANCEL_BYTES,
+                "rejected input (cancel port)",
             ),
         ]
     cache = 64 * 2**20

@@ -44,6 +44,7 @@ SCHEDULER_PORTS = (
     "function_lease",
     "info",
     "cancel",
+    "in_flight",
     "metrics_scheduler",
 )
 #: A Redis Cluster node's bus port is its client port plus this.

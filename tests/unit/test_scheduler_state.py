@@ -7,6 +7,7 @@ tombstones and recovery are checked against real lattice semantics. ``validate()
 import pickle
 import random
 from collections import deque
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -63,6 +64,8 @@ from cloudburst.scheduler.state import (
     FunctionLeaseEvent,
     FunctionListEvent,
     FunctionListReply,
+    InFlightQueryEvent,
+    InFlightReply,
     InternalMessageEvent,
     KvsReadDoneEvent,
     KvsReadInstruction,
@@ -1552,11 +1555,10 @@ def test_a_dag_function_that_lost_its_last_replica_is_pinned_again(cluster):
     assert cluster.replies.pop(request_id).success
     (first,) = placements.values()
     executor = next(e for e in (A, B, C) if endpoint(e) == first)
-    cluster.executor(executor, [], incarnation="two")  # restarted: its pins are gone
+    # Restarted: its pins are gone, and the replica is pinned again at once rather than at the next period.
+    (repair,) = pins_of(cluster.executor(executor, [], incarnation="two"))
     reply, _ = cluster.ask(lambda rid: DagCallEvent(rid, DagCall("lonely")))
-    assert reply.error == ErrorCode.NO_RESOURCES
-    cluster.tick()
-    (repair,) = pins_of(cluster.tick(PERIOD))
+    assert reply.error == ErrorCode.NO_RESOURCES  # (a call without a deadline is not held meanwhile)
     address, pin = repair
     assert pin.name == "f"
     assert not pins_of(cluster.tick(PERIOD))  # one repair at a time
@@ -1651,12 +1653,8 @@ def test_a_rerun_that_cannot_be_placed_yet_waits_and_tries_again(h):
     h.ask(lambda rid: FunctionCallEvent(rid, notified_call()))
     for _ in range(4):  # A goes silent, with no other executor to take its call
         assert [p for p in h.tick(PERIOD) if isinstance(p.message, FunctionCall)] == []
-    h.executor(B)  # one joins: the held re-run goes there at its next try
-    pushes = []
-    for _ in range(40):
-        if pushes := [p for p in h.tick(0.1) if isinstance(p.message, FunctionCall)]:
-            break
-    assert [executor_of_address(p.address) for p in pushes] == [B]
+    pushes = h.executor(B)  # one joins: the held re-run goes there at once
+    assert [executor_of_address(p.address) for p in pushes if isinstance(p.message, FunctionCall)] == [B]
 
 
 def test_a_crash_told_by_the_node_supervisor_runs_the_executors_calls_again_at_once(cluster):
@@ -1685,6 +1683,15 @@ def test_a_dag_request_an_executor_refuses_for_want_of_its_function_is_placed_ag
     assert [p for p in h.tell(status) if isinstance(p.message, DagSchedule)] == []
 
 
+def test_the_scheduler_tells_which_requests_it_still_holds(cluster):
+    cluster.ask(lambda rid: FunctionCallEvent(rid, notified_call()))
+    reply, _ = cluster.ask(lambda rid: InFlightQueryEvent(rid, ("k1", "never-placed")))
+    assert reply == InFlightReply(("k1",))
+    _, [push] = cluster.ask(lambda rid: FunctionCallEvent(rid, replace(notified_call(), response_key="k2")))
+    cluster.executor(executor_of_address(push.address), finished=["k1", "k2"])
+    assert cluster.ask(lambda rid: InFlightQueryEvent(rid, ("k1", "k2")))[0] == InFlightReply(())
+
+
 def test_a_departing_executor_keeps_its_calls(cluster):
     _, [push] = cluster.ask(lambda rid: FunctionCallEvent(rid, notified_call()))
     leaving = executor_of_address(push.address)
@@ -1698,11 +1705,7 @@ def test_a_call_with_a_deadline_that_cannot_be_placed_now_is_held_until_an_execu
     reply, pushes = h.ask(lambda rid: FunctionCallEvent(rid, notified_call(deadline=deadline)))
     assert reply == GenericResponse(success=True, response_id="k1")  # accepted, not refused with NoResources
     assert pushes == []
-    h.executor(A)
-    for _ in range(40):
-        if pushes := [p for p in h.tick(0.1) if isinstance(p.message, FunctionCall)]:
-            break
-    [push] = pushes
+    [push] = [p for p in h.executor(A) if isinstance(p.message, FunctionCall)]  # placed as soon as A joins
     assert executor_of_address(push.address) == A
     assert (push.message.response_key, push.message.attempt, push.message.placed_by) == ("k1", 1, HOST)
     assert h.state.counters().requests_held == 1
@@ -1749,5 +1752,9 @@ def test_a_cancellation_reaches_the_executors_of_the_request_and_it_never_runs_a
     assert {p.message.request_id for p in pushes} == {"out"}
     lost = executor_of_address(placements["f"])
     assert [p for p in h.executor(lost, ["f"], incarnation="two") if isinstance(p.message, DagSchedule)] == []
-    # Cancelling what the scheduler does not know (a call sent straight to an executor) is answered too.
-    assert h.ask(lambda rid: CancelEvent(rid, "unknown"))[0].success
+    # What the scheduler does not know (a call sent straight to an executor) may run anywhere: every executor is told.
+    answer, pushes = h.ask(lambda rid: CancelEvent(rid, "unknown"))
+    assert answer.success
+    told = {p.address for p in pushes if isinstance(p.message, CancelRequest)}
+    assert told == {endpoint((s.ip, s.tid)).replace(":4000", ":4500") for s in h.state.executors()}
+    assert len(told) >= len(set(placements.values()))

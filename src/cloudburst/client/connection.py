@@ -90,11 +90,15 @@ LEASE_TIMEOUT = 5.0
 #: Functions whose leases a connection keeps at once.
 _MAX_LEASES = 10_000
 #: Seconds between two checks that the processes taking this connection's requests still run.
-_WATCH_EVERY = 0.5
+_WATCH_EVERY = 0.25
 #: A request younger than this is not checked yet (most have answered by then).
-_CHECK_AFTER = 0.5
+_CHECK_AFTER = 0.25
 #: How long the watchdog waits for the scheduler's answers: it is down, or restarting, if it takes longer.
 _WATCH_TIMEOUT = 1.0
+#: A request placed through the scheduler is checked to be still held by it once this old (seconds).
+_VERIFY_AFTER = 1.0
+#: Requests checked at once, the oldest first.
+_MAX_VERIFIED = 1000
 #: How long a request the scheduler may safely receive twice waits for an answer before it is sent again: a
 #: scheduler that died holding it never answers, its restarted successor answers the copy.
 _RESEND_AFTER = 2.0
@@ -324,6 +328,8 @@ class Connection:
         self._leases: dict[str, _Lease] = {}
         self._in_flight = RequestsInFlight()
         self._retries: Counter[str] = Counter()
+        #: Requests the scheduler did not hold when last asked, with no result yet (see ``_check_scheduler``).
+        self._unheld: set[str] = set()
         #: The scheduler's incarnation as last seen: requests placed through an earlier one are placed again.
         self._scheduler_incarnation = ""
         self._rng = random.Random()
@@ -984,7 +990,9 @@ class Connection:
         scheduler was lost (``placed_again_executor_lost``, ``placed_again_scheduler_restarted``) or failed with
         ``ExecutorLost`` (``failed_executor_lost``: no retry left), requests it sent again to a scheduler that did
         not answer (``requests_resent``), and results it dropped because its caller already had one
-        (``duplicate_results_dropped``: a request run twice answers twice, the caller sees one).
+        (``duplicate_results_dropped``: a request run twice answers twice, the caller sees one), and requests
+        placed again because their scheduler had heard them done while their result never came
+        (``placed_again_result_lost``: it was lost with the executor that sent it).
         The scheduler's own re-runs are in its metrics (``cloudburst_scheduler_reexecution_total``)."""
         return dict(self._retries)
 
@@ -1023,23 +1031,46 @@ class Connection:
                 if request.incarnation and alive.get(request.executor) != request.incarnation:
                     endpoint = parse_endpoint(request.executor)
                     where = f"{endpoint.host}:{endpoint.port - self.ports.executor_control}"
-                    self._place_again(request, (where, "its process is gone (it restarted or left)"))
+                    lost = (where, "its process is gone (it restarted or left)")
+                    self._place_again(request, lost, "placed_again_executor_lost")
 
     def _check_scheduler(self, placed: Sequence[SentRequest]) -> None:
-        """Places again the requests an earlier life of the scheduler placed: its successor does not know them."""
+        """Places again the requests an earlier life of the scheduler placed (its successor does not know them),
+        and those the scheduler no longer holds twice running while their result has not come (it was lost with
+        the executor that sent it, after the scheduler heard the request was done)."""
         if not placed:
             return
         info = VersionInfo.decode(self._request(self.ports.info, b"", "scheduler info", _WATCH_TIMEOUT))
         if not info.incarnation:
-            return
+            return  # a scheduler that does not tell: nothing more to check with it
         self._scheduler_incarnation = info.incarnation
+        current = []
         for request in placed:
             if request.incarnation and request.incarnation != info.incarnation:
-                self._place_again(request, None)
+                self._place_again(request, None, "placed_again_scheduler_restarted")
+            else:
+                current.append(request)
+        older = sorted(current, key=lambda request: request.sent_at)[:_MAX_VERIFIED]
+        older = [request for request in older if request.sent_at < time.monotonic() - _VERIFY_AFTER]
+        if not older:
+            return
+        # A scheduler that tells its incarnation has this port too.
+        keys = codec.encode_string_set([request.key for request in older])
+        reply = self._request(self.ports.in_flight, keys, "requests in flight", _WATCH_TIMEOUT)
+        held = set(codec.decode_string_set(reply, "requests in flight"))
+        for request in older:
+            if request.key in held:
+                self._unheld.discard(request.key)
+            elif request.key in self._unheld:
+                self._unheld.discard(request.key)
+                self._place_again(request, None, "placed_again_result_lost")
+            else:
+                self._unheld.add(request.key)  # its result may be on its way: asked again next round
+        self._unheld.intersection_update(request.key for request in older)  # the others were answered
 
-    def _place_again(self, request: SentRequest, lost: tuple[str, str] | None) -> None:
-        """Places a request again (``lost``: the executor lost with it and why; ``None``: its scheduler was), or
-        fails it with ``ExecutorLost`` when it may not run again."""
+    def _place_again(self, request: SentRequest, lost: tuple[str, str] | None, why: str) -> None:
+        """Places a request again (``lost``: the executor lost with it and why, if one was; ``why`` names the
+        reason in :meth:`retry_counts`), or fails it with ``ExecutorLost`` when it may not run again."""
         if self._in_flight.done(request.key) is None:
             return  # answered meanwhile
         with self._slots_lock:
@@ -1061,11 +1092,12 @@ class Connection:
                 self._retries["failed_executor_lost"] += 1
                 return
             call = replace(call, attempt=call.attempt + 1, function_version=0)
-        self._retries["placed_again_executor_lost" if lost is not None else "placed_again_scheduler_restarted"] += 1
+        self._retries[why] += 1
         try:
             self._place(call)
         except CloudburstError as error:
-            logger.warning("could not place request %s again after it was lost: %s", request.key, error)
+            logger.warning("could not place request %s again after it was lost (tried again): %s", request.key, error)
+            self._in_flight.sent(request)  # as it was: the next round finds it lost again
             return
         self._placed(request.key, call, slot)
 

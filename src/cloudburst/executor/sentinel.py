@@ -35,7 +35,7 @@ STUCK_EXIT_CODE = 75
 #: How often the sentinel looks (seconds): the resolution of deadlines and of the grace period.
 WATCH_EVERY = 0.05
 #: Largest accepted cancellation message.
-_MAX_MESSAGE_BYTES = 64 * 1024
+MAX_CANCEL_BYTES = 64 * 1024
 
 
 class Sentinel:
@@ -68,7 +68,7 @@ class Sentinel:
         self._interrupter = interrupter
         self._clock = clock
         self._rejected = RejectLog()
-        self._cancels = pull_socket(context, _MAX_MESSAGE_BYTES, config.security)
+        self._cancels = pull_socket(context, MAX_CANCEL_BYTES, config.security)
         try:
             bind(self._cancels, config.host, config.ports.executor_cancel + config.tid, "the executor's cancel port")
         except BaseException:

@@ -60,6 +60,8 @@ from cloudburst.scheduler.state import (
     FunctionLeaseEvent,
     FunctionListEvent,
     FunctionListReply,
+    InFlightQueryEvent,
+    InFlightReply,
     InternalMessageEvent,
     KvsReadDoneEvent,
     KvsReadInstruction,
@@ -118,6 +120,7 @@ class _PublicPort(enum.Enum):
     STATUS_QUERY = "status_query"
     FUNCTION_LEASE = "function_lease"
     CANCEL = "cancel"
+    IN_FLIGHT = "in_flight"
 
 
 def _text(payload: bytes, what: str) -> str:
@@ -151,6 +154,8 @@ def _decode_request(port: _PublicPort, request_id: int, payload: bytes) -> Sched
         return FunctionLeaseEvent(request_id, _text(payload, "function name"))
     if port is _PublicPort.CANCEL:
         return CancelEvent(request_id, codec.decode_cancel_request(payload).request_id)
+    if port is _PublicPort.IN_FLIGHT:
+        return InFlightQueryEvent(request_id, tuple(codec.decode_string_set(payload, "request keys")))
     return StatusQueryEvent(request_id)
 
 
@@ -162,6 +167,8 @@ def _encode_reply(reply: Reply) -> bytes:
         return reply.kvs_address.encode()
     if isinstance(reply, FunctionListReply):
         return codec.encode_string_set(reply.names)
+    if isinstance(reply, InFlightReply):
+        return codec.encode_string_set(reply.keys)
     if isinstance(reply, FunctionLease):
         return codec.encode_function_lease(reply)
     return codec.encode_cluster_status(reply)

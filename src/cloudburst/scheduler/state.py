@@ -184,6 +184,14 @@ class CancelEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class InFlightQueryEvent:
+    """A client asks which of the requests it waits for (by result key) this scheduler still holds."""
+
+    request_id: int
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class PushFailedEvent:
     """A :class:`PushInstruction` could not be delivered: the destination's queue is full (it is overloaded)."""
 
@@ -271,6 +279,7 @@ SchedulerEvent = (
     | DagDeleteEvent
     | StatusQueryEvent
     | CancelEvent
+    | InFlightQueryEvent
     | InternalMessageEvent
     | KvsReadDoneEvent
     | KvsWriteDoneEvent
@@ -288,6 +297,7 @@ ClientRequestEvent = (
     | DagDeleteEvent
     | StatusQueryEvent
     | CancelEvent
+    | InFlightQueryEvent
 )
 
 
@@ -309,8 +319,16 @@ class FunctionListReply:
     names: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class InFlightReply:
+    """The answer to an in-flight query: the keys asked about that this scheduler still holds (placed and not
+    reported done, or waiting to be placed)."""
+
+    keys: tuple[str, ...]
+
+
 #: What a client request is answered with.
-Reply = GenericResponse | ConnectReply | FunctionListReply | ClusterStatus | FunctionLease
+Reply = GenericResponse | ConnectReply | FunctionListReply | ClusterStatus | FunctionLease | InFlightReply
 #: What the scheduler pushes: envelopes to executors and peers, errors to callers (a ``CallResult`` for clients
 #: that asked to be notified, a bare ``Value`` for original clients).
 PushedMessage = (
@@ -723,6 +741,9 @@ class SchedulerState:
             self._reply(event.request_id, self.cluster_status(), out)
         elif isinstance(event, CancelEvent):
             self._handle_cancel(event.request_id, event.key, out)
+        elif isinstance(event, InFlightQueryEvent):
+            held = tuple(key for key in event.keys if self._ledger.find(key) is not None)
+            self._reply(event.request_id, InFlightReply(held), out)
         elif isinstance(event, RecoverEvent):
             self._start_recovery(out)
         elif isinstance(event, SchedulersListedEvent):
@@ -1162,6 +1183,7 @@ class SchedulerState:
             self._forget_gossiped(eid)
             if status.crashed:
                 # Told by its node's supervisor: what it held is gone. (A departing executor finishes its work.)
+                self._repair_replicas(out)
                 self._rerun_lost(eid, "its process died (its node's supervisor told)", out)
             return
         record = self._executors.get(eid)
@@ -1173,6 +1195,7 @@ class SchedulerState:
             record = _ExecutorRecord(status, self._now)
             self._executors[eid] = record
             self._remember(location_string(eid), f"joined ({status.type.name})")
+        joined = record.status is status
         restarted = record.status.incarnation != status.incarnation
         if restarted:
             # A restarted process has lost every pin of the old one, whatever a stale report said.
@@ -1193,7 +1216,10 @@ class SchedulerState:
             self._backoff[eid] = self._now
         if restarted:
             # Last, so that the re-runs are placed knowing what the new process hosts (nothing, at first).
+            self._repair_replicas(out)
             self._rerun_lost(eid, "it restarted (its process died)", out)
+        elif joined:
+            self._place_held(out)
 
     def _handle_pin_reply(self, response: GenericResponse, out: list[SchedulerInstruction]) -> None:
         repair = self._repairs.pop(response.response_id, None)
@@ -1204,6 +1230,7 @@ class SchedulerState:
                 self._set_functions(repair.executor, record.functions | {repair.function})
                 self._owners.setdefault((repair.function, repair.executor), set()).add(repair.dag)
                 self._remember(repair.dag, f"{repair.function} pinned again at {location_string(repair.executor)}")
+                self._place_held(out)  # requests waiting for that replica need not wait out their back-off
             return
         attempt = self._pins.pop(response.response_id, None)
         if attempt is None:
@@ -1925,6 +1952,11 @@ class SchedulerState:
         self._counters["requests_rerun"] += 1
         self._carry_losses(entry)
 
+    def _place_held(self, out: list[SchedulerInstruction]) -> None:
+        """Tries at once the requests held because they could not be placed: what they waited for may be there."""
+        for entry in self._ledger.due(float("inf")):
+            self._rerun(entry, out)
+
     def _wait_for_executors(
         self, request_id: int, key: str, call: FunctionCall | DagCall, reason: str, out: list[SchedulerInstruction]
     ) -> None:
@@ -1977,15 +2009,18 @@ class SchedulerState:
 
     def _handle_cancel(self, request_id: int, key: str, out: list[SchedulerInstruction]) -> None:
         """Stops a request: never run again, and every executor it runs on told (their sentinels stop the running
-        invocation and drop its queued work)."""
+        invocation and drop its queued work). A request this scheduler did not place (a client sent it straight to
+        an executor, or another scheduler placed it) may run on any executor it knows: each is told."""
         entry = self._ledger.find(key)
+        targets: Iterable[ExecutorId] = self._executors
         if entry is not None:
             entry.cancelled = True
             self._counters["requests_cancelled"] += 1
             self._remember(key, "cancelled")
-            for eid in entry.executors:
-                endpoint = self.config.ports.executor_cancel_endpoint(eid[0], eid[1])
-                out.append(PushInstruction(endpoint, CancelRequest(key)))
+            targets = entry.executors
+        for eid in targets:
+            endpoint = self.config.ports.executor_cancel_endpoint(eid[0], eid[1])
+            out.append(PushInstruction(endpoint, CancelRequest(key)))
         self._reply(request_id, GenericResponse(success=True, response_id=key), out)
 
     def _record_arrival(self, entry: _DagEntry) -> None:

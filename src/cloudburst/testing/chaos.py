@@ -29,18 +29,28 @@ _BASE_KEY = "chaos/base"
 _BASE = 1000
 
 
-def register_workload(connection: Connection, retries: int | None = None) -> None:
+def register_workload(connection: Connection, retries: int | None = None, work: float = 0.0) -> None:
     """Registers the load's functions: a DAG reading a key, doubling and subtracting one, and a one-shot square.
 
     Args:
         connection: Where to register them.
         retries: Their retry budget (``None``: the default; 0: they must not run twice).
+        work: Seconds the middle stage and the one-shot function sleep, so that kills find work running.
     """
+
+    def double(lib: object, x: int) -> int:
+        time.sleep(work)
+        return x * 2
+
+    def square(lib: object, x: int) -> int:
+        time.sleep(work)
+        return x * x
+
     connection.put_object(_BASE_KEY, _BASE)
     connection.register(lambda lib, x: lib.get(_BASE_KEY) + x, "chaos_read", retries=retries)
-    connection.register(lambda lib, x: x * 2, "chaos_double", retries=retries)
+    connection.register(double, "chaos_double", retries=retries)
     connection.register(lambda lib, x: x - 1, "chaos_less", retries=retries)
-    connection.register(lambda lib, x: x * x, SQUARE, retries=retries)
+    connection.register(square, SQUARE, retries=retries)
     stages = ["chaos_read", "chaos_double", "chaos_less"]
     connection.register_dag(PIPELINE, stages, [(stages[0], stages[1]), (stages[1], stages[2])])
 
