@@ -27,12 +27,14 @@ def test_calls_in_flight_take_an_executor_each_until_all_are_busy():
     rng, in_flight, granted = random.Random(1), RequestsInFlight(), lease()
     picks = []
     for key in range(6):
-        picks.append(granted.pick(rng, in_flight.counts))
-        in_flight.sent(sent(key, picks[-1], granted.incarnation(picks[-1]), now=0.0))
+        executor, incarnation = granted.pick(rng, in_flight.counts)
+        assert incarnation == {E1: "i1", E2: "i2", E3: "i3"}[executor]
+        picks.append(executor)
+        in_flight.sent(sent(key, executor, incarnation, now=0.0))
     assert sorted(picks[:3]) == [E1, E2, E3]
     assert sorted(picks[3:]) == [E1, E2, E3]
     assert in_flight.done("1").executor == picks[1]
-    assert granted.pick(rng, in_flight.counts) == picks[1]
+    assert granted.pick(rng, in_flight.counts)[0] == picks[1]
 
 
 def test_the_leases_own_figures_and_pins_count_too():
@@ -45,7 +47,7 @@ def test_the_leases_own_figures_and_pins_count_too():
 
 def test_ties_are_broken_at_random():
     rng, in_flight = random.Random(3), RequestsInFlight()
-    counts = Counter(lease().pick(rng, in_flight.counts) for _ in range(3000))
+    counts = Counter(lease().pick(rng, in_flight.counts)[0] for _ in range(3000))
     assert min(counts.values()) > 800
 
 
@@ -84,4 +86,4 @@ def test_requests_the_scheduler_placed_are_remembered_but_not_counted_at_any_exe
 
 
 def granted_picks(granted, rng, in_flight):
-    return {granted.pick(rng, in_flight.counts) for _ in range(100)}
+    return {granted.pick(rng, in_flight.counts)[0] for _ in range(100)}

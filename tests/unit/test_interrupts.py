@@ -34,8 +34,8 @@ def spin():
 def test_a_cancellation_stops_a_busy_loop(interrupter):
     later(0.2, lambda: interrupter.cancel("r1", time.monotonic()))
     started = time.monotonic()
-    with pytest.raises(Cancelled, match="r1"), interrupter.invocation(["r1", "out-key"], deadline=0):
-        spin()
+    with pytest.raises(Cancelled, match="r1"):
+        interrupter.call(("r1", "out-key"), 0, spin)
     assert time.monotonic() - started < 2
     assert interrupter.busy_since() is None
     assert interrupter.stuck_since() is None
@@ -45,8 +45,8 @@ def test_a_cancellation_wakes_a_blocking_call_in_the_main_thread(interrupter):
     assert threading.current_thread() is threading.main_thread()
     later(0.2, lambda: interrupter.cancel("r1", time.monotonic()))
     started = time.monotonic()
-    with pytest.raises(Cancelled), interrupter.invocation(["r1"], deadline=0):
-        time.sleep(30)
+    with pytest.raises(Cancelled):
+        interrupter.call(("r1",), 0, time.sleep, 30)
     assert time.monotonic() - started < 2
 
 
@@ -54,8 +54,8 @@ def test_a_deadline_stops_the_invocation(interrupter):
     deadline = time.time() + 0.2
     watcher = threading.Thread(target=lambda: watch(interrupter, deadline + 5))
     watcher.start()
-    with pytest.raises(DeadlineExceeded, match="past its deadline"), interrupter.invocation(["r1"], deadline):
-        spin()
+    with pytest.raises(DeadlineExceeded, match="past its deadline"):
+        interrupter.call(("r1",), deadline, spin)
     watcher.join()
 
 
@@ -65,8 +65,7 @@ def watch(interrupter, until):
 
 
 def test_other_requests_and_finished_invocations_are_left_alone(interrupter):
-    with interrupter.invocation(["r1"], deadline=0):
-        assert not interrupter.cancel("r2", time.monotonic())
+    assert interrupter.call(("r1",), 0, lambda: interrupter.cancel("r2", time.monotonic())) is False
     assert not interrupter.cancel("r1", time.monotonic())  # nothing runs: remembered only
     time.sleep(0.05)  # no exception may land after the invocation ended
 
@@ -88,5 +87,5 @@ def test_user_code_catching_exception_does_not_swallow_the_interruption(interrup
             except Exception:
                 continue
 
-    with pytest.raises(Cancelled), interrupter.invocation(["r1"], deadline=0):
-        stubborn()
+    with pytest.raises(Cancelled):
+        interrupter.call(("r1",), 0, stubborn)

@@ -206,26 +206,23 @@ class _Lease:
     pinned: tuple[bool, ...]
     incarnations: tuple[str, ...]
 
-    def pick(self, rng: random.Random, in_flight: Mapping[str, int]) -> str:
+    def pick(self, rng: random.Random, in_flight: Mapping[str, int]) -> tuple[str, str]:
         """The executor where the fewest calls wait (the lease's figure plus this connection's calls in flight),
-        unpinned first, at random among equals.
+        unpinned first, at random among equals; and its incarnation (empty if the scheduler named none).
 
         An executor runs one call at a time, so calls that wait for one another (``send``/``recv``) each need
         their own; and random ties keep two functions' calls from being placed in lockstep.
         """
-        keys = [
-            (queued + in_flight.get(executor, 0), pinned)
-            for executor, queued, pinned in zip(self.executors, self.queued, self.pinned, strict=True)
-        ]
-        best = min(keys)
-        return rng.choice([executor for executor, key in zip(self.executors, keys, strict=True) if key == best])
-
-    def incarnation(self, executor: str) -> str:
-        """The incarnation the lease names for ``executor`` (empty if it names none)."""
-        for endpoint, incarnation in zip(self.executors, self.incarnations, strict=True):
-            if endpoint == executor:
-                return incarnation
-        return ""
+        best: tuple[int, bool] | None = None
+        chosen: list[int] = []
+        for index, executor in enumerate(self.executors):
+            key = (self.queued[index] + in_flight.get(executor, 0), self.pinned[index])
+            if best is None or key < best:
+                best, chosen = key, [index]
+            elif key == best:
+                chosen.append(index)
+        index = chosen[0] if len(chosen) == 1 else rng.choice(chosen)
+        return self.executors[index], self.incarnations[index]
 
 
 class _VersionProbe:
@@ -456,6 +453,7 @@ class Connection:
         lease = self._lease(name) if not references and consistency == ConsistencyType.NORMAL else None
         response_key = str(uuid.uuid4())
         slot = self._expect(response_key)
+        now = time.time_ns()
         call = FunctionCall(
             name=name,
             arguments=arguments,
@@ -465,16 +463,16 @@ class Connection:
             response_address=self.result_address,
             delivery=ResultDelivery.NOTIFY_AND_STORE,
             function_version=lease.version if lease is not None else 0,
-            deadline=time.time() + (self.timeout if timeout is None else timeout),
+            deadline=now / 1e9 + (self.timeout if timeout is None else timeout),
             max_retries=retries,
             retry_exceptions=names,
-            stamp=time.time_ns() // 1000,
+            stamp=now // 1000,
         )
         try:
             if lease is not None:
-                executor = lease.pick(self._rng, self._in_flight.counts)
+                executor, incarnation = lease.pick(self._rng, self._in_flight.counts)
                 self._push(executor, codec.encode_executor_request(call))
-                sent = SentRequest(response_key, call, executor, lease.incarnation(executor), time.monotonic())
+                sent = SentRequest(response_key, call, executor, incarnation, time.monotonic())
                 self._in_flight.sent(sent)
             else:
                 self._place(call)

@@ -576,8 +576,7 @@ class FunctionRuntime:
             try:
                 if self._interrupter is None:
                     return function(self._library, *arguments)
-                with self._interrupter.invocation(serving.requests, serving.deadline):
-                    return function(self._library, *arguments)
+                return self._interrupter.call(serving.requests, serving.deadline, function, self._library, *arguments)
             except (Cancelled, DeadlineExceeded):
                 raise
             except Exception as error:

@@ -215,6 +215,7 @@ class ExecutorServer:
         self._interrupter.attach()
         self._sentinel.start()
         self._feed(StartEvent())
+        self._sentinel.publish(self.state.status(), self.state.schedulers())
         next_tick = self._clock.now() + _TICK_SECONDS
         while not self._stopping:
             if poller.poll(_POLL_MS):
@@ -225,6 +226,8 @@ class ExecutorServer:
                     self._feed(SchedulersListedEvent(answers[-1]))
             if not self._stopping and self._clock.now() >= next_tick:
                 self._feed(TickEvent())
+                # What the sentinel reports while user code holds the loop: a tick old at most, and not built per run.
+                self._sentinel.publish(self.state.status(), self.state.schedulers())
                 self._settle_stores()
                 self._report_hops()
                 next_tick = self._clock.now() + _TICK_SECONDS
@@ -279,7 +282,6 @@ class ExecutorServer:
             self._send(instruction.address, instruction.message)
         elif isinstance(instruction, RunDagInstruction):
             assert self._library is not None
-            self._sentinel.publish(self.state.status(), self.state.schedulers())
             started = self._clock.now()
             outcomes = self.runtime.run_dag(instruction)
             duration = self._clock.now() - started
@@ -287,7 +289,6 @@ class ExecutorServer:
             return DagRunDoneEvent(instruction.run_id, outcomes, duration, wall, self._library.take_reads())
         elif isinstance(instruction, RunOneShotInstruction):
             assert self._library is not None
-            self._sentinel.publish(self.state.status(), self.state.schedulers())
             started = self._clock.now()
             outcome = self.runtime.run_one_shot(instruction.call)
             duration = self._clock.now() - started
