@@ -47,6 +47,80 @@ def test_one_shot_call_and_future_as_reference(cb):
     assert "rt_square" in cb.list("rt_")
 
 
+def slow_increment(_, x, seconds):
+    time.sleep(seconds)
+    return x + 1
+
+
+def marked_square(lib, x, marker):
+    lib.put(marker, x)
+    return x * x
+
+
+def test_futures_not_resolved_yet_hold_their_call_back_until_their_results_come(cb):
+    cb.register(slow_increment, "rt_slow_incr")
+    cb.register(marked_square, "rt_marked_square")
+    cb.register(lambda _, a, b, c: a + b + c, "rt_sum3")
+    cb.register(lambda _, x: x + 1, "rt_incr")
+    upstream = cb.call("rt_slow_incr", 1, 0.3)
+    chained = cb.call("rt_marked_square", upstream, "rt/marker-chained")
+    assert not chained.done()
+    assert chained.result(timeout=30) == 4
+    # Three deep, several futures per call, one of them done already, one from another connection.
+    with cloudburst.Connection(cb.scheduler, ports=cb.ports) as other:
+        theirs = other.call("rt_slow_incr", 10, 0.2)
+        first = cb.call("rt_incr", 1)
+        first.result(timeout=30)
+        deep = cb.call("rt_sum3", first, theirs, cb.call("rt_incr", cb.call("rt_slow_incr", 0, 0.1)))
+        assert deep.result(timeout=30) == 2 + 11 + 2
+
+
+def test_a_call_waiting_for_a_failed_future_fails_with_its_error(cb):
+    cb.register(lambda _, x: 1 / x, "rt_inverse")
+    cb.register(lambda _, x: x + 1, "rt_incr")
+    with pytest.raises(RemoteExecutionError, match="ZeroDivisionError"):
+        cb.call("rt_incr", cb.call("rt_inverse", 0)).result(timeout=30)
+
+
+def test_big_results_are_passed_on_by_reference(cb):
+    cb.register(lambda _, n: b"x" * n, "rt_blob")
+    cb.register(lambda _, blob: len(blob), "rt_length")
+    assert cb.call("rt_length", cb.call("rt_blob", 300_000)).result(timeout=30) == 300_000
+    done = cb.call("rt_blob", 200_000)
+    done.result(timeout=30)
+    assert cb.call("rt_length", done).result(timeout=30) == 200_000
+
+
+def test_a_calls_result_is_stored_only_once_passed_on_by_reference(cb):
+    cb.register(lambda _, x: x + 1, "rt_incr")
+    cb.register(lambda _, n: b"x" * n, "rt_blob")
+    cb.register(lambda _, blob: len(blob), "rt_length")
+    cb.register_dag("rt_measure", ["rt_length"], [])
+    small = cb.call("rt_incr", 1)
+    assert small.result(timeout=30) == 2
+    assert cb.get_object(small.obj_id) is None  # only pushed: nobody could read it by key
+    big = cb.call("rt_blob", 150_000)
+    assert cb.call("rt_length", big).result(timeout=30) == 150_000
+    assert cb.get_object(big.obj_id) == b"x" * 150_000  # passed on by reference: stored by the client first
+    pending = cb.call("rt_incr", 41)
+    measured = cb.call_dag(cb.build_dag_call("rt_measure", {"rt_length": [cb.call("rt_blob", 7)]}))
+    assert measured.result(timeout=30) == 7
+    assert cb.call("rt_incr", pending).result(timeout=30) == 43
+
+
+def test_a_call_cancelled_while_it_waits_for_its_arguments_never_runs(cb):
+    cb.register(slow_increment, "rt_slow_incr")
+    cb.register(marked_square, "rt_marked_square")
+    upstream = cb.call("rt_slow_incr", 1, 0.5)
+    waiting = cb.call("rt_marked_square", upstream, "rt/marker-cancelled")
+    assert waiting.cancel()
+    with pytest.raises(cloudburst.Cancelled):
+        waiting.result(timeout=30)
+    assert upstream.result(timeout=30) == 2
+    time.sleep(0.3)
+    assert cb.get_object("rt/marker-cancelled") is None
+
+
 def test_references_resolve_to_kvs_values(cb):
     cb.put_object("rt/ref", 21)
     double = cb.register(lambda _, x: x * 2, "rt_double")

@@ -27,6 +27,7 @@ import zmq
 
 from cloudburst.client.future import Future, ResultSlot
 from cloudburst.client.in_flight import RequestsInFlight, SentRequest
+from cloudburst.client.waiting import WaitingCall, WaitingCalls, inline_value
 from cloudburst.clock import TimestampGenerator, writer_id_for
 from cloudburst.config import RuntimePorts
 from cloudburst.errors import (
@@ -324,6 +325,7 @@ class Connection:
         self._stamp = TimestampGenerator(writer_id_for(self.result_address))
         self._leases: dict[str, _Lease] = {}
         self._in_flight = RequestsInFlight()
+        self._waiting = WaitingCalls()
         self._retries: Counter[str] = Counter()
         #: Requests the scheduler did not hold when last asked, with no result yet (see ``_check_scheduler``).
         self._unheld: set[str] = set()
@@ -433,7 +435,8 @@ class Connection:
 
         Args:
             name: The function.
-            args: Its arguments (futures become references to their results).
+            args: Its arguments. A future's result is passed on: the call is sent once it is here, with it inline
+                when small (up to 100 KiB), else as a reference to it; a causal call takes futures as references.
             consistency: The consistency level of the call.
             retries: How many times it may run again if its executor is lost (``None``: 3).
             retry_exceptions: Program errors that run it again too, within ``retries`` (see :meth:`register`).
@@ -447,13 +450,44 @@ class Connection:
             InvalidRequest: ``retries`` is negative, or ``retry_exceptions`` names something else than exceptions.
         """
         names = _retry_names(name, retries, retry_exceptions)
-        arguments, references = self._arguments(args)
-        # A call referencing keys goes through the scheduler, which places it near them; any other goes straight
-        # to an executor the scheduler leased for the function, a hop and a round trip shorter.
-        lease = self._lease(name) if not references and consistency == ConsistencyType.NORMAL else None
+        deadline = time.time() + (self.timeout if timeout is None else timeout)
         response_key = str(uuid.uuid4())
         slot = self._expect(response_key)
-        now = time.time_ns()
+
+        def send() -> None:
+            self._send_call(name, args, consistency, retries, names, deadline, response_key, slot)
+
+        # Futures not resolved yet hold the call back until their results are here (see client/waiting.py); a
+        # causal call takes them as references, read in its session, at once if their results will be stored.
+        pending = tuple(arg for arg in args if isinstance(arg, Future) and not arg.done())
+        if pending and (consistency == ConsistencyType.NORMAL or not all(future.stored for future in pending)):
+            waiting = WaitingCall(response_key, pending, time.monotonic())
+            self._waiting.wait(waiting, lambda: self._send_waiting(name, slot, send))
+        else:
+            try:
+                send()
+            except BaseException:
+                self._forget(response_key)
+                raise
+        return self._future(response_key, slot, stored=consistency != ConsistencyType.NORMAL)
+
+    def _send_call(
+        self,
+        name: str,
+        args: Sequence[object],
+        consistency: ConsistencyType,
+        retries: int | None,
+        retry_exceptions: tuple[str, ...],
+        deadline: float,
+        response_key: str,
+        slot: ResultSlot,
+    ) -> None:
+        """Sends a call whose arguments are all at hand: straight to an executor when it references no key."""
+        normal = consistency == ConsistencyType.NORMAL
+        arguments, references = self._arguments(args, inline=normal)
+        # A call referencing keys goes through the scheduler, which places it near them; any other goes straight
+        # to an executor the scheduler leased for the function, a hop and a round trip shorter.
+        lease = self._lease(name) if not references and normal else None
         call = FunctionCall(
             name=name,
             arguments=arguments,
@@ -461,26 +495,35 @@ class Connection:
             response_key=response_key,
             consistency=consistency,
             response_address=self.result_address,
-            delivery=ResultDelivery.NOTIFY_AND_STORE,
+            # A NORMAL call's result is only pushed: it is stored if it is ever passed on by reference. A causal
+            # one's is stored too (it is what a later reference in a session reads).
+            delivery=ResultDelivery.NOTIFY_ONLY if normal else ResultDelivery.NOTIFY_AND_STORE,
             function_version=lease.version if lease is not None else 0,
-            deadline=now / 1e9 + (self.timeout if timeout is None else timeout),
+            deadline=deadline,
             max_retries=retries,
-            retry_exceptions=names,
-            stamp=now // 1000,
+            retry_exceptions=retry_exceptions,
+            stamp=time.time_ns() // 1000,
         )
+        if lease is not None:
+            executor, incarnation = lease.pick(self._rng, self._in_flight.counts)
+            self._push(executor, codec.encode_executor_request(call))
+            self._in_flight.sent(SentRequest(response_key, call, executor, incarnation, time.monotonic()))
+        else:
+            self._place(call)
+            self._placed(response_key, call, slot)
+
+    def _send_waiting(self, name: str, slot: ResultSlot, send: Callable[[], None]) -> None:
+        """Sends a call whose last awaited argument just arrived (in the thread that received it); what keeps it
+        from being sent becomes its result."""
+        if slot.filled():
+            return  # cancelled meanwhile
         try:
-            if lease is not None:
-                executor, incarnation = lease.pick(self._rng, self._in_flight.counts)
-                self._push(executor, codec.encode_executor_request(call))
-                sent = SentRequest(response_key, call, executor, incarnation, time.monotonic())
-                self._in_flight.sent(sent)
-            else:
-                self._place(call)
-                self._placed(response_key, call, slot)
-        except BaseException:
-            self._forget(response_key)
-            raise
-        return self._future(response_key, slot)
+            send()
+        except CloudburstError as error:
+            slot.fill(encode_error(error))
+        except Exception as error:  # the receiver thread must go on
+            logger.exception("a call of %r waiting for its arguments could not be sent", name)
+            slot.fill(encode_error(CloudburstError(f"the call could not be sent: {error!r}", function=name)))
 
     def _place(self, call: FunctionCall | DagCall) -> GenericResponse:
         """Has the scheduler place a call or DAG request; sent again if the scheduler dies holding it, unless the
@@ -630,7 +673,9 @@ class Connection:
 
         Args:
             name: The DAG.
-            arguments: Per function, its fixed arguments (a list; a single value is wrapped).
+            arguments: Per function, its fixed arguments (a list; a single value is wrapped). A future among them
+                is passed as a reference to its result; one whose result is only pushed to this client is waited
+                for (up to the connection's timeout) and stored first.
             direct_response: Deliver the result only to this client, not to the KVS.
             consistency: The consistency level of the request.
             output_key: Store the result under this key instead of the request id.
@@ -646,6 +691,7 @@ class Connection:
 
         Raises:
             InvalidRequest: ``retries`` is negative, or ``retry_exceptions`` names something else than exceptions.
+            DeadlineExceeded: A future among the arguments did not resolve in time.
         """
         names = _retry_names(f"DAG {name}", retries, retry_exceptions)
         function_args: dict[str, Arguments] = {}
@@ -708,7 +754,7 @@ class Connection:
             call = replace(call, output_key=result_id)  # so that, placed again, it answers under the same key
         if known_id or call.continuation is None:
             self._placed(result_id, call, slot)
-        return self._future(result_id, slot)
+        return self._future(result_id, slot, stored=final.delivery != ResultDelivery.NOTIFY_ONLY)
 
     async def call_dag_async(self, call: DagCall, timeout: float | None = None) -> Any:  # noqa: ANN401, ASYNC109
         """Sends a DAG call and awaits its result, without blocking the event loop.
@@ -833,11 +879,19 @@ class Connection:
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
-    def _arguments(self, args: Iterable[object]) -> tuple[Arguments, tuple[str, ...]]:
-        """Encodes arguments (futures become references) and lists the keys they reference, for placement."""
-        encoded, references = [], []
+    def _arguments(self, args: Iterable[object], *, inline: bool = False) -> tuple[Arguments, tuple[str, ...]]:
+        """Encodes arguments (futures become references, or with ``inline`` their small results as they arrived)
+        and lists the keys they reference, for placement."""
+        encoded: list[EncodedValue] = []
+        references = []
         for arg in args:
             if isinstance(arg, Future):
+                value = inline_value(arg) if inline else None
+                if value is not None:
+                    encoded.append(value)
+                    continue
+                if not arg.stored:
+                    self._store_result(arg)
                 arg = CloudburstReference(arg.obj_id, True)
             if isinstance(arg, CloudburstReference):
                 references.append(arg.key)
@@ -950,7 +1004,7 @@ class Connection:
             self._slots.pop(result_id, None)
         self._in_flight.done(result_id)
 
-    def _future(self, result_id: str, slot: ResultSlot) -> Future:
+    def _future(self, result_id: str, slot: ResultSlot, *, stored: bool = True) -> Future:
         return Future(
             result_id,
             slot,
@@ -958,7 +1012,18 @@ class Connection:
             self.timeout,
             lambda: self._forget(result_id),
             lambda: self.cancel(result_id),
+            stored=stored,
         )
+
+    def _store_result(self, future: Future) -> None:
+        """Stores a result the cluster only pushed here, under its key, so that a reference to it resolves.
+
+        Raises:
+            DeadlineExceeded: The result did not come within the connection's timeout, or the KVS did not answer.
+        """
+        value = future.wait_encoded(self.timeout)
+        self.kvs.put(future.obj_id, LwwLattice(self._stamp(), codec.encode_encoded_value(value)))
+        future.stored = True
 
     def cancel(self, request_id: str) -> bool:
         """Stops a request (a call's or DAG request's id, as its future's ``obj_id``): work not started is dropped,
@@ -1012,6 +1077,9 @@ class Connection:
             try:
                 self._check_executors([request for request in live if request.direct])
                 self._check_scheduler([request for request in live if not request.direct])
+                for waiting in self._waiting.due(time.monotonic()):
+                    for future in waiting.late():
+                        future.check_stored()
             except CloudburstError as error:
                 logger.info("cannot check the requests in flight now: %s", error)
 

@@ -20,11 +20,12 @@ _FILL_LOCK = threading.Lock()
 class ResultSlot:
     """Where the result of one request lands; filled by the client's receiver thread."""
 
-    __slots__ = ("_event", "value")
+    __slots__ = ("_callbacks", "_event", "value")
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self.value: EncodedValue | None = None
+        self._callbacks: list[Callable[[], None]] | None = None
 
     def fill(self, value: EncodedValue) -> bool:
         """Stores the result and wakes every waiter; the first value wins (a request run again after its executor
@@ -37,8 +38,22 @@ class ResultSlot:
             if self.value is not None:
                 return False
             self.value = value
+            callbacks, self._callbacks = self._callbacks, None
         self._event.set()
+        for callback in callbacks or ():
+            callback()
         return True
+
+    def when_filled(self, callback: Callable[[], None]) -> None:
+        """Calls ``callback`` once the result is there: at once if it is, else in the thread that fills the slot
+        (so it must be quick and must not raise)."""
+        with _FILL_LOCK:
+            if self.value is None:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(callback)
+                return
+        callback()
 
     def filled(self) -> bool:
         """Whether the result is there."""
@@ -52,9 +67,10 @@ class ResultSlot:
 class Future:
     """The eventual result of a function or DAG call.
 
-    The executor pushes the result to the client as soon as it is computed, so waiting costs no polling. If the
-    notification is lost (for example the result was produced for another client connection), the KVS copy is
-    read as a fallback, with growing pauses, until the deadline.
+    The executor pushes the result to the client as soon as it is computed, so waiting costs no polling. A result
+    that is also stored (``stored``) is read from the KVS as a fallback, with growing pauses, should the
+    notification be late. A call's result is stored only when it is passed on by reference (see
+    :mod:`cloudburst.client.waiting`).
 
     Args:
         obj_id: The request's result key.
@@ -63,6 +79,7 @@ class Future:
         default_timeout: Deadline of :meth:`get` and of :meth:`result` without a timeout.
         release: Called once the result is taken, so the client forgets the slot.
         cancel: Asks the cluster to stop the request (see :meth:`cancel`).
+        stored: Whether the result is stored in the KVS under ``obj_id`` too (or will be).
     """
 
     def __init__(
@@ -73,8 +90,11 @@ class Future:
         default_timeout: float,
         release: Callable[[], None],
         cancel: Callable[[], bool] | None = None,
+        *,
+        stored: bool = True,
     ) -> None:
         self.obj_id = obj_id
+        self.stored = stored
         self._slot = slot
         self._fetch = fetch
         self._default_timeout = default_timeout
@@ -100,6 +120,33 @@ class Future:
         """Whether the result notification has arrived."""
         return self._slot.value is not None
 
+    def encoded(self) -> EncodedValue | None:
+        """The result as it arrived (``None`` until it has), for passing it on without decoding it."""
+        return self._slot.value
+
+    def wait_encoded(self, timeout: float) -> EncodedValue:
+        """Waits for the result as it arrives, without decoding it.
+
+        Raises:
+            DeadlineExceeded: No result within ``timeout`` seconds.
+        """
+        if self._slot.value is None and not self._slot.wait(timeout) and not self.check_stored():
+            raise DeadlineExceeded(f"no result for request {self.obj_id!r} in time", request_id=self.obj_id)
+        assert self._slot.value is not None
+        return self._slot.value
+
+    def when_done(self, callback: Callable[[], None]) -> None:
+        """Calls ``callback`` once the result is there (see :meth:`ResultSlot.when_filled`)."""
+        self._slot.when_filled(callback)
+
+    def check_stored(self) -> bool:
+        """Reads the stored result, for when its notification is late; True once the result is there."""
+        if self._slot.value is None and self.stored:
+            stored = self._fetch()
+            if stored is not None:
+                self._slot.fill(stored)
+        return self._slot.value is not None
+
     def result(self, timeout: float | None = None) -> Any:  # noqa: ANN401 - the user function's result
         """Waits for and returns the result.
 
@@ -116,11 +163,8 @@ class Future:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeadlineExceeded(f"no result for request {self.obj_id!r} in time", request_id=self.obj_id)
-            if self._slot.wait(min(pause, remaining)):
+            if self._slot.wait(min(pause, remaining)) or self.check_stored():
                 break
-            stored = self._fetch()
-            if stored is not None:
-                self._slot.fill(stored)
             pause *= 2
         self._release()
         assert self._slot.value is not None
