@@ -1,10 +1,11 @@
-"""Cloudburst next to Ray, Dask distributed and bare-ZeroMQ floors: the same workloads, one run, one report.
+"""Cloudburst next to Ray (tasks, actors and Compiled Graphs), Dask distributed and bare-ZeroMQ floors: the same
+workloads, one run, one report.
 
 Every system is started by the benchmark, measured in alternating rounds (the order rotating from round to round,
 so a drift of the machine hits all alike) and stopped afterwards. Each system's figure is compared with the floor
 measured in the same run, the bare pyzmq transport its calls cannot beat; that ratio moves far less with the
-machine than absolute latency does. Ray and Dask are optional: a system that cannot be imported is skipped with a
-note. The locality workload (a function over 10 x 8 MB arrays, cached vs uncached) has no peer equivalent on one
+machine than absolute latency does. Ray and Dask are optional: a system that cannot be imported (or fails to start)
+is skipped with a note. The three Ray contenders share one Ray instance. The locality workload (a function over 10 x 8 MB arrays, cached vs uncached) has no peer equivalent on one
 machine and runs for Cloudburst only, after the others have stopped.
 
 Results: a Markdown table on stdout and in ``suite.md``, the numbers in ``suite.json``, the ratios in ``suite.png``.
@@ -43,6 +44,8 @@ from benchmarks.contenders import (
     cloudburst_functions,
     dask_futures,
     floors,
+    ray_actors,
+    ray_compiled,
     ray_tasks,
 )
 from benchmarks.progress import RunProgress
@@ -63,6 +66,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Optional peers: name, the context manager that starts one, given how many workers (CPUs) it may use.
 PEERS: tuple[tuple[str, Callable[[int], contextlib.AbstractContextManager[Contender]]], ...] = (
     (ray_tasks.NAME, ray_tasks.started),
+    (ray_actors.NAME, ray_actors.started),
+    (ray_compiled.NAME, ray_compiled.started),
     (dask_futures.NAME, dask_futures.started),
 )
 #: The packages whose versions a result records.
@@ -145,6 +150,9 @@ def started_systems(config: Config, progress: RunProgress) -> Iterator[tuple[lis
                 contenders.append(stack.enter_context(started(config.workers)))
             except ImportError as error:
                 skipped[name] = f"not importable ({error})"
+                progress.note(f"note: {name} skipped, {skipped[name]}")
+            except Exception as error:  # a peer's own failure (an experimental feature, say) must not stop ours
+                skipped[name] = f"failed to start ({type(error).__name__}: {error})"
                 progress.note(f"note: {name} skipped, {skipped[name]}")
         yield contenders, skipped
         progress.phase("stopping every system")

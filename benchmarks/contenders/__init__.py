@@ -3,7 +3,8 @@
 A system's ``started()`` context manager starts it (processes included), yields a :class:`Contender` and stops it
 again. The contender maps each workload it runs to an :class:`Op`; how an op is timed depends on the workload:
 
-* :data:`NULL`, :data:`CHAIN`, :data:`LARGE`: ``run(i)`` makes one call and waits for its result (timed by the suite);
+* :data:`NULL`, :data:`CHAIN`, :data:`DAG`, :data:`LARGE`: ``run(i)`` makes one call and waits for its result (timed
+  by the suite);
 * :data:`THROUGHPUT`: ``run(n)`` puts ``n`` calls in flight, then waits for all of them;
 * :data:`READ`: ``run(i)`` makes one call whose function reads a value it read before and returns how long that
   read took, in nanoseconds, measured inside the function.
@@ -16,10 +17,12 @@ from dataclasses import dataclass
 
 NULL = "null call"
 CHAIN = "square(increment(x))"
+#: The same chain declared ahead of time: a registered DAG here, a compiled graph in Ray (the static-shape peers).
+DAG = "registered DAG incr -> square"
 LARGE = "1 MB argument"
 THROUGHPUT = "throughput"
 READ = "cached read in a function"
-WORKLOADS = (NULL, CHAIN, LARGE, THROUGHPUT, READ)
+WORKLOADS = (NULL, CHAIN, DAG, LARGE, THROUGHPUT, READ)
 
 #: Returned unchanged by the ``LARGE`` calls, so it crosses the wire both ways.
 LARGE_ARGUMENT = b"m" * 1_000_000
@@ -68,6 +71,7 @@ def verify(contender: Contender) -> Contender:
     wanted: dict[str, Callable[[object], bool]] = {
         NULL: lambda result: result == 7,
         CHAIN: lambda result: result == CHAIN_RESULT,
+        DAG: lambda result: result == CHAIN_RESULT,
         LARGE: lambda result: result == LARGE_ARGUMENT,
         THROUGHPUT: lambda _result: True,
         READ: lambda result: isinstance(result, int) and result >= 0,

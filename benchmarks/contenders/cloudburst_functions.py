@@ -10,6 +10,7 @@ import cloudburst
 from benchmarks.contenders import (
     CHAIN,
     CHAIN_ARGUMENT,
+    DAG,
     LARGE,
     LARGE_ARGUMENT,
     NULL,
@@ -58,6 +59,8 @@ def started(executors: int) -> Iterator[Contender]:
         plus_one = cb.register(increment, "suite_increment")
         squared = cb.register(square, "suite_square")
         read = cb.register(timed_read, "suite_timed_read")
+        cb.register_dag("suite_chain", ["suite_increment", "suite_square"], [("suite_increment", "suite_square")])
+        chain_call = cb.build_dag_call("suite_chain", {"suite_increment": CHAIN_ARGUMENT}, direct_response=True)
         cb.put_object(SMALL_KEY, SMALL_VALUE)
 
         def burst(count: int) -> None:
@@ -73,7 +76,11 @@ def started(executors: int) -> Iterator[Contender]:
                     NULL: Op(lambda index: call(index).result(timeout=RESULT_TIMEOUT), "f(i).result()"),
                     CHAIN: Op(
                         lambda _index: squared(plus_one(CHAIN_ARGUMENT)).result(timeout=RESULT_TIMEOUT),
-                        "square(increment(x)).result(), the first call's future passed as a reference",
+                        "square(increment(x)).result(), the first call's future passed on",
+                    ),
+                    DAG: Op(
+                        lambda _index: cb.call_dag(chain_call).result(timeout=RESULT_TIMEOUT),
+                        "call_dag(square(increment(x))).result(), a registered DAG, the result pushed only",
                     ),
                     LARGE: Op(lambda _index: call(LARGE_ARGUMENT).result(timeout=RESULT_TIMEOUT), "f(data).result()"),
                     THROUGHPUT: Op(burst, "n x f(i), then .result() of each"),

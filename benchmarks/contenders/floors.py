@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from benchmarks.contenders import CHAIN, LARGE, LARGE_ARGUMENT, NULL, THROUGHPUT, Contender, Op
+from benchmarks.contenders import CHAIN, DAG, LARGE, LARGE_ARGUMENT, NULL, THROUGHPUT, Contender, Op
 from benchmarks.floor import FloorChain, FloorServer, PushPullClient, ReqRepClient
 from benchmarks.runtime_latency import FLOOR_PAYLOAD, echo_burst, echo_op
 
@@ -34,6 +34,10 @@ def started() -> Iterator[Contender]:
             {
                 NULL: Op(echo_op(reqrep, "the REQ/REP floor"), f"{payload} REQ/REP echo"),
                 CHAIN: Op(
+                    echo_op(chain_client, "the 2-hop floor chain"),
+                    f"{payload} message PUSHed through two forwarding processes back to the client",
+                ),
+                DAG: Op(
                     echo_op(chain_client, "the 2-hop floor chain"),
                     f"{payload} message PUSHed through two forwarding processes back to the client",
                 ),

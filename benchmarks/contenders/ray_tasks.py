@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from benchmarks.contenders import (
     Op,
     identity,
     increment,
+    ray_session,
     square,
     verify,
 )
@@ -45,18 +45,8 @@ def timed_read(boxed: list[object]) -> int:
 
 @contextlib.contextmanager
 def started(cpus: int) -> Iterator[Contender]:
-    """Starts a local Ray instance (raises ``ImportError`` without Ray) and stops it afterwards.
-
-    The dashboard is off: it is not on the call path, and its dozen processes would only add background load that
-    every system on this machine pays for.
-    """
-    import ray  # Ray is optional
-    from ray import cloudpickle
-
-    # Workers need not find this project on their path: the task functions travel by value.
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    try:
+    """Starts (or joins) the local Ray instance; raises ``ImportError`` without Ray."""
+    with ray_session.session(cpus, sys.modules[__name__]) as ray:
         call, plus_one, squared, read = (ray.remote(task) for task in (identity, increment, square, timed_read))
         small = [ray.put(SMALL_VALUE)]
 
@@ -83,5 +73,3 @@ def started(cpus: int) -> Iterator[Contender]:
                 },
             )
         )
-    finally:
-        ray.shutdown()
