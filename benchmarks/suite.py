@@ -5,8 +5,9 @@ Every system is started by the benchmark, measured in alternating rounds (the or
 so a drift of the machine hits all alike) and stopped afterwards. Each system's figure is compared with the floor
 measured in the same run, the bare pyzmq transport its calls cannot beat; that ratio moves far less with the
 machine than absolute latency does. Ray and Dask are optional: a system that cannot be imported (or fails to start)
-is skipped with a note. The three Ray contenders share one Ray instance. The locality workload (a function over 10 x 8 MB arrays, cached vs uncached) has no peer equivalent on one
-machine and runs for Cloudburst only, after the others have stopped.
+is skipped with a note. The three Ray contenders share one Ray instance. The locality workload (a function over
+10 x 8 MB arrays, cached vs uncached) has no peer equivalent on one machine and runs for Cloudburst only, after the
+others have stopped.
 
 Results: a Markdown table on stdout and in ``suite.md``, the numbers in ``suite.json``, the ratios in ``suite.png``.
 """

@@ -31,7 +31,6 @@ from cloudburst.protocol.runtime_messages import (
     CallResult,
     Dag,
     DagSchedule,
-    DagTrigger,
     ErrorCode,
     FunctionCall,
     FunctionReference,
@@ -201,9 +200,7 @@ class Deployment:
                 response_address=self.result_address,
                 delivery=delivery,
             )
-            self.send(server, schedule)
-        for source in dag.sources():
-            self.send(by_function[source], DagTrigger(request_id, source, BEGIN))
+            self.send(server, schedule)  # a source's schedule starts it
 
 
 @pytest.fixture

@@ -282,12 +282,11 @@ def test_unpin_of_an_idle_function_unloads_it_and_reports():
 def test_unpin_waits_for_the_requests_that_still_need_the_function():
     harness = Harness()
     harness.pin("f")
-    harness.receive(make_schedule(SINGLE, "f", "r1"))
+    run = only_run(harness.receive(make_schedule(SINGLE, "f", "r1")))
     out = harness.receive(UnpinFunction("f"))
     assert not [i for i in out if isinstance(i, UnloadFunctionInstruction)]
     assert sends(out, ThreadStatus)[0].message.functions == ()
     assert harness.state.loaded_functions() == ("f",)
-    run = only_run(harness.receive(make_trigger("r1", "f", BEGIN)))
     out = harness.finish(run, result_of(1))
     assert UnloadFunctionInstruction("f") in out
     assert harness.state.loaded_functions() == ()
@@ -322,18 +321,24 @@ def test_a_failed_load_fails_the_requests_waiting_for_it():
 # -- DAG requests ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("schedule_first", [True, False])
-def test_schedule_and_trigger_in_either_order(schedule_first):
+def test_a_sources_schedule_starts_it_and_a_begin_trigger_as_the_original_sent_is_a_repeat():
     harness = Harness()
     harness.pin("f")
-    schedule = make_schedule(SINGLE, "f", "r1", arguments=[7, "x"])
-    trigger = make_trigger("r1", "f", BEGIN)
-    first, second = (schedule, trigger) if schedule_first else (trigger, schedule)
-    assert runs(harness.receive(first)) == []
-    run = only_run(harness.receive(second))
+    run = only_run(harness.receive(make_schedule(SINGLE, "f", "r1", arguments=[7, "x"])))
     (item,) = run.items
     assert (run.function, item.request_id, item.dag, item.output) == ("f", "r1", "single", OutputForm.RESULT)
     assert decoded(item.arguments) == [7, "x"]
+    assert runs(harness.receive(make_trigger("r1", "f", BEGIN))) == []
+    assert harness.state.counters().duplicates_dropped == 1
+
+
+def test_a_begin_trigger_before_the_schedule_waits_for_it():
+    harness = Harness()
+    harness.pin("f")
+    assert runs(harness.receive(make_trigger("r1", "f", BEGIN))) == []
+    run = only_run(harness.receive(make_schedule(SINGLE, "f", "r1", arguments=[7])))
+    assert decoded(run.items[0].arguments) == [7]
+    assert harness.state.counters().duplicates_dropped == 0
 
 
 def test_fan_in_arguments_follow_edge_order_whatever_the_arrival_order():
@@ -363,7 +368,7 @@ def test_a_repeated_trigger_for_a_pending_request_is_dropped():
 def test_triggers_for_a_finished_request_are_dropped_until_the_dedup_ttl():
     harness = Harness(dedup_ttl=10.0)
     harness.pin("f")
-    run = only_run(harness.receive(make_schedule(SINGLE, "f", "r1"), make_trigger("r1", "f", BEGIN)))
+    run = only_run(harness.receive(make_schedule(SINGLE, "f", "r1")))
     harness.finish(run, result_of(1))
     harness.advance(9.0)
     assert harness.receive(make_trigger("r1", "f", BEGIN), make_schedule(SINGLE, "f", "r1")) == []
@@ -929,12 +934,11 @@ def test_past_the_pending_limit_the_oldest_idle_request_is_evicted(monkeypatch):
 def test_pinning_a_function_that_is_still_unpinning_takes_it_back_without_a_reload():
     harness = Harness()
     harness.pin("f")
-    harness.receive(make_schedule(SINGLE, "f", "r1"))
+    run = only_run(harness.receive(make_schedule(SINGLE, "f", "r1")))
     harness.receive(UnpinFunction("f"))
     out = harness.receive(PinFunction("f", PIN_REPLY, "again"))
     assert not [i for i in out if isinstance(i, LoadFunctionInstruction)]
     assert sends(out, GenericResponse)[0].message == GenericResponse(True, "again")
-    run = only_run(harness.receive(make_trigger("r1", "f", BEGIN)))
     assert not [i for i in harness.finish(run, result_of(1)) if isinstance(i, UnloadFunctionInstruction)]
     assert harness.state.pinned_functions() == ("f",)
 

@@ -762,15 +762,14 @@ def diamond(cluster):
     return cluster, dag, placements
 
 
-def test_a_dag_call_sends_one_schedule_per_function_then_the_begin_triggers(diamond):
+def test_a_dag_call_sends_one_schedule_per_function_and_the_sources_start_on_theirs(diamond):
     h, dag, placements = diamond
     arguments = {"f": (value("x"),), "k": (value("y"), value("z"))}
     call = DagCall("dia", arguments, response_address="tcp://10.0.9.9:9000", output_key="out", client_id="me")
     reply, pushes = h.ask(lambda rid: DagCallEvent(rid, call))
     assert reply == GenericResponse(success=True, response_id="out")
     schedules = [p for p in pushes if isinstance(p.message, DagSchedule)]
-    triggers = [p for p in pushes if isinstance(p.message, DagTrigger)]
-    assert pushes == schedules + triggers
+    assert pushes == schedules  # no separate BEGIN trigger: a source's schedule starts it
     locations = {f: address.removeprefix("tcp://").replace(":4000", ":0") for f, address in placements.items()}
     assert [(p.address, p.message.target_function) for p in schedules] == [(placements[f], f) for f in "fgk"]
     schedule_id = schedules[0].message.id
@@ -785,7 +784,6 @@ def test_a_dag_call_sends_one_schedule_per_function_then_the_begin_triggers(diam
         assert schedule.client_id == "me"
         assert schedule.start_time == h.clock.wall_ns() / 1e9
     assert [p.message.triggers for p in schedules] == [(BEGIN,), ("f",), ("f", "g")]
-    assert triggers == [PushInstruction(placements["f"], DagTrigger(schedule_id, "f", BEGIN))]
 
 
 def test_a_dag_call_without_an_output_key_answers_the_schedule_id(diamond):
@@ -805,8 +803,7 @@ def test_fan_in_triggers_follow_edge_order():
     _, pushes = h.ask(lambda rid: DagCallEvent(rid, DagCall("fan")))
     schedules = {p.message.target_function: p.message for p in pushes if isinstance(p.message, DagSchedule)}
     assert schedules["c"].triggers == ("b", "a")
-    begins = [p.message.target_function for p in pushes if isinstance(p.message, DagTrigger)]
-    assert begins == ["a", "b"]
+    assert [f for f, schedule in schedules.items() if schedule.triggers == (BEGIN,)] == ["a", "b"]
 
 
 def test_a_call_of_an_unknown_dag_is_no_such_dag_and_records_nothing(cluster):
@@ -934,8 +931,8 @@ def test_a_continuation_runs_the_next_dag_with_the_result_appended_to_every_sour
     assert dict(schedules[0].arguments) == {"g": (value("g-arg"), result), "f": (result,)}
     assert schedules[0].output_key == "out"
     assert schedules[0].response_address == "tcp://10.0.9.9:9000"
-    begins = [p.message for p in pushes if isinstance(p.message, DagTrigger)]
-    assert begins == [DagTrigger("req-1", "g", BEGIN), DagTrigger("req-1", "f", BEGIN)]
+    assert not [p for p in pushes if isinstance(p.message, DagTrigger)]
+    assert [s.target_function for s in schedules if s.triggers == (BEGIN,)] == ["g", "f"]
     assert h.state.counters().continuations_placed == 1
 
 

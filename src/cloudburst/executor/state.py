@@ -8,16 +8,18 @@ the instructions it returns (send, store, load, run, exit). Work that takes time
 code) ends with the server feeding the outcome back as the next event.
 
 Request lifecycle. A DAG request is one function's share of one DAG call, keyed ``(schedule id, function)``. Its
-schedule (from the scheduler) and its triggers (from the scheduler for ``BEGIN``, else from upstream executors)
-arrive on the same socket but from different senders, so in any order. The request is *pending* from the first of
-them until it finishes (its result or error has been sent on), then *finished*: remembered for ``dedup_ttl`` so that
-late or repeated triggers are dropped. A pending request whose schedule or triggers never complete is an *orphan*
-and is dropped after ``request_ttl``. While its function runs, a request is *running* and cannot expire.
+schedule (from the scheduler; a source's schedule is its ``BEGIN`` trigger too) and its triggers (from upstream
+executors) arrive on the same socket but from different senders, so in any order. The request is *pending* from the
+first of them until it finishes (its result or error has been sent on), then *finished*: remembered for
+``dedup_ttl`` so that late or repeated triggers are dropped. A pending request whose schedule or triggers never
+complete is an *orphan* and is dropped after ``request_ttl``. While its function runs, a request is *running* and
+cannot expire.
 
-This module fixes the original's bookkeeping defects: de-duplication by the right key with a TTL (B13), per-request
-state instead of loop leftovers (B14), fan-in arguments in edge order (B15), every error delivered instead of
-crashing (B16), unpin without exiting (B17), one-shot calls independent of pins (B20), per-function batching with
-checked results (B24), and NotPinned errors delivered to the caller (B26).
+This module fixes the original's bookkeeping: it de-duplicates by request and function, for a while only; keeps
+each request's state apart instead of reading leftovers of the loop; orders fan-in arguments by the DAG's links
+rather than by arrival; delivers every error instead of crashing; unpins without exiting; runs one-shot calls
+whatever is pinned; batches per function and checks the batch's results; and tells the caller when its function is
+not pinned here.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from cloudburst.executor.causal import CausalContext, SessionMetadata, join_meta
 from cloudburst.protocol import codec, values
 from cloudburst.protocol.messages import ConsistencyType
 from cloudburst.protocol.runtime_messages import (
+    BEGIN,
     DEFAULT_MAX_RETRIES,
     Arguments,
     CallResult,
@@ -873,6 +876,11 @@ class ExecutorState:
         for source in [s for s in request.triggers if s not in schedule.triggers]:
             self._drop_unexpected(request, source)
         touched[key] = None
+        if schedule.triggers == (BEGIN,) and BEGIN not in request.triggers:
+            # A source function: its schedule is its start. (The original scheduler sent a BEGIN trigger after each
+            # source's schedule, a message more per request for both ends; one still sent is dropped as a repeat.)
+            start = DagTrigger(id=schedule.id, target_function=schedule.target_function, source=BEGIN)
+            self._receive_trigger(start, now, touched, out)
 
     def _receive_trigger(
         self, trigger: DagTrigger, now: float, touched: dict[RequestKey, None], out: list[ExecutorInstruction]

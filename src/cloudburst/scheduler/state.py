@@ -66,7 +66,6 @@ from cloudburst.protocol.runtime_messages import (
     DagCall,
     DagSchedule,
     DagStatistics,
-    DagTrigger,
     EncodedValue,
     ExecutorRequest,
     ExecutorStatistics,
@@ -1827,7 +1826,7 @@ class SchedulerState:
     def _schedule_dag(
         self, call: DagCall, schedule_id: str, out: list[SchedulerInstruction], attempt: int = 1
     ) -> str | CloudburstError:
-        """Places every function of a DAG call, sends the schedules and BEGIN triggers, and enters the request in the
+        """Places every function of a DAG call, sends the schedules (a source's starts it), enters the request in the
         ledger (``attempt``: which run of it this is).
 
         Returns:
@@ -1886,10 +1885,8 @@ class SchedulerState:
                 retry_exceptions=call.retry_exceptions,
                 stamp=call.stamp,
             )
+            # A source's schedule starts it: executors need no separate BEGIN trigger.
             out.append(PushInstruction(self._executor_endpoint(eid), schedule))
-        for source in entry.sources:
-            trigger = DagTrigger(id=schedule_id, target_function=source, source=BEGIN)
-            out.append(PushInstruction(self._executor_endpoint(chosen[source]), trigger))
         retries = DEFAULT_MAX_RETRIES if call.max_retries is None else call.max_retries
         executors = {eid: self._incarnation(eid) for eid in chosen.values()}
         key = _final_key(call, schedule_id)
