@@ -1,4 +1,5 @@
-"""A real KVS node pushes every change of a key a node cache reported holding, at once (fixes B41).
+"""A real KVS node pushes every change of a key a node cache reported holding, at once (the original waited
+for its 10 s gossip).
 
 A PULL socket on ``<loopback ip>:7150`` stands in for the node cache of that ip.
 """

@@ -1,5 +1,5 @@
 """Nodes joining and draining, by hand and by the management service; the service's query ports; executors that
-find schedulers started after them (B52).
+find schedulers started after them (the original fixed an executor's list at start).
 
 Figures are printed (``pytest -s``) for the record.
 """
@@ -309,7 +309,7 @@ def test_the_management_process_answers_the_scheduler_and_executor_list_queries_
 
 
 def test_an_executor_that_knows_only_the_management_service_finds_a_scheduler_started_after_it(tmp_path, node):
-    """B52: the original gave each executor a fixed scheduler list at start."""
+    """The original gave each executor a fixed scheduler list at start."""
     host = random_loopback_host()
     period = ["--report-period", "0.5"]
     management = ChildProcess(["management", "--host", host, "--report-period", "0.5"], tmp_path, "management")

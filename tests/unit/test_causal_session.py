@@ -136,7 +136,7 @@ def test_a_new_version_dominates_what_the_session_knows_and_carries_its_dependen
     (version,) = written.versions
     assert version.vector_clock == vc(a=4, b=1, me=1)
     assert dict(version.dependencies.items()) == {"post": vc(c=1)}
-    # The original lost the bump of an absent entry (B33); the written clock strictly dominates what was read.
+    # The original lost the bump of an absent entry; the written clock strictly dominates what was read.
     assert version.vector_clock.dominates(vc(a=4, b=1))
     assert version.vector_clock != vc(a=4, b=1)
 

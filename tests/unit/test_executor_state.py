@@ -748,7 +748,7 @@ def test_orphans_are_dropped_after_the_request_ttl():
     assert [what for _, what, _ in harness.state.story("r1")][-1] == "expired"
 
 
-# -- the management service's scheduler list (B52) -------------------------------------------------------------
+# -- the management service's scheduler list -------------------------------------------------------------------
 
 
 def test_with_a_management_service_the_scheduler_list_is_asked_for_at_start_and_each_period():

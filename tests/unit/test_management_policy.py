@@ -136,7 +136,7 @@ def test_reported_utilization_is_clamped_and_repeated_functions_counted_once():
 
 
 def test_threads_silent_longer_than_the_timeout_are_forgotten():
-    """B47: the original never aged statuses out, so dead executors skewed every average."""
+    """The original never aged statuses out, so dead executors skewed every average."""
     cluster = Cluster(thread_timeout=15.0)
     for tid in range(3):
         cluster.place("a", tid, utilization=0.9 if tid else 0.0)
@@ -253,7 +253,7 @@ def test_no_replication_when_no_thread_can_take_one():
 
 
 def test_calls_far_below_capacity_remove_replicas():
-    """B45: scale-down is a deliberate rule here (the original ran it despite a ``pass``)."""
+    """Scale-down is a deliberate rule here (the original ran it despite a ``pass``)."""
     cluster = Cluster()
     for tid in range(5):
         cluster.place("a", tid, ["f"] + (["g"] if tid == 3 else []), 0.2 + tid / 100)
@@ -270,7 +270,7 @@ def test_calls_far_below_capacity_remove_replicas():
 
 
 def test_scale_down_never_goes_below_min_replicas():
-    """B45: the floor is explicit, instead of the original scaler silently ignoring targets below 2."""
+    """The floor is explicit, instead of the original scaler silently ignoring targets below 2."""
     cluster = Cluster(min_replicas=4)
     for tid in range(5):
         cluster.place("a", tid, ["f"])
@@ -291,7 +291,7 @@ def test_no_change_between_the_load_thresholds_without_drift():
 
 
 def test_a_function_with_statistics_but_no_live_replica_is_skipped():
-    """B46: the original raised KeyError here and took the management server down."""
+    """The original raised KeyError here and took the management server down."""
     cluster = Cluster()
     spread(cluster, nodes=1)
     cluster.feed(runtimes("ghost", 1.0, 10), calls("ghost", 100))
@@ -345,7 +345,7 @@ def test_drift_within_the_allowed_deviation_changes_nothing():
 
 
 def test_a_hot_thread_gets_two_more_replicas_of_each_of_its_functions():
-    """B44: the original's call for this rule lacked an argument and crashed the management server."""
+    """The original's call for this rule lacked an argument and crashed the management server."""
     cluster = Cluster()
     spread(cluster, nodes=2)
     cluster.place("10.0.0.1", 0, ["f", "g"], 0.95)
@@ -451,7 +451,7 @@ def test_an_idle_cluster_drains_its_least_loaded_node():
 
 
 def test_a_drain_names_the_threads_the_node_actually_has():
-    """B47: the original assumed 3 threads per node, so a GPU node's drain never completed."""
+    """The original assumed 3 threads per node, so a GPU node's drain never completed."""
     cluster = Cluster()
     spread(cluster, nodes=2, utilization=0.05)
     cluster.place("gpu", 0, utilization=0.0, kind=ExecutorType.GPU)
@@ -695,7 +695,8 @@ def test_a_cancelled_drain_makes_the_node_active_again_within_the_grace_period()
 
 
 def test_schedulers_are_known_from_their_reports_and_forgotten_when_silent():
-    """B52: the server answers scheduler-list queries from this set, so executors find later schedulers."""
+    """The server answers scheduler-list queries from this set, so executors find later schedulers (the original
+    fixed their list at start)."""
     cluster = Cluster(thread_timeout=15.0)
     cluster.feed(calls("f", 1, "s2"), calls("f", 1, "s1"))
     assert cluster.state.schedulers() == ("s1", "s2")

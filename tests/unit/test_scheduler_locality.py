@@ -1,6 +1,6 @@
 """The original's locality placement policy, ported to the pure scheduler: status processing, the periodic metadata
 update (pruning and the caches' key sets), locality with seeded exploration, load shedding, the ``random`` and
-``round-robin`` options (which now honour the filters, B7) and the GPU pool.
+``round-robin`` options (which now honour the filters) and the GPU pool.
 
 The status and metadata tests are the original policy tests (``test_process_status``, ``test_process_status_not_
 running``, ``test_process_status_restart``, ``test_metadata_update``) rewritten for events in, instructions out.
@@ -205,7 +205,7 @@ def test_process_status_not_running_forgets_the_executor_everywhere():
     assert d.state.executors() == ()
     assert d.state.unpinned_executors() == ()
     assert d.state.locations("square") == ()
-    # A departure of an executor never seen is not an error (the original raised on missing entries, B6).
+    # A departure of an executor never seen is not an error (the original raised on missing entries).
     d.status(("10.9.9.9", 0), running=False)
     assert d.state.executors() == ()
 
@@ -451,7 +451,7 @@ def test_colocation_narrows_the_pool_before_locality():
 
 @pytest.mark.parametrize("mode", ["locality", "random", "round-robin"])
 def test_every_mode_avoids_backed_off_and_sheds_overloaded_executors(mode):
-    """B7: the original's random and round-robin options skipped back-off and load shedding."""
+    """The original's random and round-robin options skipped back-off and load shedding."""
     policy = PlacementPolicy(random.Random(8), PolicyOptions(mode=mode, random_threshold=0.0, shed_limit=10))
     pool = [
         ExecutorCandidate(("10.0.7.0", 0), backed_off=True),

@@ -485,7 +485,7 @@ def test_a_backed_off_idle_executor_takes_a_call_rather_than_it_queuing(h):
 
 
 def test_each_error_reply_is_its_own_object(cluster):
-    """B11: the original mutated one shared response, so a rejection carried the last code written anywhere."""
+    """The original mutated one shared response, so a rejection carried the last code written anywhere."""
     missing, _ = cluster.ask(lambda rid: FunctionCallEvent(rid, FunctionCall("nope")))
     no_dag, _ = cluster.ask(lambda rid: DagCallEvent(rid, DagCall("nope")))
     assert missing.error == ErrorCode.FUNC_NOT_FOUND
@@ -835,7 +835,7 @@ def test_arguments_for_functions_outside_the_dag_are_invalid(diamond):
 
 
 def test_colocated_dag_calls_pick_executors_on_one_node(h):
-    """B1: the original crashed on any call of a DAG with colocated functions."""
+    """The original crashed on any call of a DAG with colocated functions."""
     h.register("f", "g")
     nodes = [("10.0.3.1", 0), ("10.0.3.1", 1), ("10.0.3.2", 0), ("10.0.3.2", 1)]
     for executor in nodes:
@@ -903,7 +903,8 @@ def test_a_call_with_a_continuation_answers_where_the_final_result_lands(two_dag
 
 
 def test_a_continuation_inherits_the_first_output_key(two_dags):
-    """B49: the first caller polls its own output key, so the continued result must land there."""
+    """The first caller polls its own output key, so the continued result must land there (the original
+    wrote it under the request id)."""
     h = two_dags
     call = DagCall("first", output_key="out", continuation=Continuation("second", call=DagCall("second")))
     reply, pushes = h.ask(lambda rid: DagCallEvent(rid, call))
@@ -937,7 +938,7 @@ def test_a_continuation_runs_the_next_dag_with_the_result_appended_to_every_sour
 
 
 def test_a_continuation_of_an_unknown_dag_delivers_the_error_instead_of_crashing(two_dags):
-    """B5/B49: the original crashed with a KeyError; the caller must learn why its result never comes."""
+    """The original crashed with a KeyError; the caller must learn why its result never comes."""
     h = two_dags
     result = codec.encode_encoded_value(value("r"))
     call = DagCall("ghost", delivery=ResultDelivery.NOTIFY_AND_STORE)
@@ -1014,7 +1015,7 @@ def test_deletion_tombstones_the_kvs_and_unpins_functions_no_other_dag_uses(diam
 
 
 def test_deletion_unpins_only_locations_no_other_live_dag_uses(h):
-    """B10: the original unpinned every location of every function, including other DAGs' replicas."""
+    """The original unpinned every location of every function, including other DAGs' replicas."""
     h.register("f", "g", "k")
     for executor in (A, B, C):
         h.executor(executor)
@@ -1081,7 +1082,7 @@ def test_a_new_incarnation_drops_the_old_locations(h):
 
 
 def test_a_departing_executor_is_forgotten_even_if_never_seen(h):
-    """B6: the original raised ValueError removing locations it did not have."""
+    """The original raised ValueError removing locations it did not have."""
     h.tell(ThreadStatus(*A, running=False))
     h.executor(A, ["f"])
     h.tell(ThreadStatus(*A, running=False))
@@ -1223,7 +1224,7 @@ def test_gossip_loads_announced_dags_from_the_kvs(cluster):
 
 
 def test_an_announced_dag_missing_from_the_kvs_is_fetched_a_bounded_number_of_times(cluster):
-    """B4: the original crashed on a DAG the KVS did not show yet."""
+    """The original crashed on a DAG the KVS did not show yet."""
     for _ in range(state_module.MAX_DAG_FETCH_ATTEMPTS + 3):
         cluster.tell(SchedulerStatus(dags=("phantom",)))
     fetches = [r for r in cluster.kvs_reads if keys.dag_key("phantom") in r]

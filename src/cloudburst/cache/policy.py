@@ -1,7 +1,7 @@
 """Which cached keys to evict: a small pure policy, so the cache's bookkeeping never hard-codes a rule.
 
-The original cache dropped a fixed 10 least recently used keys per loop iteration once it held more than 1000 keys
-(defect B43), so a burst of inserts could leave it far over its bound, and it had no byte bound at all. A policy
+The original cache dropped a fixed 10 least recently used keys per loop iteration once it held more than 1000 keys,
+so a burst of inserts could leave it far over its bound, and it had no byte bound at all. A policy
 here is asked after every insert and names exactly as many victims as it takes to get back under both bounds.
 """
 

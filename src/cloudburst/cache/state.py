@@ -9,7 +9,8 @@ Reads. A GET is answered at once when every key is cached (or known missing). Ot
 fetched go out in one :class:`CacheFetchInstruction`; a key already being fetched for another request is not fetched
 again, so concurrent readers of one missing key share one KVS round trip. The GET is answered when all its keys are
 resolved. A key the KVS reports missing is remembered as missing for ``negative_ttl``, so readers spinning on a key
-that does not exist yet do not hammer the KVS (defect B43); a push or a local PUT of the key forgets that at once.
+that does not exist yet do not hammer the KVS as they did in the original; a push or a local PUT of the key forgets
+that at once.
 
 Writes. A PUT is merged into the cached copy at once, so later reads through this node see it, and goes to the
 KVS as written (the incoming lattice, not the merged one: the KVS merges). The writer is acknowledged only when the
@@ -18,12 +19,13 @@ is dropped, since it was merged on a false assumption. A PUT of a key that is no
 would hold only the written part of a value the KVS may hold more of (a set, say). It does not need to be, because
 the writer waits for the KVS's acknowledgement, after which a read fetches the merged value.
 
-Freshness (defect B41). The KVS pushes every change of a key to the caches that reported holding it. So the cache
-reports its full key set (the KVS replaces the set on each report) at most once per ``report_interval`` after the
-set changed, and in full every ``refresh_interval`` regardless, so a restarted KVS relearns it. A push merges into
-the cached copy (a type change replaces it; a value that reads as missing, such as an LWW with an empty value, drops
-it and remembers the key as missing). A push or a PUT for a key being fetched is held and merged into the fetched
-value, so a fetch answered from before that change does not leave a stale copy the KVS will not push again.
+Freshness (the original's caches could serve a stale value for tens of seconds). The KVS pushes every change of a
+key to the caches that reported holding it. So the cache reports its full key set (the KVS replaces the set on each
+report) at most once per ``report_interval`` after the set changed, and in full every ``refresh_interval``
+regardless, so a restarted KVS relearns it. A push merges into the cached copy (a type change replaces it; a value
+that reads as missing, such as an LWW with an empty value, drops it and remembers the key as missing). A push or a
+PUT for a key being fetched is held and merged into the fetched value, so a fetch answered from before that change
+does not leave a stale copy the KVS will not push again.
 
 Metadata keys (``ANNA_METADATA|...``) are never cached: reads of them always go to the KVS and writes pass through.
 """

@@ -449,7 +449,8 @@ def _run_executor(args: argparse.Namespace) -> int:
 
 def _schedulers(given: list[str], management: str | None) -> tuple[str, ...]:
     """The schedulers executors report to: those given, else the local one unless a management service lists them."""
-    # With a management service to list them, an executor may start knowing no scheduler (B52).
+    # With a management service to list them, an executor may start knowing no scheduler (the original's executors
+    # needed their full list at start).
     return tuple(given or ([] if management else ["127.0.0.1"]))
 
 

@@ -1,7 +1,7 @@
 """A causal session: what one request has read and written, and what it may still see. Pure; no I/O.
 
 A session spans one request (a DAG request or a one-shot call) and is named by the request id, so concurrent
-requests of one client never share or release each other's versions (the original keyed them by client, B36).
+requests of one client never share or release each other's versions (the original keyed them by client).
 It travels from function to function in the DAG triggers as :class:`SessionMetadata`:
 
 * ``dependencies``: per key, the least version the session may see -- the join of every version it read and
@@ -13,7 +13,7 @@ It travels from function to function in the DAG triggers as :class:`SessionMetad
   reaching it, so the request reads its own write even when a write it never saw is a sibling of it.
 * ``version_locations``: per node cache, the exact versions that cache keeps for the session. Under MULTI a
   function re-reading a key the request already read gets that very version (repeatable read, where the original
-  only promised "not older", B37), and the first read also keeps versions of the keys downstream functions declare
+  only promised "not older"), and the first read also keeps versions of the keys downstream functions declare
   (their references), consistent with it, so the whole request reads one causally consistent snapshot.
 
 Read-your-writes wins over repeatable reads: after ``causal_put``, every read of the key in the request -- in the
@@ -24,7 +24,7 @@ declared key that no function has read yet when a version read since depends on 
 reserved version, so the request reads the newer one instead of failing.
 
 Writes (:meth:`CausalSession.new_version`) get a vector clock above everything the session knows of the key,
-bumped in this executor's own entry (added if absent, which the original lost, B33), and under MULTI carry the
+bumped in this executor's own entry (added if absent, which the original lost), and under MULTI carry the
 session's versions as direct dependencies, so readers elsewhere never see the write without its causes. Direct
 dependencies suffice because caches admit a version to their cut only after its dependencies: metadata stays
 proportional to what one request touched, not to history.

@@ -5,13 +5,14 @@ A registration is an LWW register under ``funcs/<name>`` holding a serialized ``
 the function, so the instance keeps state between calls.
 
 * Pinned functions are loaded once per pin and kept until unpinned, so a pinned class has one instance.
-* One-shot functions are cached separately (pins and one-shot calls never interfere, B20), keyed by name with the
-  registration's LWW timestamp as version; a call naming another version reloads it, so re-registering takes
-  effect (B18). The cache is a small LRU.
+* One-shot functions are cached separately (pins and one-shot calls never interfere; the original kept both in one
+  cache), keyed by name with the registration's LWW timestamp as version; a call naming another version reloads it,
+  so re-registering takes effect (the original kept running the first version it loaded). The cache is a small LRU.
 
 Arguments are decoded, tuples are spliced into the positional list (the original's ``_exec_func_normal``: an
-upstream tuple result reaches the next function as several arguments), and references are replaced by the KVS
-values they name, waiting with back-off for keys that do not exist yet, up to the KVS deadline (B22).
+upstream tuple result reaches the next function as several arguments), and references are replaced by the KVS values
+they name, waiting with back-off for keys that do not exist yet, up to the KVS deadline (the original retried at
+once, without end).
 """
 
 from __future__ import annotations
@@ -264,7 +265,7 @@ class FunctionRuntime:
     def _instantiate(self, name: str, body: object) -> UserFunction:
         if type(body) is tuple and len(body) == 2 and isinstance(body[0], type):
             cls, init_args = body
-            # A single init argument may be registered bare; the original crashed on it (B23).
+            # A single init argument may be registered bare; the original crashed on it.
             arguments = init_args if type(init_args) is tuple else (init_args,)
             try:
                 instance = cls(self._library, *arguments)

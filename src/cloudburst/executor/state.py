@@ -464,7 +464,8 @@ class ExecutorState:
         self._one_shot_runs: dict[int, FunctionCall] = {}
         self._run_ids: Iterator[int] = itertools.count(1)
         self._scheduler_turn = 0
-        #: Schedulers the management service listed last, besides the configured ones (B52).
+        #: Schedulers the management service listed last, besides the configured ones (the original's executors
+        #: had a list fixed at start).
         self._listed_schedulers: tuple[str, ...] = ()
         self._departing = False
         self._departed_at = 0.0
@@ -1266,7 +1267,7 @@ class ExecutorState:
                 self._fail_not_pinned(request.schedule, reason, now, out)
 
     def _fail_not_pinned(self, schedule: DagSchedule, reason: str, now: float, out: list[ExecutorInstruction]) -> None:
-        """Answers a request whose function is not here with NotPinned, and finishes it (B26: never left queued)."""
+        """Answers a request whose function is not here with NotPinned and finishes it (the original left it queued)."""
         key = (schedule.id, schedule.target_function)
         self._counters["not_pinned_errors"] += 1
         self._remember(key[0], key[1], "not pinned")

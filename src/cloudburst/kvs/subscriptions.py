@@ -1,7 +1,7 @@
 """Which node caches hold which keys, so that the KVS can push every change of a cached key at once.
 
 In the original system a storage thread learned a cache's key set only every 15 s and pushed changes only with
-its 10 s gossip, so a cache could serve a stale value for tens of seconds (defect B41). Here the KVS learns the
+its 10 s gossip, so a cache could serve a stale value for tens of seconds. Here the KVS learns the
 key set the moment the cache reports it (a PUT of ``ANNA_METADATA|cache_ip|<ip>``) and pushes each change in the
 same turn that merges it. This module is the index behind that: pure bookkeeping, no sockets and no storage.
 

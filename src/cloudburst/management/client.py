@@ -2,7 +2,7 @@
 for a node's drain, from an operator's command (:func:`request_drain`).
 
 Schedulers and executors ask once per report period (the original's schedulers asked with a blocking REQ and a
-500 ms timeout; its executors never asked, B52). Here the question goes out on a DEALER socket that the server
+500 ms timeout; its executors never asked). Here the question goes out on a DEALER socket that the server
 polls alongside its other sockets, and the answer, whenever it comes, is handed to the server's state as an event.
 A DEALER speaks to the management service's ROUTER exactly as a REQ client would (an empty delimiter frame, then
 the request), so the original's REQ clients and this one are answered alike.

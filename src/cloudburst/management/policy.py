@@ -17,12 +17,12 @@ picked at random, these pick by load and break ties by address, so the same inpu
 
 Where the original was broken, these implement what it meant to do:
 
-* the hot-thread rule replicates (the original's call lacked an argument and crashed the server, B44);
+* the hot-thread rule replicates (the original's call lacked an argument and crashed the server);
 * scale-down is a deliberate rule with a floor of ``min_replicas`` (the original ran it despite a ``pass`` that
-  suggested it was disabled, and its scaler silently ignored targets below 2, B45);
-* a function with statistics but no live replica is skipped (the original raised ``KeyError``, B46);
+  suggested it was disabled, and its scaler silently ignored targets below 2);
+* a function with statistics but no live replica is skipped (the original raised ``KeyError``);
 * a drain names the node's actual threads, as reported, and nodes are counted by address (the original assumed 3
-  threads per node, so a GPU node's drain never completed, B47).
+  threads per node, so a GPU node's drain never completed).
 
 Beyond that: at most one node change per run, with adding preferred to draining (the original could add four nodes
 and drain one in the same run); a per-function cooldown, so that a replication is not repeated before the new
@@ -251,7 +251,7 @@ class DrainNodeInstruction:
     self-depart to each of its ``threads``. The state issues a ``ReleaseNodeInstruction`` once they have departed.
 
     ``threads`` are the tids that reported from the node, so a GPU node's single thread is drained as completely
-    as a CPU node's three (B47).
+    as a CPU node's three (the original assumed three threads on every node).
     """
 
     node: str
@@ -314,8 +314,7 @@ class ReplicaPolicy:
         """Replica changes for the functions called in the window, by load and latency drift.
 
         A function is left alone if the schedulers counted no call of it, if no executor timed it, or if it has no
-        live replica, say because its executors departed or fell silent (the original raised ``KeyError`` here,
-        B46).
+        live replica, say because its executors departed or fell silent (the original raised ``KeyError`` here).
 
         Args:
             windows: Each function's statistics for the window.
@@ -347,7 +346,7 @@ class ReplicaPolicy:
     ) -> list[ReplicateFunctionInstruction]:
         """More replicas of every function on a thread busier than ``hot_thread_utilization``.
 
-        The original's version of this rule crashed the management server (B44).
+        The original's version of this rule crashed the management server.
 
         Args:
             threads: As for :meth:`decide`.

@@ -8,9 +8,9 @@ the instructions it returns. The decisions themselves come from :mod:`cloudburst
 The view.
 
 * *Threads* are known from their own ``ThreadStatus`` reports and forgotten after ``thread_timeout`` without one.
-  The original kept them forever, so dead executors skewed every average (B47).
+  The original kept them forever, so dead executors skewed every average.
 * A *node* is an address. It is known while it has threads, or for ``thread_timeout`` after it joined or last
-  reported. Its thread count is whatever its executors report, not an assumed 3 (B47).
+  reported. Its thread count is whatever its executors report, not an assumed 3.
 * *Statistics* are summed over a window of one report period: DAG call counts from schedulers, execution counts and
   times from executors. When a tick finds the window complete, the policies run on it and a new window starts. The
   load comparison uses the window's measured length, so a late tick does not look like a load spike.
@@ -28,7 +28,7 @@ The view.
   period (someone asked), but start one: the policy makes no node change for ``grace_period`` after them.
 * *Schedulers* are known from their periodic statistics and forgotten like threads; those configured at start are
   always known. The server answers scheduler-list queries from this set, so that executors find schedulers that
-  started after them (the original gave each executor a fixed list at start, B52).
+  started after them (the original gave each executor a fixed list at start).
 
 Every instruction carries a ``reason`` for people; the most recent ones are kept, with their times, in
 :meth:`ManagementState.decisions`.

@@ -1,10 +1,10 @@
 """Placement decisions as pure functions of their inputs: which executor runs a call or pins a function.
 
 The original policy object owned sockets, the KVS client and a global random generator, which made it untestable
-without a cluster, and its ``random``/``round-robin`` options skipped back-off and load shedding (B7) while sampling
-from sets (B3) and rotating the shared location lists in place. Here the caller describes each candidate
-(:class:`ExecutorCandidate`) and what the caches hold, the policy filters and picks with an injected random source,
-and every option goes through the same filters.
+without a cluster, and its ``random``/``round-robin`` options skipped back-off and load shedding while sampling
+from sets (which Python 3.11 refuses) and rotating the shared location lists in place. Here the caller describes
+each candidate (:class:`ExecutorCandidate`) and what the caches hold, the policy filters and picks with an injected
+random source, and every option goes through the same filters.
 
 The default option is the original's *locality* policy: a call goes to the node whose cache already holds most of
 the keys its arguments reference, so the executor reads them from its local cache instead of the KVS; a fixed share
@@ -69,7 +69,7 @@ class PolicyOptions:
     Attributes:
         mode: ``"locality"`` (the original's default) prefers the node caching most referenced keys; ``"random"``
             picks uniformly; ``"round-robin"`` rotates through the candidates. All three apply back-off and load
-            shedding first (the original's ``random`` and ``round-robin`` did not, B7).
+            shedding first (the original's ``random`` and ``round-robin`` did not).
         random_threshold: The probability that a locality pick ignores locality (exploration), and that an
             overloaded candidate survives load shedding (the original tied both to one constant).
         shed_limit: Assignments within ``load_window`` above which a candidate counts as overloaded.

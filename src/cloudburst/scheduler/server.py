@@ -3,10 +3,10 @@
 Public requests arrive on ROUTER sockets, one per port of the original protocol. A ROUTER talks to the original
 clients' REQ sockets unchanged (a REQ request arrives as ``[identity, b"", payload]`` and is answered as
 ``[identity, b"", reply]``), and unlike a REP socket it can answer requests out of order: a DAG creation waits for
-its pins without holding up anyone else (B9). Executors, peers and sink executors reach the scheduler on one PULL
-socket, each message in a typed envelope. KVS reads and writes block the loop briefly; they occur on
-registrations, lookups of names this scheduler has not seen, recovery and the once-per-report-period read of the
-caches' key sets (for locality), never on the call path of known work.
+its pins without holding up anyone else (the original's loop stalled until each pin was answered). Executors, peers
+and sink executors reach the scheduler on one PULL socket, each message in a typed envelope. KVS reads and writes
+block the loop briefly; they occur on registrations, lookups of names this scheduler has not seen, recovery and the
+once-per-report-period read of the caches' key sets (for locality), never on the call path of known work.
 
 All logic lives in the state; this loop only moves bytes.
 """

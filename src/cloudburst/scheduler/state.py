@@ -10,12 +10,13 @@ outcome back as an event, so the state never blocks on I/O.
 Lifecycles.
 
 * A *DAG creation* validates the DAG, then pins every function at once, each on its own chosen executor. Pin
-  replies carry the pin's request id, so they are matched exactly, whenever they arrive (B9); the loop keeps
-  serving meanwhile. A rejected pin is retried on another executor, a timed-out executor is not tried again for
-  that DAG (B2), and when no candidate is left the pins made so far are undone and the caller gets NO_RESOURCES.
+  replies carry the pin's request id, so they are matched exactly, whenever they arrive; the loop keeps serving
+  meanwhile (the original blocked on each reply and could take a late one for the next pin's). A rejected pin is
+  retried on another executor, a timed-out executor is not tried again for that DAG (the original could pick it
+  again), and when no candidate is left the pins made so far are undone and the caller gets NO_RESOURCES.
   Once every function is pinned the DAG is written to the KVS and only then acknowledged.
 * A *DAG deletion* writes a tombstone (an empty LWW value) to the KVS, remembers the deletion for gossip, and unpins
-  only the locations no other live DAG uses (B10).
+  only the locations no other live DAG uses (the original unpinned every location, other DAGs' too).
 * *Executors* are known from their own ``ThreadStatus`` reports (first-hand) or from peers' gossip (second-hand,
   for executors that never reported here). Either kind is forgotten when not refreshed for three report periods,
   and only first-hand knowledge is gossiped on, so stale locations cannot circulate forever.
@@ -1520,7 +1521,7 @@ class SchedulerState:
         logger.warning("cannot recover the registry from the KVS (retrying in a report period): %s", error)
 
     def _may_fetch(self, name: str) -> bool:
-        """Whether a DAG a peer announced may be looked up now (bounded retries, B4: never crash on missing)."""
+        """Whether a DAG a peer announced may be looked up now (bounded retries; the original crashed on a miss)."""
         entry = self._unresolved.get(name)
         give_up_for = TOMBSTONE_PERIODS * self.config.report_period
         if entry is not None and self._now - entry.first_seen >= give_up_for:
@@ -2021,7 +2022,7 @@ class SchedulerState:
         self._reply(request_id, GenericResponse(success=True, response_id=key), out)
 
     def _record_arrival(self, entry: _DagEntry) -> None:
-        # Only for DAGs that exist (B12: unknown names used to leak a list each).
+        # Only for DAGs that exist (in the original, unknown names leaked a list each).
         tally = self._dag_tallies.setdefault(entry.dag.name, _DagTally())
         if tally.last_arrival is not None and len(tally.interarrivals) < MAX_INTERARRIVALS:
             tally.interarrivals.append(self._now - tally.last_arrival)
@@ -2125,7 +2126,7 @@ class SchedulerState:
             self._unpin(function, eid, out)
 
     def _unpin_plan(self, dag: Dag) -> list[tuple[str, ExecutorId]]:
-        """The replicas a deleted DAG's functions lose: those no other live DAG relies on (B10).
+        """The replicas a deleted DAG's functions lose: those no other live DAG relies on (the original unpinned all).
 
         A function no other DAG contains is unpinned everywhere. A shared function loses only the replicas this
         scheduler pinned for the deleted DAG alone, and only while the other DAGs keep a replica. Ownership of
@@ -2258,7 +2259,7 @@ class SchedulerState:
         out.append(ReplyInstruction(request_id, reply))
 
     def _fail(self, request_id: int, error: CloudburstError, out: list[SchedulerInstruction]) -> None:
-        # A fresh response per error (B11: the original mutated one shared object).
+        # A fresh response per error (the original mutated one shared object).
         self._reply(request_id, failure_response(error), out)
 
     def _read(self, op: _KvsOp, read_keys: tuple[str, ...], out: list[SchedulerInstruction]) -> None:
@@ -2310,7 +2311,7 @@ def _function_names(index: SetLattice | None) -> list[str]:
 
 def _inherit_output_keys(call: DagCall) -> DagCall:
     """Gives each continuation without an ``output_key`` its caller's, so the result lands where the first caller
-    was told to look (B49: the original wrote it under the request id while the client polled its output key)."""
+    was told to look (the original wrote it under the request id while the client polled its output key)."""
     continuation = call.continuation
     if continuation is None or continuation.call is None:
         return call

@@ -1,4 +1,4 @@
-"""Structural validation of DAG registrations (B50: the original accepted anything).
+"""Structural validation of DAG registrations (the original accepted anything).
 
 A dangling link made executors wait forever for a trigger, a cycle hung a request, several sinks raced to deliver
 one result, and a function outside every link never ran. All of these are rejected at registration, with a message
