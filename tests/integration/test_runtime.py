@@ -108,6 +108,18 @@ def test_a_calls_result_is_stored_only_once_passed_on_by_reference(cb):
     assert cb.call("rt_incr", pending).result(timeout=30) == 43
 
 
+def test_a_call_still_waiting_for_its_arguments_at_its_deadline_fails_and_never_runs(cb):
+    cb.register(slow_increment, "rt_slow_incr")
+    cb.register(marked_square, "rt_marked_square")
+    upstream = cb.call("rt_slow_incr", 1, 2.0)
+    waiting = cb.call("rt_marked_square", upstream, "rt/marker-expired", timeout=0.5)
+    with pytest.raises(DeadlineExceeded, match="still waiting"):
+        waiting.result(timeout=30)
+    assert upstream.result(timeout=30) == 2
+    time.sleep(0.3)
+    assert cb.get_object("rt/marker-expired") is None
+
+
 def test_a_call_cancelled_while_it_waits_for_its_arguments_never_runs(cb):
     cb.register(slow_increment, "rt_slow_incr")
     cb.register(marked_square, "rt_marked_square")

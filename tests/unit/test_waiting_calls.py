@@ -77,3 +77,15 @@ def test_late_dependencies_are_looked_for_in_the_kvs_at_doubling_intervals():
     assert late.check_stored()
     assert sent == ["c"]
     assert calls.due(1000.0) == []
+
+
+def test_calls_still_waiting_at_their_deadline_are_taken_and_never_sent():
+    late, sent = future("late"), []
+    calls = WaitingCalls()
+    calls.wait(WaitingCall("c", (late,), since=0.0, deadline=50.0), lambda: sent.append("c"))
+    calls.wait(WaitingCall("d", (future("other"),), since=0.0), lambda: sent.append("d"))
+    assert calls.expired(49.0) == []
+    (expired,) = calls.expired(50.0)
+    assert expired.key == "c"
+    assert calls.expired(1e12) == []  # a call without a deadline waits for as long as its futures take
+    assert len(calls) == 1

@@ -448,6 +448,8 @@ class Connection:
             NoResources: No executor is available.
             DeadlineExceeded: The scheduler did not answer in time.
             InvalidRequest: ``retries`` is negative, or ``retry_exceptions`` names something else than exceptions.
+                (A call held for the results it takes reports the other three through its future, as it is sent
+                later, and fails with ``DeadlineExceeded`` if those results have not come by its deadline.)
         """
         names = _retry_names(name, retries, retry_exceptions)
         deadline = time.time() + (self.timeout if timeout is None else timeout)
@@ -461,7 +463,7 @@ class Connection:
         # causal call takes them as references, read in its session, at once if their results will be stored.
         pending = tuple(arg for arg in args if isinstance(arg, Future) and not arg.done())
         if pending and (consistency == ConsistencyType.NORMAL or not all(future.stored for future in pending)):
-            waiting = WaitingCall(response_key, pending, time.monotonic())
+            waiting = WaitingCall(response_key, pending, time.monotonic(), deadline)
             self._waiting.wait(waiting, lambda: self._send_waiting(name, slot, send))
         else:
             try:
@@ -511,6 +513,18 @@ class Connection:
         else:
             self._place(call)
             self._placed(response_key, call, slot)
+
+    def _expire_waiting(self) -> None:
+        """Fails the calls still waiting for their arguments at their deadline (they are never sent)."""
+        for waiting in self._waiting.expired(time.time()):
+            with self._slots_lock:
+                slot = self._slots.get(waiting.key)
+            if slot is not None:
+                error = DeadlineExceeded(
+                    f"request {waiting.key} was still waiting for the results it takes at its deadline",
+                    request_id=waiting.key,
+                )
+                slot.fill(encode_error(error))
 
     def _send_waiting(self, name: str, slot: ResultSlot, send: Callable[[], None]) -> None:
         """Sends a call whose last awaited argument just arrived (in the thread that received it); what keeps it
@@ -1080,6 +1094,7 @@ class Connection:
                 for waiting in self._waiting.due(time.monotonic()):
                     for future in waiting.late():
                         future.check_stored()
+                self._expire_waiting()
             except CloudburstError as error:
                 logger.info("cannot check the requests in flight now: %s", error)
 

@@ -43,11 +43,13 @@ class WaitingCall:
         key: The call's result key.
         dependencies: The futures it waits for.
         since: When it was made (monotonic seconds).
+        deadline: The call's deadline (wall seconds; 0: none): still waiting then, it fails.
     """
 
     key: str
     dependencies: tuple[Future, ...]
     since: float
+    deadline: float = 0.0
     _pending: int = 0
     _next_check: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -101,6 +103,14 @@ class WaitingCalls:
         notification was lost): after ``FIRST_CHECK`` seconds, then at doubling intervals."""
         with self._lock:
             return [call for call in self._calls.values() if call.check_due(now)]
+
+    def expired(self, now: float) -> list[WaitingCall]:
+        """Takes the calls whose deadline passed (``now`` in wall seconds) while they waited: they are not sent."""
+        with self._lock:
+            expired = [call for call in self._calls.values() if call.deadline and now >= call.deadline]
+            for call in expired:
+                del self._calls[call.key]
+        return expired
 
     def __len__(self) -> int:
         return len(self._calls)
