@@ -117,9 +117,10 @@ def test_every_role_serves_prometheus_metrics_that_count_the_calls(cluster, conn
     executor_urls = [f"http://{host}:{PORTS.metrics_executor + tid}/metrics" for tid in range(EXECUTORS)]
 
     def executor_samples():
+        # Each executor counts its runs at its next tick: wait for every stage's, not only the sink's.
         samples = [scrape(url) for url in executor_urls]
-        counted = sum(total(s, "cloudburst_function_calls_total", function=functions[2]) for s in samples)
-        return samples if counted == calls else None
+        counted = [sum(total(s, "cloudburst_function_calls_total", function=f) for s in samples) for f in functions]
+        return samples if counted == [calls] * len(functions) else None
 
     samples = wait_for(executor_samples)
     assert samples, "the executors did not count every call"

@@ -75,11 +75,16 @@ def test_futures_not_resolved_yet_hold_their_call_back_until_their_results_come(
         assert deep.result(timeout=30) == 2 + 11 + 2
 
 
-def test_a_call_waiting_for_a_failed_future_fails_with_its_error(cb):
+def test_a_call_taking_a_failed_future_fails_with_its_error_and_never_runs(cb):
     cb.register(lambda _, x: 1 / x, "rt_inverse")
-    cb.register(lambda _, x: x + 1, "rt_incr")
+    cb.register(marked_square, "rt_marked_square")
+    failing = cb.call("rt_inverse", 0)
     with pytest.raises(RemoteExecutionError, match="ZeroDivisionError"):
-        cb.call("rt_incr", cb.call("rt_inverse", 0)).result(timeout=30)
+        cb.call("rt_marked_square", failing, "rt/marker-failed-upstream").result(timeout=30)
+    with pytest.raises(RemoteExecutionError, match="ZeroDivisionError"):  # the future had failed already
+        cb.call("rt_marked_square", failing, "rt/marker-failed-upstream").result(timeout=30)
+    time.sleep(0.3)
+    assert cb.get_object("rt/marker-failed-upstream") is None
 
 
 def test_big_results_are_passed_on_by_reference(cb):

@@ -486,6 +486,11 @@ class Connection:
     ) -> None:
         """Sends a call whose arguments are all at hand: straight to an executor when it references no key."""
         normal = consistency == ConsistencyType.NORMAL
+        failed = next((arg for arg in args if isinstance(arg, Future) and arg.failed()), None)
+        if normal and failed is not None:
+            # The call could only raise its argument's error: it gets that error here, and is never sent.
+            slot.fill(failed.wait_encoded(0))
+            return
         arguments, references = self._arguments(args, inline=normal)
         # A call referencing keys goes through the scheduler, which places it near them; any other goes straight
         # to an executor the scheduler leased for the function, a hop and a round trip shorter.

@@ -9,6 +9,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from cloudburst.errors import DeadlineExceeded
+from cloudburst.protocol.messages import SerializerType
 from cloudburst.protocol.runtime_messages import EncodedValue
 from cloudburst.protocol.values import decode
 
@@ -119,6 +120,11 @@ class Future:
     def done(self) -> bool:
         """Whether the result notification has arrived."""
         return self._slot.value is not None
+
+    def failed(self) -> bool:
+        """Whether the result is there and is an error."""
+        value = self._slot.value
+        return value is not None and value.serializer == SerializerType.ERROR
 
     def encoded(self) -> EncodedValue | None:
         """The result as it arrived (``None`` until it has), for passing it on without decoding it."""

@@ -27,7 +27,7 @@ FIRST_CHECK = 1.0
 def inline_value(future: Future) -> EncodedValue | None:
     """The result of ``future`` to pass inline to a call (``None``: pass a reference to it).
 
-    An error passes by reference, so the call that takes it fails where it runs, as it always did.
+    An error is never inlined (a NORMAL call taking one fails at the client with it, unsent).
     """
     value = future.encoded()
     if value is None or value.serializer == SerializerType.ERROR or len(value.body) > INLINE_LIMIT:
