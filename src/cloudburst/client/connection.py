@@ -486,8 +486,8 @@ class Connection:
     ) -> None:
         """Sends a call whose arguments are all at hand: straight to an executor when it references no key."""
         normal = consistency == ConsistencyType.NORMAL
-        failed = next((arg for arg in args if isinstance(arg, Future) and arg.failed()), None)
-        if normal and failed is not None:
+        failed = next((arg for arg in args if isinstance(arg, Future) and arg.failed()), None) if normal else None
+        if failed is not None:
             # The call could only raise its argument's error: it gets that error here, and is never sent.
             slot.fill(failed.wait_encoded(0))
             return

@@ -131,13 +131,21 @@ class Future:
         return self._slot.value
 
     def wait_encoded(self, timeout: float) -> EncodedValue:
-        """Waits for the result as it arrives, without decoding it.
+        """Waits for the result as it arrives, without decoding it; a stored result is read with growing pauses
+        should its notification be late.
 
         Raises:
             DeadlineExceeded: No result within ``timeout`` seconds.
         """
-        if self._slot.value is None and not self._slot.wait(timeout) and not self.check_stored():
-            raise DeadlineExceeded(f"no result for request {self.obj_id!r} in time", request_id=self.obj_id)
+        deadline = time.monotonic() + timeout
+        pause = _FIRST_FALLBACK_CHECK
+        while self._slot.value is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded(f"no result for request {self.obj_id!r} in time", request_id=self.obj_id)
+            if self._slot.wait(min(pause, remaining)) or self.check_stored():
+                break
+            pause *= 2
         assert self._slot.value is not None
         return self._slot.value
 
@@ -163,18 +171,9 @@ class Future:
             RemoteExecutionError: The function raised (the remote traceback is attached).
             DeadlineExceeded: No result within the timeout.
         """
-        deadline = time.monotonic() + (self._default_timeout if timeout is None else timeout)
-        pause = _FIRST_FALLBACK_CHECK
-        while self._slot.value is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeadlineExceeded(f"no result for request {self.obj_id!r} in time", request_id=self.obj_id)
-            if self._slot.wait(min(pause, remaining)) or self.check_stored():
-                break
-            pause *= 2
+        value = self.wait_encoded(self._default_timeout if timeout is None else timeout)
         self._release()
-        assert self._slot.value is not None
-        return decode(self._slot.value, f"result of request {self.obj_id!r}")
+        return decode(value, f"result of request {self.obj_id!r}")
 
     def get(self) -> Any:  # noqa: ANN401 - the user function's result
         """The result, waiting up to the connection's default timeout (the original API's name).
