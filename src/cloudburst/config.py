@@ -117,6 +117,8 @@ class RuntimePorts:
     #: The scheduler answers which of the request keys sent here it still holds (a ``StringSet`` both ways): a
     #: client whose result never came places again a request its scheduler no longer holds.
     in_flight: int = 5016
+    #: The scheduler answers a DAG's name here with a ``DagLease``: where its requests may go straight to.
+    dag_lease: int = 5017
     executor_control: int = 4000
     #: Executor ``tid`` takes cancellations on ``executor_cancel + tid``, even while user code runs.
     executor_cancel: int = 4500

@@ -72,7 +72,7 @@ def test_the_dashboard_follows_a_running_cluster(browser, tmp_path):
             page.wait_for_selector(TRACE_HOP)
             hops = page.locator(TRACE_HOP)
             page.wait_for_function(f"() => document.querySelectorAll('{TRACE_HOP}').length === 4")
-            assert hops.first.get_attribute("data-role") == "scheduler"
+            assert hops.first.get_attribute("data-role") == "client"  # placed under the DAG's lease
             assert [hops.nth(i).get_attribute("data-function") for i in range(1, 4)] == ["ingest", "score", "publish"]
             saved = screenshot(page, tmp_path / "dashboard.png")
             if os.environ.get("CLOUDBURST_DASHBOARD_SCREENSHOT"):

@@ -288,6 +288,7 @@ def targets(cluster: LocalCluster, valid: dict[str, tuple[bytes, ...]]) -> list[
         "function_lease": "text",
         "cancel": "cancel",
         "in_flight": "keys",
+        "dag_lease": "text",
     }
     found = [
         Target("kvs routing", f"tcp://{host}:6450", "push", kvs, sched, "rejected input (routing)"),

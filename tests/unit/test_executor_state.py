@@ -391,7 +391,7 @@ def test_a_trigger_from_a_function_that_is_not_upstream_is_dropped():
 def test_a_result_becomes_triggers_for_the_downstream_executor():
     harness = Harness()
     harness.pin("f")
-    schedule = make_schedule(CHAIN, "f", "r1", locations={"f": NODE, "g": OTHER})
+    schedule = make_schedule(CHAIN, "f", "r1", locations={"f": NODE, "g": OTHER}, placed_by="10.0.0.7")
     run = only_run(harness.receive(schedule, make_trigger("r1", "f", BEGIN)))
     assert run.items[0].output is OutputForm.TRIGGER_ARGUMENTS
     out = harness.finish(run, arguments_of(1, 2))
@@ -399,6 +399,85 @@ def test_a_result_becomes_triggers_for_the_downstream_executor():
     assert send.address == "tcp://10.0.0.6:4001"
     assert send.message == DagTrigger("r1", "g", "f", (values.encode(1), values.encode(2)))
     assert stores(out) == []
+
+
+# -- requests sent straight to a DAG's sources (under a lease, no scheduler) -----------------------------------------
+
+THREE = make_dag("three", ["f", "g", "h"], [("f", "g"), ("g", "h")])
+
+
+def test_a_direct_requests_trigger_carries_the_targets_schedule_with_only_the_arguments_still_needed():
+    harness = Harness()
+    harness.pin("f")
+    schedule = dataclasses.replace(
+        make_schedule(THREE, "f", "r1", locations={"f": NODE, "g": OTHER, "h": OTHER}),
+        arguments={"f": (values.encode(1),), "g": (values.encode(2),), "h": (values.encode(3),)},
+    )
+    run = only_run(harness.receive(schedule))  # a source's schedule starts it
+    (send,) = sends(harness.finish(run, arguments_of(10)))
+    carried = send.message.schedule
+    assert (carried.id, carried.target_function, carried.triggers) == ("r1", "g", ("f",))
+    assert carried.arguments == {"g": (values.encode(2),), "h": (values.encode(3),)}
+    assert (carried.locations, carried.placed_by) == (schedule.locations, "")
+
+
+def test_a_trigger_carrying_a_schedule_runs_its_target_and_a_second_copy_changes_nothing():
+    harness = Harness()
+    harness.pin("join")
+    schedule = make_schedule(FAN_IN, "join", "r1", response_address=CLIENT, delivery=ResultDelivery.NOTIFY_ONLY)
+    for source, value in (("a", 1), ("b", 2)):
+        assert (
+            runs(harness.receive(dataclasses.replace(make_trigger("r1", "join", source, value), schedule=schedule)))
+            == []
+        )
+    run = only_run(harness.receive(dataclasses.replace(make_trigger("r1", "join", "c", 3), schedule=schedule)))
+    assert decoded(run.items[0].arguments) == [1, 2, 3]
+    (send,) = sends(harness.finish(run, result_of(6)))
+    assert (send.address, send.message.id) == (CLIENT, "r1")
+    assert harness.state.counters().duplicates_dropped == 0
+
+
+def test_a_direct_request_reaching_an_executor_without_its_function_fails_with_not_pinned_for_its_caller():
+    harness = Harness()  # the caller's lease is out of date: the caller places the request again
+    schedule = make_schedule(CHAIN, "g", "r1", response_address=CLIENT, delivery=ResultDelivery.NOTIFY_ONLY)
+    (send,) = sends(harness.receive(dataclasses.replace(make_trigger("r1", "g", "f", 1), schedule=schedule)))
+    assert send.address == CLIENT
+    assert raises_from(send.message.value, NotPinned).request_id == "r1"
+    assert harness.state.pending_requests() == ()
+
+
+def test_a_trigger_carrying_another_requests_schedule_is_dropped():
+    harness = Harness()
+    harness.pin("g")
+    schedule = make_schedule(CHAIN, "g", "other")
+    assert harness.receive(dataclasses.replace(make_trigger("r1", "g", "f", 1), schedule=schedule)) == []
+    assert harness.state.counters().unexpected_triggers_dropped == 1
+
+
+def test_a_direct_requests_first_source_reports_where_its_client_placed_it():
+    harness = Harness()
+    harness.pin("f")
+    schedule = make_schedule(
+        CHAIN, "f", "r1", locations={"f": NODE, "g": OTHER}, response_address=CLIENT, start_time=50.0
+    )
+    harness.receive(schedule)
+    (hop,) = harness.state.take_hops()
+    assert (hop.request_id, hop.role, hop.node, hop.start, hop.dag) == ("r1", "client", "10.0.0.9", 50.0, "chain")
+    assert (hop.detail, hop.stages) == (f"f -> {NODE}, g -> {OTHER}", 2)
+
+
+def test_direct_requests_are_counted_at_their_first_source_for_the_schedulers():
+    harness = Harness(report_period=5.0)
+    harness.step(StartEvent())
+    harness.pin("f")
+    harness.pin("g", request_id="pin-2")
+    for request_id in ("r1", "r2"):
+        harness.receive(make_schedule(CHAIN, "f", request_id))
+    harness.receive(make_schedule(CHAIN, "f", "placed", placed_by="10.0.0.7"))
+    harness.receive(dataclasses.replace(make_trigger("r1", "g", "f", 1), schedule=make_schedule(CHAIN, "g", "r1")))
+    harness.advance(5.0)
+    (statistics, _) = sends(harness.step(TickEvent()), ExecutorStatistics)
+    assert [(d.name, d.direct_calls) for d in statistics.message.dags] == [("chain", 2)]
 
 
 def test_a_missing_downstream_location_is_reported_to_the_caller():
@@ -1059,7 +1138,7 @@ def test_each_finished_stage_leaves_a_hop_with_its_queue_wait_reads_and_for_the_
     harness = Harness()
     harness.pin("f")
     harness.pin("g")
-    schedule = make_schedule(CHAIN, "f", "r1", start_time=100.0)
+    schedule = make_schedule(CHAIN, "f", "r1", start_time=100.0, placed_by="10.0.0.7")
     run = only_run(harness.receive(schedule, make_trigger("r1", "f", BEGIN)))
     harness.advance(0.5)
     read = ReadRecord("k", "cache", True, "lww x")
@@ -1080,7 +1159,9 @@ def test_a_failed_stage_hop_carries_the_error_and_its_remote_traceback():
     harness = Harness()
     harness.pin("f")
     harness.state.take_hops()
-    run = only_run(harness.receive(make_schedule(SINGLE, "f", "r9"), make_trigger("r9", "f", BEGIN)))
+    run = only_run(
+        harness.receive(make_schedule(SINGLE, "f", "r9", placed_by="10.0.0.7"), make_trigger("r9", "f", BEGIN))
+    )
     error = RemoteExecutionError(
         "ZeroDivisionError: division by zero", "builtins.ZeroDivisionError", remote_traceback="tb"
     )

@@ -45,6 +45,7 @@ SCHEDULER_PORTS = (
     "info",
     "cancel",
     "in_flight",
+    "dag_lease",
     "metrics_scheduler",
 )
 #: A Redis Cluster node's bus port is its client port plus this.

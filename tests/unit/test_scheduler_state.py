@@ -30,7 +30,9 @@ from cloudburst.protocol.runtime_messages import (
     Continuation,
     Dag,
     DagCall,
+    DagLease,
     DagSchedule,
+    DagStatistics,
     DagTrigger,
     EncodedValue,
     ErrorCode,
@@ -59,6 +61,7 @@ from cloudburst.scheduler.state import (
     DagCallEvent,
     DagCreateEvent,
     DagDeleteEvent,
+    DagLeaseEvent,
     FunctionCallEvent,
     FunctionCreateEvent,
     FunctionLeaseEvent,
@@ -786,6 +789,46 @@ def test_a_dag_call_sends_one_schedule_per_function_and_the_sources_start_on_the
     assert [p.message.triggers for p in schedules] == [(BEGIN,), ("f",), ("f", "g")]
 
 
+def test_a_dag_lease_names_per_function_the_executors_it_is_pinned_at_and_lasts_a_report_period(diamond):
+    h, dag, placements = diamond
+    h.executor(C, ["k"], queued=2)
+    reply, pushes = h.ask(lambda rid: DagLeaseEvent(rid, "dia"))
+    assert pushes == []
+    assert (reply.dag, reply.ttl, reply.error) == (dag, PERIOD, ErrorCode.NO_CLOUDBURST_ERROR)
+    assert [lease.function for lease in reply.functions] == ["f", "g", "k"]
+    assert [lease.executors for lease in reply.functions] == [(placements[f],) for f in "fgk"]
+    assert all(lease.incarnations == ("one",) for lease in reply.functions)
+    assert reply.functions[2].queued == ((2,) if placements["k"] == endpoint(C) else (0,))
+    assert codec.decode_dag_lease(codec.encode_dag_lease(reply)) == reply
+    assert h.state.counters().dag_leases_granted == 1
+
+
+def test_dag_leases_of_unknown_dags_or_unplaceable_functions_are_refused_with_the_reason(h):
+    reply, _ = h.ask(lambda rid: DagLeaseEvent(rid, "nope"))
+    assert (reply.error, reply.functions) == (ErrorCode.NO_SUCH_DAG, ())
+    assert "no DAG named 'nope'" in reply.error_message
+    assert codec.decode_dag_lease(codec.encode_dag_lease(reply)) == reply
+    h.executor(A)
+    h.register("f")
+    request_id, _, _ = h.create_dag(make_dag("solo", ["f"]))
+    assert h.replies.pop(request_id).success
+    h.tell(ThreadStatus(A[0], A[1], running=False, incarnation="one"))  # its only executor leaves
+    reply, _ = h.ask(lambda rid: DagLeaseEvent(rid, "solo"))
+    assert reply.error == ErrorCode.NO_RESOURCES
+    assert "'f' of DAG 'solo' is not pinned at any live executor" in reply.error_message
+    with pytest.raises(DecodeError, match="leases functions"):
+        codec.decode_dag_lease(codec.encode_dag_lease(DagLease(make_dag("pair", ["f", "g"]), ())))
+
+
+def test_requests_sent_straight_to_a_dags_executors_count_as_its_calls():
+    h = managed_diamond()
+    h.ask(lambda rid: DagCallEvent(rid, DagCall("dia")))
+    h.tell(ExecutorStatistics(dags=(DagStatistics("dia", direct_calls=4), DagStatistics("gone", direct_calls=9))))
+    (report,) = [p for p in h.tick(PERIOD) if isinstance(p.message, ExecutorStatistics)]
+    assert [(dag.name, dag.call_count) for dag in report.message.dags] == [("dia", 5)]
+    assert report.message.functions == tuple(FunctionStatistics(f, 5) for f in ("f", "g", "k"))
+
+
 def test_a_dag_call_without_an_output_key_answers_the_schedule_id(diamond):
     h, _, _ = diamond
     reply, pushes = h.ask(lambda rid: DagCallEvent(rid, DagCall("dia")))
@@ -1149,7 +1192,8 @@ def test_gossip_goes_to_every_peer_but_itself_once_a_report_period(diamond):
     )
 
 
-def test_with_a_management_service_each_period_reports_call_statistics_and_asks_for_the_schedulers():
+def managed_diamond():
+    """Three executors, the DAG ``dia`` of the ``diamond`` fixture, and a management service to report to."""
     h = Harness(management="10.0.0.8")
     for executor in (A, B, C):
         h.executor(executor)
@@ -1157,6 +1201,11 @@ def test_with_a_management_service_each_period_reports_call_statistics_and_asks_
     request_id, _, _ = h.create_dag(make_dag("dia", ["f", "g", "k"], [("f", "g"), ("f", "k"), ("g", "k")]))
     assert h.replies.pop(request_id).success
     h.tick()
+    return h
+
+
+def test_with_a_management_service_each_period_reports_call_statistics_and_asks_for_the_schedulers():
+    h = managed_diamond()
     for gap in (0.0, 0.5, 1.5):
         h.clock.advance(gap)
         h.ask(lambda rid: DagCallEvent(rid, DagCall("dia")))

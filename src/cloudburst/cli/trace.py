@@ -25,6 +25,7 @@ from rich.text import Text
 from cloudburst.cli.dashboard_api import dashboard_address, get_json
 from cloudburst.config import DEFAULT_DATA_DIR
 from cloudburst.errors import DeadlineExceeded
+from cloudburst.protocol.telemetry_messages import PLACING_ROLES
 
 #: Characters of the waterfall column.
 WATERFALL_WIDTH = 28
@@ -84,11 +85,12 @@ def fetch_trace(base: str, request_id: str, wait: float) -> dict[str, Any]:
 
 
 def complete(trace: Mapping[str, Any]) -> bool:
-    """Whether every stage the scheduler placed has reported (or a step failed, which ends the request)."""
+    """Whether every stage placed (by a scheduler or the client) has reported (or a step failed, which ends the
+    request)."""
     hops: Sequence[Mapping[str, Any]] = trace.get("hops", [])
     if any(not hop.get("ok", True) for hop in hops):
         return True
-    placed = [hop for hop in hops if hop.get("role") == "scheduler"]
+    placed = [hop for hop in hops if hop.get("role") in PLACING_ROLES]
     executed = [hop for hop in hops if hop.get("role") == "executor"]
     if not placed:
         return bool(executed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import queue
 import random
 import sys
 import sysconfig
@@ -18,7 +19,7 @@ import time
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import zmq
 
 from cloudburst.client.future import Future, ResultSlot
 from cloudburst.client.in_flight import RequestsInFlight, SentRequest
+from cloudburst.client.leases import DagLeaseView, Lease, location_of
 from cloudburst.client.waiting import WaitingCall, WaitingCalls, inline_value
 from cloudburst.clock import TimestampGenerator, writer_id_for
 from cloudburst.config import RuntimePorts
@@ -39,6 +41,7 @@ from cloudburst.errors import (
     FunctionNotFound,
     InvalidRequest,
     NoResources,
+    NotPinned,
     TransportError,
 )
 from cloudburst.keys import TRIGGER_INDEX, trigger_key
@@ -47,10 +50,11 @@ from cloudburst.lattices import LwwLattice, SetLattice
 from cloudburst.protocol import codec
 from cloudburst.protocol.errors import error_from_response
 from cloudburst.protocol.exception_names import RetryExceptions, exception_names
-from cloudburst.protocol.messages import ConsistencyType
+from cloudburst.protocol.messages import ConsistencyType, SerializerType
 from cloudburst.protocol.runtime_messages import (
     DEFAULT_MAX_RETRIES,
     Arguments,
+    CallResult,
     CancelRequest,
     ClusterStatus,
     Continuation,
@@ -67,7 +71,7 @@ from cloudburst.protocol.runtime_messages import (
     ResultDelivery,
 )
 from cloudburst.protocol.trigger_messages import DEFAULT_ACK_TIMEOUT, DEFAULT_MAX_ATTEMPTS, TriggerSpec
-from cloudburst.protocol.values import encode, encode_error, from_lattice, serialize, to_lattice
+from cloudburst.protocol.values import decode, encode, encode_error, from_lattice, serialize, to_lattice
 from cloudburst.protocol.versions import VersionInfo, check_compatible, local_version_info
 from cloudburst.shared.reference import CloudburstReference
 from cloudburst.transport.endpoints import parse_endpoint
@@ -90,6 +94,8 @@ VERSION_CHECK_TIMEOUT = 1.0
 LEASE_TIMEOUT = 5.0
 #: Functions whose leases a connection keeps at once.
 _MAX_LEASES = 10_000
+#: Seconds a connection whose scheduler did not answer a DAG lease request places DAG requests through it.
+_NO_LEASE_BACKOFF = 30.0
 #: Seconds between two checks that the processes taking this connection's requests still run.
 _WATCH_EVERY = 0.25
 #: A request younger than this is not checked yet (most have answered by then).
@@ -195,37 +201,6 @@ class FunctionHandle:
         return self._connection.call(self.name, *args, retries=self.retries, retry_exceptions=self.retry_exceptions)
 
 
-@dataclass(slots=True)
-class _Lease:
-    """Executors a function's calls may go to directly, until ``expires`` (monotonic seconds), with the calls
-    queued at each when the lease was granted and whether each hosts DAG functions."""
-
-    version: int
-    executors: tuple[str, ...]
-    expires: float
-    queued: tuple[int, ...]
-    pinned: tuple[bool, ...]
-    incarnations: tuple[str, ...]
-
-    def pick(self, rng: random.Random, in_flight: Mapping[str, int]) -> tuple[str, str]:
-        """The executor where the fewest calls wait (the lease's figure plus this connection's calls in flight),
-        unpinned first, at random among equals; and its incarnation (empty if the scheduler named none).
-
-        An executor runs one call at a time, so calls that wait for one another (``send``/``recv``) each need
-        their own; and random ties keep two functions' calls from being placed in lockstep.
-        """
-        best: tuple[int, bool] | None = None
-        chosen: list[int] = []
-        for index, executor in enumerate(self.executors):
-            key = (self.queued[index] + in_flight.get(executor, 0), self.pinned[index])
-            if best is None or key < best:
-                best, chosen = key, [index]
-            elif key == best:
-                chosen.append(index)
-        index = chosen[0] if len(chosen) == 1 else rng.choice(chosen)
-        return self.executors[index], self.incarnations[index]
-
-
 class _VersionProbe:
     """The scheduler's versions, asked on its info port as soon as the probe exists and read by :meth:`answer`.
 
@@ -320,10 +295,14 @@ class Connection:
         self._early: OrderedDict[str, EncodedValue] = OrderedDict()
         self._slots_lock = threading.Lock()
         self._closed = threading.Event()
+        #: Direct requests an executor refused (the lease was out of date), for the replacer thread to place again
+        #: through the scheduler (``None`` stops it).
+        self._refused: queue.SimpleQueue[SentRequest | None] = queue.SimpleQueue()
         self._receiver = threading.Thread(target=self._receive_results, name="cloudburst-results", daemon=True)
         self._receiver.start()
         self._stamp = TimestampGenerator(writer_id_for(self.result_address))
-        self._leases: dict[str, _Lease] = {}
+        self._leases: dict[str, Lease] = {}
+        self._dag_leases: dict[str, DagLeaseView] = {}
         self._in_flight = RequestsInFlight()
         self._waiting = WaitingCalls()
         self._retries: Counter[str] = Counter()
@@ -333,6 +312,8 @@ class Connection:
         self._scheduler_incarnation = ""
         self._rng = random.Random()
         self._leasing = True
+        #: Until when (monotonic seconds) DAG requests go through the scheduler without asking for a lease.
+        self._no_dag_leases_until = 0.0
         #: Whether the scheduler told its versions (then it grants leases, and a lease it does not grant in time
         #: is a scheduler restarting, not one without leases).
         self._scheduler_known = False
@@ -354,6 +335,8 @@ class Connection:
             raise
         self._watchdog = threading.Thread(target=self._watch, name="cloudburst-watchdog", daemon=True)
         self._watchdog.start()
+        self._replacer = threading.Thread(target=self._replace_refused, name="cloudburst-replacer", daemon=True)
+        self._replacer.start()
 
     def __enter__(self) -> Connection:
         return self
@@ -366,9 +349,11 @@ class Connection:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._refused.put(None)
         self._receiver.join()
         if hasattr(self, "_watchdog"):
             self._watchdog.join()
+            self._replacer.join()
         if hasattr(self, "kvs"):
             self.kvs.close()
         with self._sockets_lock:
@@ -514,7 +499,7 @@ class Connection:
         if lease is not None:
             executor, incarnation = lease.pick(self._rng, self._in_flight.counts)
             self._push(executor, codec.encode_executor_request(call))
-            self._in_flight.sent(SentRequest(response_key, call, executor, incarnation, time.monotonic()))
+            self._in_flight.sent(SentRequest(response_key, call, ((executor, incarnation),), "", time.monotonic()))
         else:
             self._place(call)
             self._placed(response_key, call, slot)
@@ -553,16 +538,18 @@ class Connection:
             port, payload, what = self.ports.dag_call, codec.encode_dag_call(call), f"call of DAG {call.name!r}"
         return self._generic(port, payload, what, resend=call.max_retries != 0)
 
-    def _placed(self, key: str, call: FunctionCall | DagCall, slot: ResultSlot) -> None:
+    def _placed(self, key: str, call: FunctionCall | DagCall, slot: ResultSlot, *, after_direct: bool = False) -> None:
         """Remembers a request the scheduler placed, to place it again should the scheduler restart before it
-        ends (the new scheduler's ledger does not know it)."""
+        ends (the new scheduler's ledger does not know it); ``after_direct``: see :class:`SentRequest`."""
         if call.max_retries == 0:
+            self._in_flight.done(key)  # it must not be placed twice: not remembered (nor what stood for it)
             return
-        self._in_flight.sent(SentRequest(key, call, "", self._scheduler_incarnation, time.monotonic()))
+        now = time.monotonic()
+        self._in_flight.sent(SentRequest(key, call, (), self._scheduler_incarnation, now, after_direct=after_direct))
         if slot.filled():  # answered before it was remembered
             self._in_flight.done(key)
 
-    def _lease(self, name: str) -> _Lease | None:
+    def _lease(self, name: str) -> Lease | None:
         """Where calls of ``name`` may go directly, asking the scheduler when the last answer has expired.
 
         Raises:
@@ -592,17 +579,38 @@ class Connection:
             raise error_from_response(refusal, f"call of {name!r}")
         if not granted.executors:
             raise NoResources(f"call of {name!r}: the scheduler leased no executor")
-        lease = _Lease(
-            granted.function_version,
-            granted.executors,
-            now + granted.ttl,
-            granted.queued,
-            granted.pinned,
-            granted.incarnations,
-        )
+        lease = Lease.granted(granted, now)
         if len(self._leases) >= _MAX_LEASES:
             self._leases.clear()
         self._leases[name] = lease
+        return lease
+
+    def _dag_lease(self, name: str) -> DagLeaseView | None:
+        """Where requests of DAG ``name`` may go directly, asking the scheduler when the last answer has expired;
+        ``None`` when they go through the scheduler (it refused, or grants no DAG leases)."""
+        lease = self._dag_leases.get(name)
+        now = time.monotonic()
+        if lease is not None and now < lease.expires:
+            return lease
+        if not self._leasing or now < self._no_dag_leases_until:
+            return None
+        try:
+            reply = self._request(self.ports.dag_lease, name.encode(), f"lease of DAG {name!r}", LEASE_TIMEOUT)
+        except DeadlineExceeded:
+            # A scheduler restarting, or one without DAG leases: requests go through it, which waits for them.
+            self._no_dag_leases_until = now + _NO_LEASE_BACKOFF
+            return None
+        granted = codec.decode_dag_lease(reply)
+        if granted.error != ErrorCode.NO_CLOUDBURST_ERROR:
+            # The scheduler places the request, and raises what keeps it from running (or holds it until it can).
+            self._dag_leases.pop(name, None)
+            return None
+        lease = DagLeaseView(
+            granted.dag, tuple(Lease.granted(function, now) for function in granted.functions), now + granted.ttl
+        )
+        if len(self._dag_leases) >= _MAX_LEASES:
+            self._dag_leases.clear()
+        self._dag_leases[name] = lease
         return lease
 
     def _push(self, endpoint: str, payload: bytes) -> None:
@@ -672,6 +680,7 @@ class Connection:
         if unknown:
             raise FunctionNotFound(f"DAG {name!r} uses unregistered functions: {', '.join(unknown)}", dag=name)
         dag = Dag(name, tuple(references), tuple(Link(s, t) for s, t in connections), tuple(colocated))
+        self._dag_leases.pop(name, None)
         self._generic(self.ports.dag_create, codec.encode_dag(dag), f"registration of DAG {name!r}")
 
     def build_dag_call(
@@ -762,11 +771,16 @@ class Connection:
         if not call.stamp:
             call = replace(call, stamp=time.time_ns() // 1000)
         try:
-            reply = self._place(call)
+            direct = self._send_dag_directly(call)
+            reply = None if direct is not None else self._place(call)
         except BaseException:
             if known_id:
                 self._forget(known_id)
             raise
+        if direct is not None:
+            key, slot = direct
+            return self._future(key, slot, stored=call.delivery != ResultDelivery.NOTIFY_ONLY)
+        assert reply is not None
         result_id = known_id or reply.response_id
         slot = self._expect(result_id)
         if not known_id and call.continuation is None:
@@ -774,6 +788,35 @@ class Connection:
         if known_id or call.continuation is None:
             self._placed(result_id, call, slot)
         return self._future(result_id, slot, stored=final.delivery != ResultDelivery.NOTIFY_ONLY)
+
+    def _send_dag_directly(self, call: DagCall) -> tuple[str, ResultSlot] | None:
+        """Sends a DAG request straight to its sources' executors under a lease, when it may go so: NORMAL, reading
+        no keys (the scheduler places those near them), not continuing into another DAG. Returns the key its result
+        comes under and the slot it fills, or ``None`` when the request must go through the scheduler.
+
+        Raises:
+            NoResources: An executor's queue is full.
+        """
+        if call.consistency != ConsistencyType.NORMAL or call.references or call.continuation is not None:
+            return None
+        if call.delivery == ResultDelivery.LEGACY:
+            return None
+        lease = self._dag_lease(call.name)
+        if lease is None:
+            return None
+        schedule_id = str(uuid.uuid4())
+        # Its output key set, so that placed again through the scheduler it answers under the same key.
+        call = replace(call, output_key=call.output_key or schedule_id)
+        placement = lease.place(call, schedule_id, self._rng, self._in_flight.counts, self.ports)
+        slot = self._expect(call.output_key)
+        self._in_flight.sent(SentRequest(call.output_key, call, placement.executors, "", time.monotonic()))
+        try:
+            for endpoint, schedule in placement.schedules:
+                self._push(endpoint, codec.encode_executor_request(schedule))
+        except BaseException:
+            self._forget(call.output_key)
+            raise
+        return call.output_key, slot
 
     async def call_dag_async(self, call: DagCall, timeout: float | None = None) -> Any:  # noqa: ANN401, ASYNC109
         """Sends a DAG call and awaits its result, without blocking the event loop.
@@ -792,6 +835,7 @@ class Connection:
         Raises:
             DagNotFound: No DAG of that name.
         """
+        self._dag_leases.pop(name, None)
         self._generic(self.ports.dag_delete, name.encode(), f"deletion of DAG {name!r}")
 
     # -- storage triggers ----------------------------------------------------------------------------------
@@ -1059,10 +1103,11 @@ class Connection:
             slot = self._slots.get(request_id)
         waiting = slot is not None and slot.fill(encode_error(error))
         payload = codec.encode_cancel_request(CancelRequest(request_id))
-        executor = self._in_flight.where(request_id)
-        if executor is not None:
+        executors = self._in_flight.where(request_id)
+        for executor in executors:
             # Sent straight there: the scheduler does not know of it.
             self._push(self._cancel_endpoint(executor), payload)
+        if executors:
             self._in_flight.done(request_id)
         self._generic(self.ports.cancel, payload, f"cancel of {request_id!r}", resend=True)
         return waiting
@@ -1104,21 +1149,33 @@ class Connection:
                 logger.info("cannot check the requests in flight now: %s", error)
 
     def _check_executors(self, direct: Sequence[SentRequest]) -> None:
-        """Places again, through the scheduler, the direct calls whose executor is no longer in its function's
-        lease under the incarnation that took them (it restarted or left)."""
-        by_function: dict[str, list[SentRequest]] = {}
+        """Places again, through the scheduler, the direct requests an executor of which is no longer in the
+        function's (or DAG's) lease under the incarnation that took them (it restarted or left)."""
+        by_name: dict[tuple[bool, str], list[SentRequest]] = {}
         for request in direct:
-            by_function.setdefault(request.call.name, []).append(request)
-        for name, requests in by_function.items():
-            reply = self._request(self.ports.function_lease, name.encode(), f"lease of {name!r}", _WATCH_TIMEOUT)
-            lease = codec.decode_function_lease(reply)
-            alive = dict(zip(lease.executors, lease.incarnations, strict=True))
+            by_name.setdefault((isinstance(request.call, DagCall), request.call.name), []).append(request)
+        for (dag, name), requests in by_name.items():
+            if dag:
+                reply = self._request(self.ports.dag_lease, name.encode(), f"lease of DAG {name!r}", _WATCH_TIMEOUT)
+                leases = codec.decode_dag_lease(reply).functions
+            else:
+                reply = self._request(self.ports.function_lease, name.encode(), f"lease of {name!r}", _WATCH_TIMEOUT)
+                leases = (codec.decode_function_lease(reply),)
+            alive = {
+                executor: incarnation
+                for lease in leases
+                for executor, incarnation in zip(lease.executors, lease.incarnations, strict=True)
+            }
             for request in requests:
-                if request.incarnation and alive.get(request.executor) != request.incarnation:
-                    endpoint = parse_endpoint(request.executor)
-                    where = f"{endpoint.host}:{endpoint.port - self.ports.executor_control}"
-                    lost = (where, "its process is gone (it restarted or left)")
-                    self._place_again(request, lost, "placed_again_executor_lost")
+                lost = [
+                    location_of(executor, self.ports)
+                    for executor, incarnation in request.executors
+                    if incarnation and alive.get(executor) != incarnation
+                ]
+                if lost:
+                    self._place_again(
+                        request, (lost[0], "its process is gone (it restarted or left)"), "placed_again_executor_lost"
+                    )
 
     def _check_scheduler(self, placed: Sequence[SentRequest]) -> None:
         """Places again the requests an earlier life of the scheduler placed (its successor does not know them),
@@ -1157,35 +1214,77 @@ class Connection:
     def _place_again(self, request: SentRequest, lost: tuple[str, str] | None, why: str) -> None:
         """Places a request again (``lost``: the executor lost with it and why, if one was; ``why`` names the
         reason in :meth:`retry_counts`), or fails it with ``ExecutorLost`` when it may not run again."""
-        if self._in_flight.done(request.key) is None:
-            return  # answered meanwhile
+        after_direct = request.direct or request.after_direct
+        placing = SentRequest(
+            request.key, request.call, (), self._scheduler_incarnation, time.monotonic(), after_direct=after_direct
+        )
+        if not self._in_flight.swap(request, placing):
+            return  # answered, or placed again, meanwhile
         with self._slots_lock:
             slot = self._slots.get(request.key)
         if slot is None:
+            self._in_flight.done(request.key)
             return  # nobody waits for it any more
         call = request.call
         retries = DEFAULT_MAX_RETRIES if call.max_retries is None else call.max_retries
+        # A direct DAG request has no attempt number: it goes on with one retry fewer (the scheduler's ledger counts
+        # its runs from there).
+        exhausted = call.attempt > retries if isinstance(call, FunctionCall) else request.direct and retries == 0
+        if lost is not None and exhausted:
+            self._in_flight.done(request.key)
+            error = ExecutorLost(
+                f"request {request.key} was lost with its executor {lost[0]} and not run again (it may run "
+                f"at most {retries + 1} time(s))",
+                (lost,),
+                function=call.name if isinstance(call, FunctionCall) else None,
+                dag=call.name if isinstance(call, DagCall) else None,
+                request_id=request.key,
+            )
+            slot.fill(encode_error(error))
+            self._retries["failed_executor_lost"] += 1
+            return
         if isinstance(call, FunctionCall):
-            if lost is not None and call.attempt > retries:
-                error = ExecutorLost(
-                    f"request {request.key} was lost with its executor {lost[0]} and not run again (it may run "
-                    f"at most {retries + 1} time(s))",
-                    (lost,),
-                    function=call.name,
-                    request_id=request.key,
-                )
-                slot.fill(encode_error(error))
-                self._retries["failed_executor_lost"] += 1
-                return
             call = replace(call, attempt=call.attempt + 1, function_version=0)
+        elif request.direct and lost is not None:
+            call = replace(call, max_retries=retries - 1)
         self._retries[why] += 1
         try:
             self._place(call)
         except CloudburstError as error:
             logger.warning("could not place request %s again after it was lost (tried again): %s", request.key, error)
-            self._in_flight.sent(request)  # as it was: the next round finds it lost again
+            self._in_flight.swap(placing, request)  # as it was: the next round finds it lost again
             return
-        self._placed(request.key, call, slot)
+        self._placed(request.key, call, slot, after_direct=after_direct)
+
+    def _refused_directly(self, result: CallResult) -> bool:
+        """Places through the scheduler a DAG request sent directly that an executor refused because the lease was
+        out of date (a function no longer pinned there), and drops such a refusal that comes after the request was
+        placed again (its executor was lost); whether the result was one of those."""
+        request = self._in_flight.find(result.id)
+        if request is None or not isinstance(request.call, DagCall) or not (request.direct or request.after_direct):
+            return False
+        try:
+            decode(result.value)
+        except NotPinned:
+            if request.direct:
+                # Placed again in another thread: a scheduler round trip must not hold up the results behind it.
+                self._dag_leases.pop(request.call.name, None)
+                self._refused.put(request)
+            else:
+                self._retries["duplicate_results_dropped"] += 1
+            return True
+        except Exception:
+            return False
+        return False
+
+    def _replace_refused(self) -> None:
+        """The replacer thread: places through the scheduler the direct requests refused for an out-of-date lease
+        (in a thread of its own, so that a burst of them holds up neither results nor the watchdog's checks)."""
+        while (request := self._refused.get()) is not None:
+            try:
+                self._place_again(request, None, "placed_again_not_pinned")
+            except Exception:  # the thread must go on; the watchdog still has the request
+                logger.exception("could not place request %s again", request.key)
 
     def _stored_result(self, key: str) -> EncodedValue | None:
         lattice = self.kvs.get(key)
@@ -1204,6 +1303,8 @@ class Connection:
                 result = codec.decode_call_result(data)
             except DecodeError as error:
                 logger.warning("ignored an unreadable result message: %s", error)
+                continue
+            if result.value.serializer == SerializerType.ERROR and self._refused_directly(result):
                 continue
             self._in_flight.done(result.id)
             with self._slots_lock:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import assert_never
 
 from cloudburst.config import ExecutorConfig
-from cloudburst.errors import CloudburstError, FunctionNotFound, InvalidRequest, NoResources, NotPinned
+from cloudburst.errors import CloudburstError, FunctionNotFound, InvalidRequest, NoResources, NotPinned, TransportError
 from cloudburst.executor.causal import CausalContext, SessionMetadata, join_metadata
 from cloudburst.protocol import codec, values
 from cloudburst.protocol.messages import ConsistencyType
@@ -65,6 +65,7 @@ from cloudburst.protocol.runtime_messages import (
 )
 from cloudburst.protocol.telemetry_messages import ReadRecord, TraceHop
 from cloudburst.protocol.trigger_messages import TriggerAck, TriggerFiring
+from cloudburst.transport.endpoints import parse_endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -477,6 +478,8 @@ class ExecutorState:
         self._utilization = 0.0
         self._function_tallies: dict[str, _Tally] = {}
         self._dag_tallies: dict[str, _Tally] = {}
+        #: Requests per DAG sent straight here to its first source this period (no scheduler counted them).
+        self._direct_calls: Counter[str] = Counter()
         self._counters: Counter[str] = Counter()
         #: Trace hops not yet taken by the server (the oldest are dropped when nobody takes them).
         self._hops: deque[TraceHop] = deque(maxlen=MAX_PENDING_HOPS)
@@ -874,6 +877,13 @@ class ExecutorState:
             return
         request.schedule = schedule
         self._remember(key[0], key[1], "schedule")
+        first_source = schedule.dag.sources()[:1] == (schedule.target_function,)
+        tallied = schedule.dag.name in self._direct_calls or len(self._direct_calls) < MAX_TALLIED_NAMES
+        if not schedule.placed_by and first_source:
+            # Its client placed it under a lease: no scheduler counts it or tells its trace where it went.
+            if tallied:
+                self._direct_calls[schedule.dag.name] += 1
+            self._record_placement(schedule)
         for source in [s for s in request.triggers if s not in schedule.triggers]:
             self._drop_unexpected(request, source)
         touched[key] = None
@@ -890,6 +900,17 @@ class ExecutorState:
         if not all(key):
             logger.warning("dropping a trigger without an id or target function")
             return
+        carried = trigger.schedule
+        if carried is not None and (carried.id, carried.target_function) != key:
+            self._counters["unexpected_triggers_dropped"] += 1
+            logger.warning("dropping a trigger of %s carrying the schedule of another request", key)
+            return
+        request = self._requests.get(key)
+        if carried is not None and (request is None or request.schedule is None) and not self._is_finished(key, now):
+            # A request sent straight to its DAG's sources: the first trigger brings the schedule.
+            self._receive_schedule(carried, now, touched, out)
+            if self._is_finished(key, now):
+                return  # refused: the function is not pinned here
         if self._is_finished(key, now):
             self._drop_duplicate(key, f"trigger from {trigger.source!r} for a finished request")
             return
@@ -1053,6 +1074,8 @@ class ExecutorState:
                         session.dependencies,
                         session.observed,
                         session.written,
+                        # No scheduler sent the sink its schedule: the trigger carries it.
+                        None if schedule.placed_by else _schedule_of(schedule, sink),
                     )
                     out.append(SendInstruction(endpoint, trigger))
             self._remember(schedule.id, function, "done")
@@ -1181,6 +1204,30 @@ class ExecutorState:
                 message=error.message if error is not None else "",
                 traceback=(error.remote_traceback or "") if error is not None else "",
                 reads=reads,
+            )
+        )
+
+    def _record_placement(self, schedule: DagSchedule) -> None:
+        """The trace hop of a client's placement of ``schedule``'s request, as a scheduler records its own."""
+        where = [
+            f"{ref.name} -> {schedule.locations[ref.name]}"
+            for ref in schedule.dag.functions
+            if ref.name in schedule.locations
+        ]
+        try:
+            client = parse_endpoint(schedule.response_address).host
+        except TransportError:  # no address (a stored result only) or an unusual one: the hop names no host
+            client = ""
+        self._hops.append(
+            TraceHop(
+                request_id=schedule.id,
+                role="client",
+                node=client,
+                start=schedule.start_time,
+                duration=0.0,
+                dag=schedule.dag.name,
+                detail=", ".join(where),
+                stages=len(where),
             )
         )
 
@@ -1396,14 +1443,30 @@ class ExecutorState:
                 for name, tally in self._function_tallies.items()
             ),
             dags=tuple(
-                DagStatistics(name, runtimes=tuple(tally.runtimes), call_count=tally.call_count)
-                for name, tally in self._dag_tallies.items()
+                DagStatistics(
+                    name,
+                    runtimes=tuple(tally.runtimes) if tally is not None else (),
+                    call_count=tally.call_count if tally is not None else 0,
+                    direct_calls=self._direct_calls[name],
+                )
+                for name in dict.fromkeys((*self._dag_tallies, *self._direct_calls))
+                for tally in (self._dag_tallies.get(name),)
             ),
             reporter=self.node,
         )
         self._function_tallies = {}
         self._dag_tallies = {}
+        self._direct_calls = Counter()
         return statistics
+
+
+def _schedule_of(schedule: DagSchedule, function: str) -> DagSchedule:
+    """``function``'s schedule in the request ``schedule`` belongs to, with only the fixed arguments of it and of
+    the functions after it (those before it have run)."""
+    wanted = (function, *schedule.dag.descendants(function))
+    arguments = {name: schedule.arguments[name] for name in wanted if name in schedule.arguments}
+    triggers = schedule.dag.upstream(function) or (BEGIN,)
+    return replace(schedule, target_function=function, triggers=triggers, arguments=arguments)
 
 
 def _legacy_result(result: EncodedResult) -> EncodedResult:

@@ -17,7 +17,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from cloudburst.protocol.telemetry_messages import CacheReport, TelemetryReport, TraceHop
+from cloudburst.protocol.telemetry_messages import PLACING_ROLES, CacheReport, TelemetryReport, TraceHop
 
 #: Requests whose hops are kept.
 MAX_TRACES = 20_000
@@ -182,7 +182,7 @@ class TelemetryStore:
             hops.append(hop)
         if hop.error:
             self._errors.append(hop)
-        if hop.role == "scheduler" and hop.dag:
+        if hop.role in PLACING_ROLES and hop.dag:
             self._dag_functions[hop.dag] = placed_functions(hop)
             self._dag_functions.move_to_end(hop.dag)
             while len(self._dag_functions) > MAX_SERIES_NAMES:
@@ -202,7 +202,7 @@ class TelemetryStore:
         hops = self._traces.get(request_id)
         if hops is None:
             return None
-        return tuple(sorted(hops, key=lambda hop: (hop.start, hop.role != "scheduler")))
+        return tuple(sorted(hops, key=lambda hop: (hop.start, hop.role not in PLACING_ROLES)))
 
     def recent_traces(self, count: int = 30) -> list[TraceSummary]:
         """The ``count`` requests heard of last, newest first."""
@@ -249,7 +249,7 @@ def _series(table: OrderedDict[str, _Series], name: str) -> _Series:
 
 
 def placed_functions(hop: TraceHop) -> tuple[str, ...]:
-    """The functions a scheduler hop placed, in order (its detail reads ``"f -> 10.0.0.5:0, g -> ..."``)."""
+    """The functions a placing hop placed, in order (its detail reads ``"f -> 10.0.0.5:0, g -> ..."``)."""
     return tuple(part.partition(" -> ")[0] for part in hop.detail.split(", ") if " -> " in part)
 
 

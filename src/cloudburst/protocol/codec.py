@@ -57,6 +57,7 @@ from cloudburst.protocol.runtime_messages import (
     Continuation,
     Dag,
     DagCall,
+    DagLease,
     DagSchedule,
     DagStatistics,
     DagTrigger,
@@ -690,6 +691,8 @@ def _trigger_to_pb(trigger: DagTrigger, out: cloudburst_pb2.DagTrigger) -> None:
     out.observed.extend(trigger.observed)
     for version in trigger.written:
         _key_version_to_pb(version, out.written.add())
+    if trigger.schedule is not None:
+        _schedule_to_pb(trigger.schedule, out.schedule)
 
 
 def _trigger_from_pb(pb: cloudburst_pb2.DagTrigger, what: str) -> DagTrigger:
@@ -705,6 +708,7 @@ def _trigger_from_pb(pb: cloudburst_pb2.DagTrigger, what: str) -> DagTrigger:
         dependencies=tuple(_key_version_from_pb(v, f"{what}.dependencies") for v in pb.dependencies),
         observed=tuple(pb.observed),
         written=tuple(_key_version_from_pb(v, f"{what}.written") for v in pb.written),
+        schedule=_schedule_from_pb(pb.schedule, f"{what}.schedule") if pb.HasField("schedule") else None,
     )
 
 
@@ -760,14 +764,23 @@ def _statistics_to_pb(statistics: ExecutorStatistics, out: internal_pb2.Executor
     for function in statistics.functions:
         out.functions.add(name=function.name, call_count=function.call_count, runtime=function.runtimes)
     for dag in statistics.dags:
-        out.dags.add(name=dag.name, runtimes=dag.runtimes, interarrival=dag.interarrivals, call_count=dag.call_count)
+        out.dags.add(
+            name=dag.name,
+            runtimes=dag.runtimes,
+            interarrival=dag.interarrivals,
+            call_count=dag.call_count,
+            direct_calls=dag.direct_calls,
+        )
     out.reporter = statistics.reporter
 
 
 def _statistics_from_pb(pb: internal_pb2.ExecutorStatistics) -> ExecutorStatistics:
     return ExecutorStatistics(
         functions=tuple(FunctionStatistics(f.name, f.call_count, tuple(f.runtime)) for f in pb.functions),
-        dags=tuple(DagStatistics(d.name, tuple(d.runtimes), tuple(d.interarrival), d.call_count) for d in pb.dags),
+        dags=tuple(
+            DagStatistics(d.name, tuple(d.runtimes), tuple(d.interarrival), d.call_count, d.direct_calls)
+            for d in pb.dags
+        ),
         reporter=pb.reporter,
     )
 
@@ -897,19 +910,48 @@ def decode_generic_response(data: bytes) -> GenericResponse:
     return _generic_response_from_pb(pb, "GenericResponse")
 
 
+def _function_lease_to_pb(lease: FunctionLease, out: cloudburst_pb2.FunctionLease) -> None:
+    out.function = lease.function
+    out.function_version = lease.function_version
+    out.executors.extend(lease.executors)
+    out.ttl = lease.ttl
+    out.error = lease.error  # type: ignore[assignment]
+    out.error_message = lease.error_message
+    out.queued.extend(lease.queued)
+    out.pinned.extend(lease.pinned)
+    out.incarnations.extend(lease.incarnations)
+
+
+def _function_lease_from_pb(pb: cloudburst_pb2.FunctionLease, what: str) -> FunctionLease:
+    if not (math.isfinite(pb.ttl) and pb.ttl >= 0):
+        raise DecodeError(what, f"ttl must be a non-negative number, not {pb.ttl}")
+    count = len(pb.executors)
+    # A scheduler that does not report loads sends none: every executor counts as idle and unpinned.
+    queued = tuple(pb.queued) or (0,) * count
+    pinned = tuple(pb.pinned) or (False,) * count
+    incarnations = tuple(pb.incarnations) or ("",) * count
+    if not len(queued) == len(pinned) == len(incarnations) == count:
+        raise DecodeError(
+            what,
+            f"{count} executors but {len(queued)} loads, {len(pinned)} pin flags and {len(incarnations)} incarnations",
+        )
+    return FunctionLease(
+        function=pb.function,
+        function_version=pb.function_version,
+        executors=tuple(pb.executors),
+        ttl=pb.ttl,
+        error=_enum(ErrorCode, pb.error, f"{what}.error"),
+        error_message=pb.error_message,
+        queued=queued,
+        pinned=pinned,
+        incarnations=incarnations,
+    )
+
+
 def encode_function_lease(lease: FunctionLease) -> bytes:
     """Encodes a scheduler's answer to a lease request."""
-    pb = cloudburst_pb2.FunctionLease(
-        function=lease.function,
-        function_version=lease.function_version,
-        executors=lease.executors,
-        ttl=lease.ttl,
-        error=lease.error,  # type: ignore[arg-type]
-        error_message=lease.error_message,
-        queued=lease.queued,
-        pinned=lease.pinned,
-        incarnations=lease.incarnations,
-    )
+    pb = cloudburst_pb2.FunctionLease()
+    _function_lease_to_pb(lease, pb)
     return _serialize(pb, "FunctionLease")
 
 
@@ -919,30 +961,39 @@ def decode_function_lease(data: bytes) -> FunctionLease:
     Raises:
         DecodeError: The bytes are not a valid ``FunctionLease``.
     """
-    pb = _parse(cloudburst_pb2.FunctionLease, data, "FunctionLease")
+    return _function_lease_from_pb(_parse(cloudburst_pb2.FunctionLease, data, "FunctionLease"), "FunctionLease")
+
+
+def encode_dag_lease(lease: DagLease) -> bytes:
+    """Encodes a scheduler's answer to a DAG lease request."""
+    pb = cloudburst_pb2.DagLease(ttl=lease.ttl, error=lease.error, error_message=lease.error_message)  # type: ignore[arg-type]
+    _dag_to_pb(lease.dag, pb.dag)
+    for function in lease.functions:
+        _function_lease_to_pb(function, pb.functions.add())
+    return _serialize(pb, "DagLease")
+
+
+def decode_dag_lease(data: bytes) -> DagLease:
+    """Decodes a scheduler's answer to a DAG lease request.
+
+    Raises:
+        DecodeError: The bytes are not a valid ``DagLease``, or a granted one does not lease every function of its
+            DAG.
+    """
+    pb = _parse(cloudburst_pb2.DagLease, data, "DagLease")
     if not (math.isfinite(pb.ttl) and pb.ttl >= 0):
-        raise DecodeError("FunctionLease", f"ttl must be a non-negative number, not {pb.ttl}")
-    count = len(pb.executors)
-    # A scheduler that does not report loads sends none: every executor counts as idle and unpinned.
-    queued = tuple(pb.queued) or (0,) * count
-    pinned = tuple(pb.pinned) or (False,) * count
-    incarnations = tuple(pb.incarnations) or ("",) * count
-    if not len(queued) == len(pinned) == len(incarnations) == count:
-        raise DecodeError(
-            "FunctionLease",
-            f"{count} executors but {len(queued)} loads, {len(pinned)} pin flags and {len(incarnations)} incarnations",
-        )
-    return FunctionLease(
-        function=pb.function,
-        function_version=pb.function_version,
-        executors=tuple(pb.executors),
+        raise DecodeError("DagLease", f"ttl must be a non-negative number, not {pb.ttl}")
+    lease = DagLease(
+        dag=_dag_from_pb(pb.dag, "DagLease.dag"),
+        functions=tuple(_function_lease_from_pb(f, "DagLease.functions") for f in pb.functions),
         ttl=pb.ttl,
-        error=_enum(ErrorCode, pb.error, "FunctionLease.error"),
+        error=_enum(ErrorCode, pb.error, "DagLease.error"),
         error_message=pb.error_message,
-        queued=queued,
-        pinned=pinned,
-        incarnations=incarnations,
     )
+    leased = [function.function for function in lease.functions]
+    if lease.error == ErrorCode.NO_CLOUDBURST_ERROR and leased != [ref.name for ref in lease.dag.functions]:
+        raise DecodeError("DagLease", f"leases functions {leased}, not those of DAG {lease.dag.name!r}")
+    return lease
 
 
 def encode_encoded_value(value: EncodedValue) -> bytes:

@@ -258,6 +258,24 @@ class FunctionLease:
 
 
 @dataclass(frozen=True, slots=True)
+class DagLease:
+    """Where requests of a registered DAG may go straight to, for ``ttl`` seconds; or why none may.
+
+    Attributes:
+        dag: The DAG (its caller builds the schedules from it).
+        functions: Per function, in the DAG's order, the executors it is pinned at, with their loads and
+            incarnations (empty on failure).
+        error: Why the lease was refused (with ``error_message``); ``NO_CLOUDBURST_ERROR`` when granted.
+    """
+
+    dag: Dag
+    functions: tuple[FunctionLease, ...] = ()
+    ttl: float = 0.0
+    error: ErrorCode = ErrorCode.NO_CLOUDBURST_ERROR
+    error_message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DagSchedule:
     """One function's share of a DAG request: where everything runs and the fixed arguments."""
 
@@ -291,6 +309,40 @@ class DagSchedule:
         object.__setattr__(self, "references", _frozen_map(self.references))
 
 
+def schedule_of_call(
+    call: DagCall,
+    schedule_id: str,
+    dag: Dag,
+    function: str,
+    locations: Mapping[str, str],
+    start_time: float,
+    placed_by: str = "",
+) -> DagSchedule:
+    """``function``'s share of request ``schedule_id`` of ``call``, as whoever placed it (a scheduler, or a client
+    under the DAG's lease when ``placed_by`` is empty) sends it to the function's executor."""
+    return DagSchedule(
+        id=schedule_id,
+        dag=dag,
+        target_function=function,
+        triggers=dag.upstream(function) or (BEGIN,),
+        locations=locations,
+        arguments=call.function_args,
+        consistency=call.consistency,
+        response_address=call.response_address,
+        output_key=call.output_key,
+        client_id=call.client_id,
+        start_time=start_time,
+        continuation=call.continuation,
+        delivery=call.delivery,
+        references=call.references,
+        deadline=call.deadline,
+        placed_by=placed_by,
+        max_retries=call.max_retries,
+        retry_exceptions=call.retry_exceptions,
+        stamp=call.stamp,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class DagTrigger:
     """Tells a DAG function that one upstream function finished, with its result as arguments."""
@@ -305,6 +357,8 @@ class DagTrigger:
     observed: tuple[str, ...] = ()
     #: A causal request's last write of each key it wrote.
     written: tuple[KeyVersion, ...] = ()
+    #: The target's schedule, for a request sent straight to its DAG's sources: no scheduler sent it one.
+    schedule: DagSchedule | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "version_locations", _frozen_map(self.version_locations))
@@ -358,6 +412,8 @@ class DagStatistics:
     runtimes: tuple[float, ...] = ()
     interarrivals: tuple[float, ...] = ()
     call_count: int = 0
+    #: Requests sent straight to the reporting executor's first source of the DAG, which no scheduler counted.
+    direct_calls: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,10 @@ from datetime import UTC, datetime
 from cloudburst.clock import split_timestamp
 from cloudburst.lattices import Lattice, LwwLattice, MultiKeyCausalLattice, SetLattice, SingleKeyCausalLattice
 
+#: Roles whose hops place a request (``detail`` lists where each function went, ``stages`` how many): a scheduler,
+#: or the client that sent a DAG request straight to its executors under a lease (its first source reports the hop).
+PLACING_ROLES = frozenset({"scheduler", "client"})
+
 
 @dataclass(frozen=True, slots=True)
 class ReadRecord:
@@ -39,8 +43,8 @@ class TraceHop:
 
     Attributes:
         request_id: The request: a DAG call's schedule id, or a one-shot call's response key.
-        role: ``"scheduler"`` or ``"executor"``.
-        node: Where it ran: a scheduler's host, or ``ip:tid`` of an executor.
+        role: ``"scheduler"``, ``"client"`` (a client placed it, see :data:`PLACING_ROLES`) or ``"executor"``.
+        node: Where it ran: a scheduler's or client's host, or ``ip:tid`` of an executor.
         start: Wall-clock seconds since the epoch when the step started.
         duration: Seconds the step took.
         function: The function run (executor hops).
@@ -51,9 +55,9 @@ class TraceHop:
         error: The error's class name when the step failed; empty when it succeeded.
         message: The error's message.
         traceback: The remote traceback of an error raised by user code.
-        detail: What else people should know (a scheduler hop lists where each function was placed).
+        detail: What else people should know (a placing hop lists where each function was placed).
         reads: The keys the step read.
-        stages: For a scheduler hop, how many functions it placed.
+        stages: For a placing hop, how many functions it placed.
     """
 
     request_id: str

@@ -21,6 +21,7 @@ import random
 import uuid
 from collections import deque
 from pathlib import Path
+from typing import assert_never
 
 import zmq
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -36,6 +37,8 @@ from cloudburst.protocol.errors import failure_response
 from cloudburst.protocol.runtime_messages import (
     CallResult,
     CancelRequest,
+    ClusterStatus,
+    DagLease,
     DagSchedule,
     EncodedValue,
     ExecutorStatistics,
@@ -55,6 +58,7 @@ from cloudburst.scheduler.state import (
     DagCallEvent,
     DagCreateEvent,
     DagDeleteEvent,
+    DagLeaseEvent,
     FunctionCallEvent,
     FunctionCreateEvent,
     FunctionLeaseEvent,
@@ -121,6 +125,7 @@ class _PublicPort(enum.Enum):
     FUNCTION_LEASE = "function_lease"
     CANCEL = "cancel"
     IN_FLIGHT = "in_flight"
+    DAG_LEASE = "dag_lease"
 
 
 def _text(payload: bytes, what: str) -> str:
@@ -156,7 +161,11 @@ def _decode_request(port: _PublicPort, request_id: int, payload: bytes) -> Sched
         return CancelEvent(request_id, codec.decode_cancel_request(payload).request_id)
     if port is _PublicPort.IN_FLIGHT:
         return InFlightQueryEvent(request_id, tuple(codec.decode_string_set(payload, "request keys")))
-    return StatusQueryEvent(request_id)
+    if port is _PublicPort.DAG_LEASE:
+        return DagLeaseEvent(request_id, _text(payload, "DAG name"))
+    if port is _PublicPort.STATUS_QUERY:
+        return StatusQueryEvent(request_id)
+    assert_never(port)
 
 
 def _encode_reply(reply: Reply) -> bytes:
@@ -171,7 +180,11 @@ def _encode_reply(reply: Reply) -> bytes:
         return codec.encode_string_set(reply.keys)
     if isinstance(reply, FunctionLease):
         return codec.encode_function_lease(reply)
-    return codec.encode_cluster_status(reply)
+    if isinstance(reply, DagLease):
+        return codec.encode_dag_lease(reply)
+    if isinstance(reply, ClusterStatus):
+        return codec.encode_cluster_status(reply)
+    assert_never(reply)
 
 
 def _encode_pushed(message: PushedMessage) -> bytes:

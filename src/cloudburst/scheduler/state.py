@@ -57,7 +57,6 @@ from cloudburst.lattices import Lattice, LwwLattice, SetLattice
 from cloudburst.protocol import codec, values
 from cloudburst.protocol.errors import failure_response
 from cloudburst.protocol.runtime_messages import (
-    BEGIN,
     DEFAULT_MAX_RETRIES,
     CallResult,
     CancelRequest,
@@ -65,6 +64,7 @@ from cloudburst.protocol.runtime_messages import (
     Continuation,
     Dag,
     DagCall,
+    DagLease,
     DagSchedule,
     DagStatistics,
     EncodedValue,
@@ -83,6 +83,7 @@ from cloudburst.protocol.runtime_messages import (
     SchedulerStatus,
     ThreadStatus,
     UnpinFunction,
+    schedule_of_call,
 )
 from cloudburst.protocol.trigger_messages import TriggerAck, TriggerFiring
 from cloudburst.scheduler.ledger import LedgerEntry, RequestLedger
@@ -173,6 +174,14 @@ class FunctionLeaseEvent:
 
     request_id: int
     function: str
+
+
+@dataclass(frozen=True, slots=True)
+class DagLeaseEvent:
+    """A client asks where it may send requests of the registered DAG ``dag`` itself, for a while."""
+
+    request_id: int
+    dag: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +283,7 @@ SchedulerEvent = (
     | FunctionListEvent
     | FunctionCallEvent
     | FunctionLeaseEvent
+    | DagLeaseEvent
     | DagCreateEvent
     | DagCallEvent
     | DagDeleteEvent
@@ -292,6 +302,7 @@ ClientRequestEvent = (
     | FunctionListEvent
     | FunctionCallEvent
     | FunctionLeaseEvent
+    | DagLeaseEvent
     | DagCreateEvent
     | DagCallEvent
     | DagDeleteEvent
@@ -328,7 +339,7 @@ class InFlightReply:
 
 
 #: What a client request is answered with.
-Reply = GenericResponse | ConnectReply | FunctionListReply | ClusterStatus | FunctionLease | InFlightReply
+Reply = GenericResponse | ConnectReply | FunctionListReply | ClusterStatus | FunctionLease | DagLease | InFlightReply
 #: What the scheduler pushes: envelopes to executors and peers, errors to callers (a ``CallResult`` for clients
 #: that asked to be notified, a bare ``Value`` for original clients).
 PushedMessage = (
@@ -403,6 +414,7 @@ class SchedulerCounters:
     unpins_sent: int = 0
     executors_expired: int = 0
     leases_granted: int = 0
+    dag_leases_granted: int = 0
     pushes_refused: int = 0
     repair_pins_sent: int = 0
     replicas_restored: int = 0
@@ -737,6 +749,8 @@ class SchedulerState:
             self._handle_dag_delete(event, out, looked_up=False)
         elif isinstance(event, FunctionLeaseEvent):
             self._handle_function_call(_LeaseRequest(event.request_id), FunctionCall(event.function), out)
+        elif isinstance(event, DagLeaseEvent):
+            self._grant_dag_lease(event.request_id, event.dag, out)
         elif isinstance(event, StatusQueryEvent):
             self._reply(event.request_id, self.cluster_status(), out)
         elif isinstance(event, CancelEvent):
@@ -995,6 +1009,42 @@ class SchedulerState:
             incarnations=tuple(self._incarnation(eid) for eid in pool),
         )
         self._reply(request_id, lease, out)
+
+    def _grant_dag_lease(self, request_id: int, name: str, out: list[SchedulerInstruction]) -> None:
+        """Lets a client send requests of a registered DAG straight to the executors its functions are pinned at.
+
+        The client builds the schedules, sends the sources theirs, and each trigger carries its target's schedule
+        on: the request takes the same hops as two direct calls, with no scheduler on its path. As with function
+        leases, what is lost is per-request placement (locality, colocation by this scheduler, shedding) and this
+        scheduler's ledger: the client runs a request again when an executor it used is lost, and requests that
+        read keys or continue into another DAG still come here.
+        """
+        entry = self._dags.get(name)
+        if entry is None or name in self._deleting:
+            error: CloudburstError = DagNotFound(f"no DAG named {name!r} is registered here", dag=name)
+        else:
+            functions = []
+            for reference in entry.dag.functions:
+                pool = sorted(self._locations.get(reference.name, ()))
+                if not pool:
+                    reason = f"function {reference.name!r} of DAG {name!r} is not pinned at any live executor"
+                    error = NoResources(reason, dag=name, function=reference.name)
+                    break
+                functions.append(
+                    FunctionLease(
+                        reference.name,
+                        executors=tuple(self._executor_endpoint(eid) for eid in pool),
+                        queued=tuple(self._queued(eid) for eid in pool),
+                        pinned=(True,) * len(pool),
+                        incarnations=tuple(self._incarnation(eid) for eid in pool),
+                    )
+                )
+            else:
+                self._counters["dag_leases_granted"] += 1
+                self._reply(request_id, DagLease(entry.dag, tuple(functions), ttl=self.config.report_period), out)
+                return
+        refusal = failure_response(error)
+        self._reply(request_id, DagLease(Dag(name, ()), error=refusal.error, error_message=refusal.error_message), out)
 
     def _place_call(self, origin: CallOrigin, call: FunctionCall, out: list[SchedulerInstruction]) -> None:
         if isinstance(origin, _LeaseRequest):
@@ -1338,6 +1388,14 @@ class SchedulerState:
             self._locations.setdefault(location.name, set()).add(eid)
 
     def _handle_statistics(self, statistics: ExecutorStatistics) -> None:
+        for dag in statistics.dags:
+            entry = self._dags.get(dag.name)
+            if entry is not None and dag.direct_calls > 0:
+                # Requests sent straight to the DAG's executors (under a lease) count as calls here, as placed ones.
+                tally = self._dag_tallies.setdefault(dag.name, _DagTally())
+                tally.call_count += dag.direct_calls
+                for member in entry.members:
+                    self._function_calls[member] += dag.direct_calls
         reporter = statistics.reporter or "unnamed"
         self._reports.pop(reporter, None)
         self._reports[reporter] = statistics
@@ -1865,27 +1923,7 @@ class SchedulerState:
         self._record_arrival(entry)
         for function, eid in chosen.items():
             self._assign(eid)
-            schedule = DagSchedule(
-                id=schedule_id,
-                dag=dag,
-                target_function=function,
-                triggers=dag.upstream(function) or (BEGIN,),
-                locations=locations,
-                arguments=call.function_args,
-                consistency=call.consistency,
-                response_address=call.response_address,
-                output_key=call.output_key,
-                client_id=call.client_id,
-                start_time=self._wall,
-                continuation=call.continuation,
-                delivery=call.delivery,
-                references=call.references,
-                deadline=call.deadline,
-                placed_by=self.config.host,
-                max_retries=call.max_retries,
-                retry_exceptions=call.retry_exceptions,
-                stamp=call.stamp,
-            )
+            schedule = schedule_of_call(call, schedule_id, dag, function, locations, self._wall, self.config.host)
             # A source's schedule starts it: executors need no separate BEGIN trigger.
             out.append(PushInstruction(self._executor_endpoint(eid), schedule))
         retries = DEFAULT_MAX_RETRIES if call.max_retries is None else call.max_retries

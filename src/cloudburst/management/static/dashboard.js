@@ -768,7 +768,8 @@
     const rows = hops.map(({ hop, index, start, duration }) => {
       const role = show(hop.role);
       const failed = hop.ok === false;
-      const kind = role === "scheduler" ? "scheduler" : "executor";
+      // A scheduler's or a client's hop places the request; executors' run it.
+      const kind = role === "executor" ? "executor" : "scheduler";
       const barNode = el("span", { class: `wf-bar wf-${kind}${failed ? " wf-failed" : ""}` });
       if (start !== null) {
         barNode.style.left = `${(((start - t0) * 1000) / spanMs) * 100}%`;

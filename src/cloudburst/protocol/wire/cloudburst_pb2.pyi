@@ -661,6 +661,45 @@ class Continuation(_message.Message):
 Global___Continuation: _TypeAlias = Continuation  # noqa: Y015
 
 @_typing.final
+class DagLease(_message.Message):
+    """Extension: where a registered DAG's requests may go straight to, for ttl
+    seconds, or why none may (error). Answers a DAG name on the scheduler's
+    DAG lease port. Per function, in the DAG's order, the executors it is
+    pinned at (a FunctionLease each, its function_version unused).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAG_FIELD_NUMBER: _builtins.int
+    FUNCTIONS_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    ttl: _builtins.float
+    error: Global___CloudburstError.ValueType
+    error_message: _builtins.str
+    @_builtins.property
+    def dag(self) -> Global___Dag: ...
+    @_builtins.property
+    def functions(self) -> _containers.RepeatedCompositeFieldContainer[Global___FunctionLease]: ...
+    def __init__(
+        self,
+        *,
+        dag: Global___Dag | None = ...,
+        functions: _abc.Iterable[Global___FunctionLease] | None = ...,
+        ttl: _builtins.float = ...,
+        error: Global___CloudburstError.ValueType = ...,
+        error_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dag", b"dag"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dag", b"dag", "error", b"error", "error_message", b"error_message", "functions", b"functions", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DagLease: _TypeAlias = DagLease  # noqa: Y015
+
+@_typing.final
 class DagSchedule(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -874,6 +913,7 @@ class DagTrigger(_message.Message):
     DEPENDENCIES_FIELD_NUMBER: _builtins.int
     OBSERVED_FIELD_NUMBER: _builtins.int
     WRITTEN_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     target_function: _builtins.str
     source: _builtins.str
@@ -893,6 +933,13 @@ class DagTrigger(_message.Message):
 
     @_builtins.property
     def written(self) -> _containers.RepeatedCompositeFieldContainer[_shared_pb2.KeyVersion]: ...
+    @_builtins.property
+    def schedule(self) -> Global___DagSchedule:
+        """Extension: the target's schedule, carried by its upstream's trigger when
+        the request was sent straight to the DAG's sources (no scheduler placed
+        it, so no scheduler sent the target its schedule).
+        """
+
     def __init__(
         self,
         *,
@@ -904,10 +951,11 @@ class DagTrigger(_message.Message):
         dependencies: _abc.Iterable[_shared_pb2.KeyVersion] | None = ...,
         observed: _abc.Iterable[_builtins.str] | None = ...,
         written: _abc.Iterable[_shared_pb2.KeyVersion] | None = ...,
+        schedule: Global___DagSchedule | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "schedule", b"schedule"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "dependencies", b"dependencies", "id", b"id", "observed", b"observed", "source", b"source", "target_function", b"target_function", "version_locations", b"version_locations", "written", b"written"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "dependencies", b"dependencies", "id", b"id", "observed", b"observed", "schedule", b"schedule", "source", b"source", "target_function", b"target_function", "version_locations", b"version_locations", "written", b"written"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

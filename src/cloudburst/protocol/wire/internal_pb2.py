@@ -26,47 +26,47 @@ from cloudburst.protocol.wire import cloudburst_pb2 as cloudburst_dot_protocol_d
 from cloudburst.protocol.wire import trigger_pb2 as cloudburst_dot_protocol_dot_wire_dot_trigger__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cloudburst/protocol/wire/internal.proto\x12\x0f\x63loudburst.wire\x1a)cloudburst/protocol/wire/cloudburst.proto\x1a&cloudburst/protocol/wire/trigger.proto\"\xf8\x01\n\x0cThreadStatus\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0b\n\x03tid\x18\x02 \x01(\r\x12\x11\n\tfunctions\x18\x03 \x03(\t\x12\x13\n\x0butilization\x18\x04 \x01(\x01\x12\x0f\n\x07running\x18\x05 \x01(\x08\x12+\n\x04type\x18\x06 \x01(\x0e\x32\x1d.cloudburst.wire.ExecutorType\x12\x13\n\x0bincarnation\x18\x10 \x01(\t\x12\x10\n\x08\x64\x65parted\x18\x11 \x01(\x08\x12\x0e\n\x06queued\x18\x12 \x01(\r\x12\x10\n\x08\x66inished\x18\x13 \x03(\t\x12\x0f\n\x07\x63rashed\x18\x14 \x01(\x08\x12\x0f\n\x07refused\x18\x15 \x03(\t\"G\n\x12\x46unctionStatistics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ncall_count\x18\x02 \x01(\r\x12\x0f\n\x07runtime\x18\x03 \x03(\x01\"Y\n\rDagStatistics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08runtimes\x18\x02 \x03(\x01\x12\x14\n\x0cinterarrival\x18\x03 \x03(\x01\x12\x12\n\ncall_count\x18\x04 \x01(\r\"\x8c\x01\n\x12\x45xecutorStatistics\x12\x36\n\tfunctions\x18\x01 \x03(\x0b\x32#.cloudburst.wire.FunctionStatistics\x12,\n\x04\x64\x61gs\x18\x02 \x03(\x0b\x32\x1e.cloudburst.wire.DagStatistics\x12\x10\n\x08reporter\x18\x10 \x01(\t\"9\n\x10\x46unctionLocation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x0b\n\x03tid\x18\x03 \x01(\r\"t\n\x0fSchedulerStatus\x12\x0c\n\x04\x64\x61gs\x18\x01 \x03(\t\x12=\n\x12\x66unction_locations\x18\x02 \x03(\x0b\x32!.cloudburst.wire.FunctionLocation\x12\x14\n\x0c\x64\x65leted_dags\x18\x10 \x03(\t\"[\n\x0bPinFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10response_address\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61tching\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x10 \x01(\t\"\x1d\n\rUnpinFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x0c\n\nSelfDepart\"?\n\nCallResult\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.cloudburst.wire.Value\"\xb7\x02\n\x0f\x45xecutorRequest\x12+\n\x03pin\x18\x01 \x01(\x0b\x32\x1c.cloudburst.wire.PinFunctionH\x00\x12/\n\x05unpin\x18\x02 \x01(\x0b\x32\x1e.cloudburst.wire.UnpinFunctionH\x00\x12-\n\x04\x63\x61ll\x18\x03 \x01(\x0b\x32\x1d.cloudburst.wire.FunctionCallH\x00\x12\x30\n\x08schedule\x18\x04 \x01(\x0b\x32\x1c.cloudburst.wire.DagScheduleH\x00\x12.\n\x07trigger\x18\x05 \x01(\x0b\x32\x1b.cloudburst.wire.DagTriggerH\x00\x12-\n\x06\x64\x65part\x18\x06 \x01(\x0b\x32\x1b.cloudburst.wire.SelfDepartH\x00\x42\x06\n\x04kind\"\x99\x03\n\x10SchedulerMessage\x12/\n\x06status\x18\x01 \x01(\x0b\x32\x1d.cloudburst.wire.ThreadStatusH\x00\x12\x35\n\tpin_reply\x18\x02 \x01(\x0b\x32 .cloudburst.wire.GenericResponseH\x00\x12\x35\n\x0c\x63ontinuation\x18\x03 \x01(\x0b\x32\x1d.cloudburst.wire.ContinuationH\x00\x12\x32\n\x06gossip\x18\x04 \x01(\x0b\x32 .cloudburst.wire.SchedulerStatusH\x00\x12\x39\n\nstatistics\x18\x05 \x01(\x0b\x32#.cloudburst.wire.ExecutorStatisticsH\x00\x12\x38\n\x0etrigger_firing\x18\x06 \x01(\x0b\x32\x1e.cloudburst.wire.TriggerFiringH\x00\x12\x35\n\ttelemetry\x18\x07 \x01(\x0b\x32 .cloudburst.wire.TelemetryReportH\x00\x42\x06\n\x04kind\"G\n\nReadRecord\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0b\n\x03hit\x18\x03 \x01(\x08\x12\x0f\n\x07version\x18\x04 \x01(\t\"\x9c\x02\n\x08TraceHop\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08\x66unction\x18\x04 \x01(\t\x12\x0b\n\x03\x64\x61g\x18\x05 \x01(\t\x12\r\n\x05start\x18\x06 \x01(\x01\x12\x10\n\x08\x64uration\x18\x07 \x01(\x01\x12\r\n\x05queue\x18\x08 \x01(\x01\x12\x12\n\nend_to_end\x18\t \x01(\x01\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0f\n\x07message\x18\x0b \x01(\t\x12\x11\n\ttraceback\x18\x0c \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\r \x01(\t\x12*\n\x05reads\x18\x0e \x03(\x0b\x32\x1b.cloudburst.wire.ReadRecord\x12\x0e\n\x06stages\x18\x0f \x01(\r\"m\n\x0b\x43\x61\x63heReport\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04hits\x18\x02 \x01(\x04\x12\x0e\n\x06misses\x18\x03 \x01(\x04\x12\x15\n\rnegative_hits\x18\x04 \x01(\x04\x12\x0c\n\x04keys\x18\x05 \x01(\x04\x12\r\n\x05\x62ytes\x18\x06 \x01(\x04\"y\n\x0fTelemetryReport\x12\x10\n\x08reporter\x18\x01 \x01(\t\x12\'\n\x04hops\x18\x02 \x03(\x0b\x32\x19.cloudburst.wire.TraceHop\x12+\n\x05\x63\x61\x63he\x18\x03 \x01(\x0b\x32\x1c.cloudburst.wire.CacheReport\"b\n\rClusterStatus\x12\x30\n\texecutors\x18\x01 \x03(\x0b\x32\x1d.cloudburst.wire.ThreadStatus\x12\x0c\n\x04\x64\x61gs\x18\x02 \x03(\t\x12\x11\n\tfunctions\x18\x03 \x03(\t* \n\x0c\x45xecutorType\x12\x07\n\x03\x43PU\x10\x00\x12\x07\n\x03GPU\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cloudburst/protocol/wire/internal.proto\x12\x0f\x63loudburst.wire\x1a)cloudburst/protocol/wire/cloudburst.proto\x1a&cloudburst/protocol/wire/trigger.proto\"\xf8\x01\n\x0cThreadStatus\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0b\n\x03tid\x18\x02 \x01(\r\x12\x11\n\tfunctions\x18\x03 \x03(\t\x12\x13\n\x0butilization\x18\x04 \x01(\x01\x12\x0f\n\x07running\x18\x05 \x01(\x08\x12+\n\x04type\x18\x06 \x01(\x0e\x32\x1d.cloudburst.wire.ExecutorType\x12\x13\n\x0bincarnation\x18\x10 \x01(\t\x12\x10\n\x08\x64\x65parted\x18\x11 \x01(\x08\x12\x0e\n\x06queued\x18\x12 \x01(\r\x12\x10\n\x08\x66inished\x18\x13 \x03(\t\x12\x0f\n\x07\x63rashed\x18\x14 \x01(\x08\x12\x0f\n\x07refused\x18\x15 \x03(\t\"G\n\x12\x46unctionStatistics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ncall_count\x18\x02 \x01(\r\x12\x0f\n\x07runtime\x18\x03 \x03(\x01\"o\n\rDagStatistics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08runtimes\x18\x02 \x03(\x01\x12\x14\n\x0cinterarrival\x18\x03 \x03(\x01\x12\x12\n\ncall_count\x18\x04 \x01(\r\x12\x14\n\x0c\x64irect_calls\x18\x10 \x01(\r\"\x8c\x01\n\x12\x45xecutorStatistics\x12\x36\n\tfunctions\x18\x01 \x03(\x0b\x32#.cloudburst.wire.FunctionStatistics\x12,\n\x04\x64\x61gs\x18\x02 \x03(\x0b\x32\x1e.cloudburst.wire.DagStatistics\x12\x10\n\x08reporter\x18\x10 \x01(\t\"9\n\x10\x46unctionLocation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x0b\n\x03tid\x18\x03 \x01(\r\"t\n\x0fSchedulerStatus\x12\x0c\n\x04\x64\x61gs\x18\x01 \x03(\t\x12=\n\x12\x66unction_locations\x18\x02 \x03(\x0b\x32!.cloudburst.wire.FunctionLocation\x12\x14\n\x0c\x64\x65leted_dags\x18\x10 \x03(\t\"[\n\x0bPinFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10response_address\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61tching\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x10 \x01(\t\"\x1d\n\rUnpinFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x0c\n\nSelfDepart\"?\n\nCallResult\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.cloudburst.wire.Value\"\xb7\x02\n\x0f\x45xecutorRequest\x12+\n\x03pin\x18\x01 \x01(\x0b\x32\x1c.cloudburst.wire.PinFunctionH\x00\x12/\n\x05unpin\x18\x02 \x01(\x0b\x32\x1e.cloudburst.wire.UnpinFunctionH\x00\x12-\n\x04\x63\x61ll\x18\x03 \x01(\x0b\x32\x1d.cloudburst.wire.FunctionCallH\x00\x12\x30\n\x08schedule\x18\x04 \x01(\x0b\x32\x1c.cloudburst.wire.DagScheduleH\x00\x12.\n\x07trigger\x18\x05 \x01(\x0b\x32\x1b.cloudburst.wire.DagTriggerH\x00\x12-\n\x06\x64\x65part\x18\x06 \x01(\x0b\x32\x1b.cloudburst.wire.SelfDepartH\x00\x42\x06\n\x04kind\"\x99\x03\n\x10SchedulerMessage\x12/\n\x06status\x18\x01 \x01(\x0b\x32\x1d.cloudburst.wire.ThreadStatusH\x00\x12\x35\n\tpin_reply\x18\x02 \x01(\x0b\x32 .cloudburst.wire.GenericResponseH\x00\x12\x35\n\x0c\x63ontinuation\x18\x03 \x01(\x0b\x32\x1d.cloudburst.wire.ContinuationH\x00\x12\x32\n\x06gossip\x18\x04 \x01(\x0b\x32 .cloudburst.wire.SchedulerStatusH\x00\x12\x39\n\nstatistics\x18\x05 \x01(\x0b\x32#.cloudburst.wire.ExecutorStatisticsH\x00\x12\x38\n\x0etrigger_firing\x18\x06 \x01(\x0b\x32\x1e.cloudburst.wire.TriggerFiringH\x00\x12\x35\n\ttelemetry\x18\x07 \x01(\x0b\x32 .cloudburst.wire.TelemetryReportH\x00\x42\x06\n\x04kind\"G\n\nReadRecord\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0b\n\x03hit\x18\x03 \x01(\x08\x12\x0f\n\x07version\x18\x04 \x01(\t\"\x9c\x02\n\x08TraceHop\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08\x66unction\x18\x04 \x01(\t\x12\x0b\n\x03\x64\x61g\x18\x05 \x01(\t\x12\r\n\x05start\x18\x06 \x01(\x01\x12\x10\n\x08\x64uration\x18\x07 \x01(\x01\x12\r\n\x05queue\x18\x08 \x01(\x01\x12\x12\n\nend_to_end\x18\t \x01(\x01\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0f\n\x07message\x18\x0b \x01(\t\x12\x11\n\ttraceback\x18\x0c \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\r \x01(\t\x12*\n\x05reads\x18\x0e \x03(\x0b\x32\x1b.cloudburst.wire.ReadRecord\x12\x0e\n\x06stages\x18\x0f \x01(\r\"m\n\x0b\x43\x61\x63heReport\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04hits\x18\x02 \x01(\x04\x12\x0e\n\x06misses\x18\x03 \x01(\x04\x12\x15\n\rnegative_hits\x18\x04 \x01(\x04\x12\x0c\n\x04keys\x18\x05 \x01(\x04\x12\r\n\x05\x62ytes\x18\x06 \x01(\x04\"y\n\x0fTelemetryReport\x12\x10\n\x08reporter\x18\x01 \x01(\t\x12\'\n\x04hops\x18\x02 \x03(\x0b\x32\x19.cloudburst.wire.TraceHop\x12+\n\x05\x63\x61\x63he\x18\x03 \x01(\x0b\x32\x1c.cloudburst.wire.CacheReport\"b\n\rClusterStatus\x12\x30\n\texecutors\x18\x01 \x03(\x0b\x32\x1d.cloudburst.wire.ThreadStatus\x12\x0c\n\x04\x64\x61gs\x18\x02 \x03(\t\x12\x11\n\tfunctions\x18\x03 \x03(\t* \n\x0c\x45xecutorType\x12\x07\n\x03\x43PU\x10\x00\x12\x07\n\x03GPU\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudburst.protocol.wire.internal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXECUTORTYPE']._serialized_start=2501
-  _globals['_EXECUTORTYPE']._serialized_end=2533
+  _globals['_EXECUTORTYPE']._serialized_start=2523
+  _globals['_EXECUTORTYPE']._serialized_end=2555
   _globals['_THREADSTATUS']._serialized_start=144
   _globals['_THREADSTATUS']._serialized_end=392
   _globals['_FUNCTIONSTATISTICS']._serialized_start=394
   _globals['_FUNCTIONSTATISTICS']._serialized_end=465
   _globals['_DAGSTATISTICS']._serialized_start=467
-  _globals['_DAGSTATISTICS']._serialized_end=556
-  _globals['_EXECUTORSTATISTICS']._serialized_start=559
-  _globals['_EXECUTORSTATISTICS']._serialized_end=699
-  _globals['_FUNCTIONLOCATION']._serialized_start=701
-  _globals['_FUNCTIONLOCATION']._serialized_end=758
-  _globals['_SCHEDULERSTATUS']._serialized_start=760
-  _globals['_SCHEDULERSTATUS']._serialized_end=876
-  _globals['_PINFUNCTION']._serialized_start=878
-  _globals['_PINFUNCTION']._serialized_end=969
-  _globals['_UNPINFUNCTION']._serialized_start=971
-  _globals['_UNPINFUNCTION']._serialized_end=1000
-  _globals['_SELFDEPART']._serialized_start=1002
-  _globals['_SELFDEPART']._serialized_end=1014
-  _globals['_CALLRESULT']._serialized_start=1016
-  _globals['_CALLRESULT']._serialized_end=1079
-  _globals['_EXECUTORREQUEST']._serialized_start=1082
-  _globals['_EXECUTORREQUEST']._serialized_end=1393
-  _globals['_SCHEDULERMESSAGE']._serialized_start=1396
-  _globals['_SCHEDULERMESSAGE']._serialized_end=1805
-  _globals['_READRECORD']._serialized_start=1807
-  _globals['_READRECORD']._serialized_end=1878
-  _globals['_TRACEHOP']._serialized_start=1881
-  _globals['_TRACEHOP']._serialized_end=2165
-  _globals['_CACHEREPORT']._serialized_start=2167
-  _globals['_CACHEREPORT']._serialized_end=2276
-  _globals['_TELEMETRYREPORT']._serialized_start=2278
-  _globals['_TELEMETRYREPORT']._serialized_end=2399
-  _globals['_CLUSTERSTATUS']._serialized_start=2401
-  _globals['_CLUSTERSTATUS']._serialized_end=2499
+  _globals['_DAGSTATISTICS']._serialized_end=578
+  _globals['_EXECUTORSTATISTICS']._serialized_start=581
+  _globals['_EXECUTORSTATISTICS']._serialized_end=721
+  _globals['_FUNCTIONLOCATION']._serialized_start=723
+  _globals['_FUNCTIONLOCATION']._serialized_end=780
+  _globals['_SCHEDULERSTATUS']._serialized_start=782
+  _globals['_SCHEDULERSTATUS']._serialized_end=898
+  _globals['_PINFUNCTION']._serialized_start=900
+  _globals['_PINFUNCTION']._serialized_end=991
+  _globals['_UNPINFUNCTION']._serialized_start=993
+  _globals['_UNPINFUNCTION']._serialized_end=1022
+  _globals['_SELFDEPART']._serialized_start=1024
+  _globals['_SELFDEPART']._serialized_end=1036
+  _globals['_CALLRESULT']._serialized_start=1038
+  _globals['_CALLRESULT']._serialized_end=1101
+  _globals['_EXECUTORREQUEST']._serialized_start=1104
+  _globals['_EXECUTORREQUEST']._serialized_end=1415
+  _globals['_SCHEDULERMESSAGE']._serialized_start=1418
+  _globals['_SCHEDULERMESSAGE']._serialized_end=1827
+  _globals['_READRECORD']._serialized_start=1829
+  _globals['_READRECORD']._serialized_end=1900
+  _globals['_TRACEHOP']._serialized_start=1903
+  _globals['_TRACEHOP']._serialized_end=2187
+  _globals['_CACHEREPORT']._serialized_start=2189
+  _globals['_CACHEREPORT']._serialized_end=2298
+  _globals['_TELEMETRYREPORT']._serialized_start=2300
+  _globals['_TELEMETRYREPORT']._serialized_end=2421
+  _globals['_CLUSTERSTATUS']._serialized_start=2423
+  _globals['_CLUSTERSTATUS']._serialized_end=2521
 # @@protoc_insertion_point(module_scope)

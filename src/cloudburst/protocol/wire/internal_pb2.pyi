@@ -147,8 +147,14 @@ class DagStatistics(_message.Message):
     RUNTIMES_FIELD_NUMBER: _builtins.int
     INTERARRIVAL_FIELD_NUMBER: _builtins.int
     CALL_COUNT_FIELD_NUMBER: _builtins.int
+    DIRECT_CALLS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     call_count: _builtins.int
+    direct_calls: _builtins.int
+    """Extension: requests sent straight to the reporting executor's first
+    source of the DAG (no scheduler placed them, so none counted them); the
+    scheduler hearing this counts them as calls.
+    """
     @_builtins.property
     def runtimes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
     @_builtins.property
@@ -160,10 +166,11 @@ class DagStatistics(_message.Message):
         runtimes: _abc.Iterable[_builtins.float] | None = ...,
         interarrival: _abc.Iterable[_builtins.float] | None = ...,
         call_count: _builtins.int = ...,
+        direct_calls: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_count", b"call_count", "interarrival", b"interarrival", "name", b"name", "runtimes", b"runtimes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_count", b"call_count", "direct_calls", b"direct_calls", "interarrival", b"interarrival", "name", b"name", "runtimes", b"runtimes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
