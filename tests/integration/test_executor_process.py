@@ -11,12 +11,14 @@ import random
 import threading
 import time
 
+import numpy as np
 import pytest
 import zmq
 
 from cloudburst.clock import TimestampGenerator
 from cloudburst.config import ExecutorConfig
 from cloudburst.errors import CausalModeUnavailable, DeadlineExceeded, FunctionNotFound, RemoteExecutionError
+from cloudburst.executor.local_tier import LocalReadTier
 from cloudburst.executor.runtime import FunctionRuntime
 from cloudburst.executor.server import ExecutorServer
 from cloudburst.executor.state import DagRunItem, OutputForm, RunDagInstruction, RunFailed, RunSucceeded
@@ -502,6 +504,39 @@ def runtime(kvs):
         cleanup.callback(push.close)
         cleanup.callback(library.close)
         yield FunctionRuntime(config, client, library), client, library
+
+
+def test_a_value_nobody_can_change_is_decoded_once_while_the_read_tier_keeps_it(kvs):
+    host = random_loopback()
+    config = ExecutorConfig(host=host, tid=0, kvs_routing=kvs.routing, kvs_timeout=2.0)
+    with contextlib.ExitStack() as cleanup:
+        context = zmq.Context()
+        cleanup.callback(context.term)
+        publisher = context.socket(zmq.PUB)
+        cleanup.callback(publisher.close)
+        publisher.bind("inproc://invalidations")
+        client = KvsClient(kvs.routing, host=host)
+        cleanup.callback(client.close)
+        tier = LocalReadTier(client, "inproc://invalidations", context)
+        cleanup.callback(tier.close)
+        push = PushSocketCache(context, linger_ms=0)
+        cleanup.callback(push.close)
+        library = UserLibrary(config, tier, context, push)
+        cleanup.callback(library.close)
+        time.sleep(0.05)  # the subscription joins asynchronously
+        publisher.send_multipart([(1).to_bytes(8, "big")])  # the stream is heard: the tier keeps copies from now on
+        time.sleep(0.01)
+        library.put(["scalar", "array", "list"], [b"x" * 100, np.arange(4), [1, 2]])
+        scalar = library.get("scalar")
+        assert library.get("scalar") is scalar  # the same bytes from the tier: not unpickled again
+        array = library.get("array")
+        assert library.get("array") is array
+        assert not array.flags.writeable  # a view of the received bytes: nobody can change it
+        listed = library.get("list")
+        listed.append(3)
+        assert library.get("list") == [1, 2]  # a list may be changed by its reader: each read decodes afresh
+        library.put("scalar", b"y")
+        assert library.get("scalar") == b"y"  # a new value is new bytes: decoded again
 
 
 def register(client, name, function, stamp):

@@ -3,6 +3,7 @@
 import pytest
 
 from cloudburst.errors import LatticeTypeMismatch
+from cloudburst.kvs import sqlite
 from cloudburst.kvs.engine import MemoryEngine, StoredValue
 from cloudburst.kvs.sqlite import SqliteEngine
 from cloudburst.lattices import LwwLattice, MultiKeyCausalLattice, SetLattice, VectorClock
@@ -12,6 +13,9 @@ from cloudburst.protocol.messages import LatticeType
 ENGINES = [
     "memory",
     "sqlite",
+    # Its in-memory copies evicting at every turn (100 bytes), and none at all: answers must not change.
+    "sqlite-tiny-cache",
+    "sqlite-no-cache",
     # Real servers over loopback, shared by the session (tests/conftest.py) and flushed for each test.
     pytest.param("redis", marks=pytest.mark.integration),
     pytest.param("redis-cluster", marks=pytest.mark.integration),
@@ -24,6 +28,8 @@ def engine(request, tmp_path):
         engine = MemoryEngine()
     elif request.param == "sqlite":
         engine = SqliteEngine(tmp_path / "kvs.sqlite3")
+    elif request.param.startswith("sqlite-"):
+        engine = SqliteEngine(tmp_path / "kvs.sqlite3", cache_bytes=100 if request.param == "sqlite-tiny-cache" else 0)
     else:
         engine = request.getfixturevalue("open_redis_engine")(request.param)
     yield engine
@@ -100,6 +106,28 @@ def test_sqlite_engine_persists_across_reopen(tmp_path):
     reopened = SqliteEngine(path)
     reopened.merge_many([("k", SetLattice(frozenset({b"b"})))])
     assert read(reopened, "k") == SetLattice(frozenset({b"a", b"b"}))
+    reopened.close()
+
+
+def test_sqlite_engine_keeps_in_memory_only_what_it_committed(tmp_path, monkeypatch):
+    path = tmp_path / "kvs.sqlite3"
+    engine = SqliteEngine(path)
+    engine.merge_many([("k", LwwLattice(1, b"old"))])
+    real_merge = sqlite.merge_into
+
+    def merge_failing_on_boom(key, stored, lattice):
+        if key == "boom":
+            raise ZeroDivisionError  # as a bug in a merge would
+        return real_merge(key, stored, lattice)
+
+    monkeypatch.setattr(sqlite, "merge_into", merge_failing_on_boom)
+    with pytest.raises(ZeroDivisionError):  # a batch that fails midway is rolled back, in memory too
+        engine.merge_many([("k", LwwLattice(2, b"new")), ("boom", LwwLattice(1, b"x"))])
+    assert read(engine, "k") == LwwLattice(1, b"old")
+    engine.merge_many([("k", LwwLattice(3, b"newer"))])
+    engine.close()
+    reopened = SqliteEngine(path)
+    assert read(reopened, "k") == LwwLattice(3, b"newer")  # what memory answered, the file holds
     reopened.close()
 
 

@@ -650,7 +650,7 @@ class FunctionRuntime:
                 own = session.own_write(reference.key) if session is not None else None
                 resolved[(reference.key, True)] = values.deserialize(latest_value(lattice, own), what)
             elif reference.deserialize:
-                resolved[(reference.key, True)] = values.from_lattice(lattice, what)
+                resolved[(reference.key, True)] = self._library.value_of(reference.key, lattice, what)
             else:
                 resolved[(reference.key, False)] = lattice.reveal()
         return resolved

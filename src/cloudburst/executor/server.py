@@ -218,11 +218,15 @@ class ExecutorServer:
         self._sentinel.publish(self.state.status(), self.state.schedulers())
         next_tick = self._clock.now() + _TICK_SECONDS
         while not self._stopping:
-            if poller.poll(_POLL_MS):
+            ready = dict(poller.poll(_POLL_MS))
+            if self._control in ready:
                 requests = self._drain()
                 if requests:
                     self._feed(RequestsReceivedEvent(tuple(requests)))
-                if self._scheduler_list is not None and (answers := self._scheduler_list.answers(self._rejected)):
+            # Asked only when it has answered: reading an empty socket costs an exception per request served.
+            if self._scheduler_list is not None and self._scheduler_list.socket in ready:
+                answers = self._scheduler_list.answers(self._rejected)
+                if answers:
                     self._feed(SchedulersListedEvent(answers[-1]))
             if not self._stopping and self._clock.now() >= next_tick:
                 self._feed(TickEvent())

@@ -25,6 +25,7 @@ not pinned here.
 from __future__ import annotations
 
 import enum
+import functools
 import itertools
 import logging
 from collections import Counter, OrderedDict, deque
@@ -1214,15 +1215,11 @@ class ExecutorState:
             for ref in schedule.dag.functions
             if ref.name in schedule.locations
         ]
-        try:
-            client = parse_endpoint(schedule.response_address).host
-        except TransportError:  # no address (a stored result only) or an unusual one: the hop names no host
-            client = ""
         self._hops.append(
             TraceHop(
                 request_id=schedule.id,
                 role="client",
-                node=client,
+                node=_host_of(schedule.response_address),
                 start=schedule.start_time,
                 duration=0.0,
                 dag=schedule.dag.name,
@@ -1458,6 +1455,16 @@ class ExecutorState:
         self._dag_tallies = {}
         self._direct_calls = Counter()
         return statistics
+
+
+@functools.lru_cache(maxsize=256)
+def _host_of(address: str) -> str:
+    """The host of a client's reply address (few clients, many requests: parsed once each); empty when it has none
+    (its results are only stored) or an unusual one."""
+    try:
+        return parse_endpoint(address).host
+    except TransportError:
+        return ""
 
 
 def _schedule_of(schedule: DagSchedule, function: str) -> DagSchedule:

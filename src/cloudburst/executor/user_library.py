@@ -27,7 +27,7 @@ from cloudburst.executor.causal import CausalSession, latest_value
 from cloudburst.executor.causal_io import CausalDataClient
 from cloudburst.executor.local_tier import LocalReadTier
 from cloudburst.kvs.client import DataClient
-from cloudburst.lattices import Lattice, MultiKeyCausalLattice
+from cloudburst.lattices import Lattice, LwwLattice, MultiKeyCausalLattice
 from cloudburst.protocol import values
 from cloudburst.protocol.codec import StorableLattice
 from cloudburst.protocol.telemetry_messages import ReadRecord, describe_version
@@ -44,6 +44,12 @@ INBOX_CAPACITY = 10_000
 MAX_LOGGED_READS = 64
 #: Largest accepted inbox message.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Keys whose last decoded value an executor keeps for repeated reads, and the bytes those values may pin (the
+#: read tier may have dropped them meanwhile); past either it starts afresh.
+MAX_DECODED_VALUES = 4096
+MAX_DECODED_BYTES = 256 * 1024 * 1024
+#: Values every reader may be handed as the same object: nobody can change them.
+_IMMUTABLE_TYPES = frozenset({bytes, str, int, float, bool, complex, type(None)})
 
 ExecutorId = tuple[str, int]
 
@@ -91,6 +97,10 @@ class UserLibrary:
         self.legacy_forms = False
         #: Reads of the running request, for its trace (taken by the server after each run).
         self._reads: list[ReadRecord] = []
+        #: Per key, the ``Value`` bytes last decoded and the value they gave, when nobody can change that value: a
+        #: read of a key unchanged since (the read tier hands back the same bytes object) skips the unpickling.
+        self._decoded: dict[str, tuple[bytes, object]] = {}
+        self._decoded_bytes = 0
         #: The running invocation called ``recv``: it was a party to an exchange, whose leftovers end with it.
         self._received = False
         self._push = push
@@ -155,18 +165,54 @@ class UserLibrary:
             KvsError: The KVS refused the read.
             DecodeError: A stored value cannot be loaded.
         """
-        keys = [key] if isinstance(key, str) else list(key)
-        lattices = self.get_lattices(keys, timeout=self._config.kvs_timeout)
+        if isinstance(key, str):  # the common case, kept short: a cached read is a few microseconds
+            lattice = self.get_lattices((key,), timeout=self._config.kvs_timeout)[key]
+            if lattice is None:
+                return None
+            return self.value_of(key, lattice) if deserialize else lattice.reveal()
+        lattices = self.get_lattices(list(key), timeout=self._config.kvs_timeout)
         found: dict[str, Any] = {}
-        for name in keys:
-            lattice = lattices[name]
+        for name, lattice in lattices.items():
             if lattice is None:
                 found[name] = None
             elif deserialize:
-                found[name] = values.from_lattice(lattice, f"value of {name!r}")
+                found[name] = self.value_of(name, lattice)
             else:
                 found[name] = lattice.reveal()
-        return found[key] if isinstance(key, str) else found
+        return found
+
+    def value_of(self, key: str, lattice: StorableLattice, what: str = "") -> Any:  # noqa: ANN401 - user data
+        """The Python value of ``key``'s ``lattice``, as :func:`~cloudburst.protocol.values.from_lattice` gives it.
+
+        A register's value that nobody can change (an immutable scalar, or an array loaded as a read-only view of
+        the received bytes, as Ray hands out objects from its store) is kept with the bytes it came from, and
+        handed back while the read tier answers with those same bytes: a repeated read of a value costs a lookup,
+        not an unpickling (a cached 8 MB array no longer costs a copy per read). Anything else is decoded afresh,
+        since its reader may change it.
+
+        Args:
+            key: The key read.
+            lattice: What was read.
+            what: How errors name the value (``value of <key>`` when empty).
+
+        Raises:
+            DecodeError: The lattice holds bytes that are not a ``Value``.
+        """
+        if not isinstance(lattice, LwwLattice):
+            return values.from_lattice(lattice, what or f"value of {key!r}")
+        data = lattice.value
+        kept = self._decoded.get(key)
+        if kept is not None and kept[0] is data:
+            return kept[1]
+        value = values.deserialize(data, what or f"value of {key!r}")
+        if _unchangeable(value) and len(data) <= MAX_DECODED_BYTES:
+            if len(self._decoded) >= MAX_DECODED_VALUES or self._decoded_bytes + len(data) > MAX_DECODED_BYTES:
+                self._decoded.clear()
+                self._decoded_bytes = 0
+            previous = self._decoded.get(key)
+            self._decoded_bytes += len(data) - (len(previous[0]) if previous is not None else 0)
+            self._decoded[key] = (data, value)
+        return value
 
     @overload
     def put(self, key: str, value: object) -> bool: ...
@@ -407,3 +453,13 @@ def _load_message(data: bytes) -> tuple[ExecutorId, bytes] | None:
     if not isinstance(ip, str) or not isinstance(tid, int) or not isinstance(payload, bytes):
         return None
     return (ip, tid), payload
+
+
+def _unchangeable(value: object) -> bool:
+    """Whether every reader may be handed ``value`` itself: an immutable scalar, or a read-only numpy array (one
+    loaded as a view of received bytes, whose flag cannot be turned back on)."""
+    kind = type(value)
+    if kind in _IMMUTABLE_TYPES:
+        return True
+    flags = getattr(value, "flags", None)
+    return kind.__module__ == "numpy" and flags is not None and not getattr(flags, "writeable", True)

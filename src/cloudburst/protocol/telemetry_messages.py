@@ -8,6 +8,7 @@ visibility, never work.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -108,12 +109,19 @@ def describe_version(lattice: Lattice | None) -> str:
     if lattice is None:
         return ""
     if isinstance(lattice, LwwLattice):
-        micros, writer = split_timestamp(lattice.timestamp)
-        written = datetime.fromtimestamp(micros / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-        return f"lww {written} UTC by writer {writer}"
+        return _describe_lww(lattice.timestamp)
     if isinstance(lattice, SingleKeyCausalLattice | MultiKeyCausalLattice):
         clock = ", ".join(f"{node}: {counter}" for node, counter in lattice.vector_clock.entries)
         return f"causal {{{clock}}} ({len(lattice.versions)} version(s))"
     if isinstance(lattice, SetLattice):
         return f"set of {len(lattice.reveal())}"
     return type(lattice).__name__
+
+
+@functools.lru_cache(maxsize=1024)
+def _describe_lww(timestamp: int) -> str:
+    """An LWW version for people; cached, since a value read again and again keeps its version (and formatting a
+    date costs more than the read from the executor's own copy)."""
+    micros, writer = split_timestamp(timestamp)
+    written = datetime.fromtimestamp(micros / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return f"lww {written} UTC by writer {writer}"

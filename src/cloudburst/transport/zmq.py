@@ -187,7 +187,9 @@ class PushSocketCache:
         else:
             self._sockets.move_to_end(key)
         try:
-            socket.send(payload, zmq.NOBLOCK)
+            # Without copying: libzmq sends from the bytes object itself (pyzmq still copies small messages, where
+            # that is cheaper), so a big value is not copied once more on its way out.
+            socket.send(payload, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             logger.warning("dropped a message to %s: its queue is full", address)
             return False
