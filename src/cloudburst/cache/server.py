@@ -57,7 +57,6 @@ from cloudburst.cluster.serve import serve_until_signalled
 from cloudburst.config import RuntimePorts
 from cloudburst.errors import CloudburstError, DecodeError, LatticeTypeMismatch, TransportError
 from cloudburst.kvs.client import KvsClient
-from cloudburst.kvs.engine import StoredValue
 from cloudburst.lattices import LwwLattice, MultiKeyCausalLattice, VectorClock
 from cloudburst.protocol import codec
 from cloudburst.protocol.causal_messages import (
@@ -620,18 +619,18 @@ class CacheServer:
 
     def _fetch(self, instruction: CacheFetchInstruction) -> CacheFetchDoneEvent:
         try:
-            values = self._kvs.get_many(instruction.keys)
+            values = self._kvs.get_many_stored(instruction.keys)
         except CloudburstError as error:
             logger.warning("fetch of %d keys from the KVS failed: %s", len(instruction.keys), error)
             failed = tuple(CacheKeyResult(key, AnnaError.TIMEOUT) for key in instruction.keys)
             return CacheFetchDoneEvent(instruction.fetch_id, failed)
         results = []
         for key in instruction.keys:
-            lattice = values.get(key)
-            if lattice is None:
+            stored = values.get(key)
+            if stored is None:
                 results.append(CacheKeyResult(key, AnnaError.KEY_DNE))
             else:
-                results.append(CacheKeyResult(key, AnnaError.NO_ERROR, StoredValue(*codec.encode_lattice(lattice))))
+                results.append(CacheKeyResult(key, AnnaError.NO_ERROR, stored))
         return CacheFetchDoneEvent(instruction.fetch_id, tuple(results))
 
     def _write(self, instruction: CacheWriteInstruction) -> CacheWriteDoneEvent:
