@@ -51,6 +51,29 @@ def test_key_response_round_trip():
     assert codec.decode_key_response(codec.encode_key_response(response)) == response
 
 
+def test_big_payloads_travel_as_frames_of_their_own_for_requesters_that_read_them():
+    big, small = b"v" * codec.PAYLOAD_FRAME_BYTES, b"s"
+    response = KeyResponse(
+        RequestType.GET,
+        (KeyTuple("a", LatticeType.LWW, payload=big), KeyTuple("b", LatticeType.LWW, payload=small), KeyTuple("c")),
+        "client:1",
+    )
+    frames = codec.encode_key_response(response, payload_frames=True)
+    assert len(frames) == 2
+    assert frames[1] is big  # sent as it is, no copy
+    assert big not in frames[0]
+    assert codec.decode_key_response(frames) == response
+    # An original client never asks for frames: one message, every payload inside it.
+    (single,) = codec.encode_key_response(response)
+    assert codec.decode_key_response([single]) == response
+    request = KeyRequest(RequestType.GET, (KeyTuple("a"),), "tcp://127.0.0.1:9000", "client:2", payload_frames=True)
+    assert codec.decode_key_request(codec.encode_key_request(request)) == request
+    with pytest.raises(DecodeError, match="frame 1 of 1"):
+        codec.decode_key_response(frames[:1])
+    with pytest.raises(DecodeError, match="empty message"):
+        codec.decode_key_response([])
+
+
 def test_address_messages_round_trip():
     request = KeyAddressRequest("tcp://127.0.0.1:1", ("x", "y"), "id")
     assert codec.decode_key_address_request(codec.encode_key_address_request(request)) == request

@@ -120,6 +120,8 @@ class _PendingReply:
     keys: tuple[str, ...] = ()
     tuples: list[KeyTuple | None] = field(default_factory=list)
     remaining: int = 0
+    #: The requester reads big payloads from frames of their own (``KeyRequest.payload_frames``).
+    payload_frames: bool = False
 
 
 @dataclass(slots=True)
@@ -352,7 +354,9 @@ class CacheServer:
     def _accept(self, request: KeyRequest) -> None:
         """Files ``request`` as pending and feeds it to the state: one GET event, or one PUT event per tuple."""
         keys = tuple(item.key for item in request.tuples)
-        pending = _PendingReply(request.type, request.response_address, request.request_id, keys)
+        pending = _PendingReply(
+            request.type, request.response_address, request.request_id, keys, payload_frames=request.payload_frames
+        )
         pending.tuples = [None] * len(request.tuples)
         if not request.tuples:
             self._send(pending)
@@ -586,9 +590,9 @@ class CacheServer:
             response = SessionVersionResponse(request.session_id, request.request_id, results)
             self._reply(request.response_address, codec.encode_session_version_response(response))
 
-    def _reply(self, address: str, data: bytes) -> None:
+    def _reply(self, address: str, *frames: bytes) -> None:
         try:
-            self._replies.send(self._reply_gate.check(address), data, reply=True)
+            self._replies.send_multipart(self._reply_gate.check(address), frames, reply=True)
         except TransportError as error:
             self._rejected("reply", str(error))
 
@@ -701,7 +705,9 @@ class CacheServer:
             return
         tuples = tuple(item for item in pending.tuples if item is not None)
         response = KeyResponse(pending.request_type, tuples, pending.response_id)
-        self._reply(pending.response_address, codec.encode_key_response(response))
+        self._reply(
+            pending.response_address, *codec.encode_key_response(response, payload_frames=pending.payload_frames)
+        )
 
 
 def _result_tuple(result: CacheKeyResult) -> KeyTuple:

@@ -256,7 +256,7 @@ class KvsClient:
         with self._lock:
             while self._responses.poll(0):
                 try:
-                    self._stash(codec.decode_key_response(self._responses.recv(zmq.NOBLOCK)))
+                    self._stash(codec.decode_key_response(self._responses.recv_multipart(zmq.NOBLOCK)))
                 except DecodeError:
                     continue
             settled, self._settled = self._settled, {}
@@ -376,7 +376,8 @@ class KvsClient:
         waiting: dict[str, int] = {}
         for endpoint, items in by_endpoint.items():
             request_id = self._new_id()
-            request = KeyRequest(request_type, tuple(items), self.response_address, request_id)
+            # Big payloads come back as frames of their own: no protobuf copies of them at either end.
+            request = KeyRequest(request_type, tuple(items), self.response_address, request_id, payload_frames=True)
             self._push.send(endpoint, codec.encode_key_request(request))
             waiting[request_id] = len(items)
         answers: list[KeyTuple] = []
@@ -413,7 +414,10 @@ class KvsClient:
             request = KeyAddressRequest(self._address_reply, tuple(missing), request_id)
             self._push.send(self._routing, codec.encode_key_address_request(request))
             for response in self._collect(
-                self._addresses_in, {request_id: 1}, deadline, codec.decode_key_address_response
+                self._addresses_in,
+                {request_id: 1},
+                deadline,
+                lambda frames: codec.decode_key_address_response(frames[0]),
             ):
                 if response.error == AnnaError.NO_SERVERS:
                     raise NoServers(f"the KVS at {self._routing} has no storage servers")
@@ -439,7 +443,7 @@ class KvsClient:
         socket: zmq.Socket[bytes],
         waiting: dict[str, int],
         deadline: float,
-        decode: Callable[[bytes], _R],
+        decode: Callable[[list[bytes]], _R],
     ) -> list[_R]:
         """Receives the responses to ``waiting`` until all arrive, the attempt times out, or the deadline passes."""
         received: list[_R] = []
@@ -449,7 +453,7 @@ class KvsClient:
             if remaining <= 0 or not socket.poll(max(1, int(remaining * 1000))):
                 break
             try:
-                response = decode(socket.recv(zmq.NOBLOCK))
+                response = decode(socket.recv_multipart(zmq.NOBLOCK))
             except DecodeError:
                 continue
             if response.response_id in waiting:

@@ -180,12 +180,12 @@ class KvsServer:
         self._context.term()
         self._engine.close()
 
-    def _reply(self, where: str, address: str, payload: bytes, *, to_server: bool = False) -> None:
+    def _reply(self, where: str, address: str, frames: list[bytes], *, to_server: bool = False) -> None:
         if not address:
             return
         try:
             # A reply or cache address is bound by a CURVE client, a scheduler's port by a CURVE server.
-            self._replies.send(self._reply_gate.check(address), payload, reply=not to_server)
+            self._replies.send_multipart(self._reply_gate.check(address), frames, reply=not to_server)
         except TransportError as error:
             self._rejected(where, str(error))
 
@@ -197,7 +197,7 @@ class KvsServer:
                 self._rejected("routing", str(error))
                 continue
             response = self.state.handle_address_request(request)
-            self._reply("routing", request.response_address, codec.encode_key_address_response(response))
+            self._reply("routing", request.response_address, [codec.encode_key_address_response(response)])
 
     def _serve_storage(self, tid: int, socket: zmq.Socket[bytes]) -> None:
         where = f"storage thread {tid}"
@@ -230,10 +230,11 @@ class KvsServer:
             counted[0].inc()
             counted[1].observe(elapsed)
         for request, response in zip(requests, result.responses, strict=True):
-            self._reply(where, request.response_address, codec.encode_key_response(response))
+            frames = codec.encode_key_response(response, payload_frames=request.payload_frames)
+            self._reply(where, request.response_address, frames)
         for push in result.pushes:
             # Cache addresses come from key-set reports, i.e. from the network: same policy as reply addresses.
-            self._reply("cache push", push.address, codec.encode_key_request(push.request))
+            self._reply("cache push", push.address, [codec.encode_key_request(push.request)])
         self._dispatch(result.dispatches)
 
     def _serve_acks(self) -> None:
@@ -250,5 +251,5 @@ class KvsServer:
         for dispatch in dispatches:
             # An undeliverable run stays owed and is tried again (on the next scheduler) after its ack timeout.
             self._reply(
-                "trigger dispatch", dispatch.address, codec.encode_scheduler_message(dispatch.firing), to_server=True
+                "trigger dispatch", dispatch.address, [codec.encode_scheduler_message(dispatch.firing)], to_server=True
             )

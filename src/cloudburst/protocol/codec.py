@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from enum import Enum
 from typing import TypeVar
 
@@ -175,6 +176,7 @@ def encode_key_request(request: KeyRequest) -> bytes:
         type=request.type,  # type: ignore[arg-type]
         response_address=request.response_address,
         request_id=request.request_id,
+        payload_frames=request.payload_frames,
     )
     for item in request.tuples:
         _tuple_to_pb(item, pb.tuples.add())
@@ -193,11 +195,18 @@ def decode_key_request(data: bytes) -> KeyRequest:
         tuples=tuple(_tuple_from_pb(t, "KeyRequest.tuples") for t in pb.tuples),
         response_address=pb.response_address,
         request_id=pb.request_id,
+        payload_frames=pb.payload_frames,
     )
 
 
-def encode_key_response(response: KeyResponse) -> bytes:
-    """Encodes a KVS response.
+#: Payloads from this size on travel as frames of their own when the requester reads them so
+#: (``KeyRequest.payload_frames``): a protobuf around them costs a copy at each end, each field access one more.
+PAYLOAD_FRAME_BYTES = 64 * 1024
+
+
+def encode_key_response(response: KeyResponse, *, payload_frames: bool = False) -> list[bytes]:
+    """Encodes a KVS response as the frames of one message: the ``KeyResponse``, then, with ``payload_frames``,
+    each payload of :data:`PAYLOAD_FRAME_BYTES` or more as it is (named by its tuple's ``payload_frame``).
 
     Raises:
         EncodeError: A field is out of range for the wire format.
@@ -207,21 +216,39 @@ def encode_key_response(response: KeyResponse) -> bytes:
         response_id=response.response_id,
         error=response.error,  # type: ignore[arg-type]
     )
+    frames: list[bytes] = [b""]
     for item in response.tuples:
-        _tuple_to_pb(item, pb.tuples.add())
-    return _serialize(pb, "KeyResponse")
+        out = pb.tuples.add()
+        if payload_frames and len(item.payload) >= PAYLOAD_FRAME_BYTES:
+            _tuple_to_pb(replace(item, payload=b""), out)
+            out.payload_frame = len(frames)
+            frames.append(item.payload)
+        else:
+            _tuple_to_pb(item, out)
+    frames[0] = _serialize(pb, "KeyResponse")
+    return frames
 
 
-def decode_key_response(data: bytes) -> KeyResponse:
-    """Decodes a KVS response.
+def decode_key_response(frames: Sequence[bytes]) -> KeyResponse:
+    """Decodes a KVS response from the frames of its message (see :func:`encode_key_response`).
 
     Raises:
-        DecodeError: The bytes are not a valid ``KeyResponse``.
+        DecodeError: The first frame is not a valid ``KeyResponse``, or a tuple names a frame the message lacks.
     """
-    pb = _parse(anna_pb2.KeyResponse, data, "KeyResponse")
+    if not frames:
+        raise DecodeError("KeyResponse", "an empty message")
+    pb = _parse(anna_pb2.KeyResponse, frames[0], "KeyResponse")
+    tuples = []
+    for item in pb.tuples:
+        decoded = _tuple_from_pb(item, "KeyResponse.tuples")
+        if item.payload_frame:
+            if item.payload_frame >= len(frames):
+                raise DecodeError("KeyResponse", f"a payload in frame {item.payload_frame} of {len(frames)}")
+            decoded = replace(decoded, payload=frames[item.payload_frame])
+        tuples.append(decoded)
     return KeyResponse(
         type=_enum(RequestType, pb.type, "KeyResponse.type"),
-        tuples=tuple(_tuple_from_pb(t, "KeyResponse.tuples") for t in pb.tuples),
+        tuples=tuple(tuples),
         response_id=pb.response_id,
         error=_enum(AnnaError, pb.error, "KeyResponse.error"),
     )

@@ -81,6 +81,8 @@ class KeyRequest:
     tuples: tuple[KeyTuple, ...]
     response_address: str = ""
     request_id: str = ""
+    #: The requester reads big payloads from frames after the response (see :func:`codec.encode_key_response`).
+    payload_frames: bool = False
 
 
 @dataclass(frozen=True, slots=True)

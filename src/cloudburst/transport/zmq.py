@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import zmq
 
@@ -168,6 +169,14 @@ class PushSocketCache:
         Raises:
             TransportError: ``address`` is not a valid endpoint.
         """
+        return self.send_multipart(address, (payload,), reply=reply)
+
+    def send_multipart(self, address: str, frames: Sequence[bytes], *, reply: bool = False) -> bool:
+        """Pushes a message of several ``frames`` to ``address`` without blocking; see :meth:`send`.
+
+        Raises:
+            TransportError: ``address`` is not a valid endpoint.
+        """
         key = (address, reply)
         socket = self._sockets.get(key)
         if socket is None:
@@ -187,9 +196,12 @@ class PushSocketCache:
         else:
             self._sockets.move_to_end(key)
         try:
-            # Without copying: libzmq sends from the bytes object itself (pyzmq still copies small messages, where
-            # that is cheaper), so a big value is not copied once more on its way out.
-            socket.send(payload, zmq.NOBLOCK, copy=False)
+            # Without copying: libzmq sends from the bytes objects themselves (pyzmq still copies small frames,
+            # where that is cheaper), so a big value is not copied once more on its way out.
+            if len(frames) == 1:
+                socket.send(frames[0], zmq.NOBLOCK, copy=False)
+            else:
+                socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             logger.warning("dropped a message to %s: its queue is full", address)
             return False

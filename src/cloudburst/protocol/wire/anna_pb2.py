@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from cloudburst.protocol.wire import shared_pb2 as cloudburst_dot_protocol_dot_wire_dot_shared__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#cloudburst/protocol/wire/anna.proto\x12\x0f\x63loudburst.wire\x1a%cloudburst/protocol/wire/shared.proto\"\xc7\x01\n\x08KeyTuple\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x32\n\x0clattice_type\x18\x02 \x01(\x0e\x32\x1c.cloudburst.wire.LatticeType\x12)\n\x05\x65rror\x18\x03 \x01(\x0e\x32\x1a.cloudburst.wire.AnnaError\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x1a\n\x12\x61\x64\x64ress_cache_size\x18\x05 \x01(\r\x12\x12\n\ninvalidate\x18\x06 \x01(\x08\x12\x0e\n\x06\x63\x61\x63hed\x18\x10 \x01(\x08\"\x91\x01\n\nKeyRequest\x12*\n\x04type\x18\x01 \x01(\x0e\x32\x1c.cloudburst.wire.RequestType\x12)\n\x06tuples\x18\x02 \x03(\x0b\x32\x19.cloudburst.wire.KeyTuple\x12\x18\n\x10response_address\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xa4\x01\n\x0bKeyResponse\x12*\n\x04type\x18\x01 \x01(\x0e\x32\x1c.cloudburst.wire.RequestType\x12)\n\x06tuples\x18\x02 \x03(\x0b\x32\x19.cloudburst.wire.KeyTuple\x12\x13\n\x0bresponse_id\x18\x03 \x01(\t\x12)\n\x05\x65rror\x18\x04 \x01(\x0e\x32\x1a.cloudburst.wire.AnnaError\"O\n\x11KeyAddressRequest\x12\x18\n\x10response_address\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\xbf\x01\n\x12KeyAddressResponse\x12\x41\n\taddresses\x18\x01 \x03(\x0b\x32..cloudburst.wire.KeyAddressResponse.KeyAddress\x12)\n\x05\x65rror\x18\x02 \x01(\x0e\x32\x1a.cloudburst.wire.AnnaError\x12\x13\n\x0bresponse_id\x18\x03 \x01(\t\x1a&\n\nKeyAddress\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0b\n\x03ips\x18\x02 \x03(\t\",\n\x08LWWValue\x12\x11\n\ttimestamp\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x1a\n\x08SetValue\x12\x0e\n\x06values\x18\x01 \x03(\x0c\"\xe0\x01\n\x14SingleKeyCausalValue\x12L\n\x0cvector_clock\x18\x01 \x03(\x0b\x32\x36.cloudburst.wire.SingleKeyCausalValue.VectorClockEntry\x12\x0e\n\x06values\x18\x02 \x03(\x0c\x12\x36\n\x08versions\x18\x0f \x03(\x0b\x32$.cloudburst.wire.MultiKeyCausalValue\x1a\x32\n\x10VectorClockEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\xa1\x02\n\x13MultiKeyCausalValue\x12K\n\x0cvector_clock\x18\x01 \x03(\x0b\x32\x35.cloudburst.wire.MultiKeyCausalValue.VectorClockEntry\x12\x31\n\x0c\x64\x65pendencies\x18\x02 \x03(\x0b\x32\x1b.cloudburst.wire.KeyVersion\x12\x0e\n\x06values\x18\x03 \x03(\x0c\x12\x36\n\x08versions\x18\x0f \x03(\x0b\x32$.cloudburst.wire.MultiKeyCausalValue\x12\x0e\n\x06origin\x18\x10 \x01(\t\x1a\x32\n\x10VectorClockEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"0\n\rPriorityValue\x12\x10\n\x08priority\x18\x01 \x01(\x01\x12\r\n\x05value\x18\x02 \x01(\x0c*3\n\x0bRequestType\x12\x12\n\x0eRT_UNSPECIFIED\x10\x00\x12\x07\n\x03GET\x10\x01\x12\x07\n\x03PUT\x10\x02*m\n\x0bLatticeType\x12\x08\n\x04NONE\x10\x00\x12\x07\n\x03LWW\x10\x01\x12\x07\n\x03SET\x10\x02\x12\x11\n\rSINGLE_CAUSAL\x10\x03\x12\x10\n\x0cMULTI_CAUSAL\x10\x04\x12\x0f\n\x0bORDERED_SET\x10\x05\x12\x0c\n\x08PRIORITY\x10\x06*b\n\tAnnaError\x12\x0c\n\x08NO_ERROR\x10\x00\x12\x0b\n\x07KEY_DNE\x10\x01\x12\x10\n\x0cWRONG_THREAD\x10\x02\x12\x0b\n\x07TIMEOUT\x10\x03\x12\x0b\n\x07LATTICE\x10\x04\x12\x0e\n\nNO_SERVERS\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#cloudburst/protocol/wire/anna.proto\x12\x0f\x63loudburst.wire\x1a%cloudburst/protocol/wire/shared.proto\"\xde\x01\n\x08KeyTuple\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x32\n\x0clattice_type\x18\x02 \x01(\x0e\x32\x1c.cloudburst.wire.LatticeType\x12)\n\x05\x65rror\x18\x03 \x01(\x0e\x32\x1a.cloudburst.wire.AnnaError\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x1a\n\x12\x61\x64\x64ress_cache_size\x18\x05 \x01(\r\x12\x12\n\ninvalidate\x18\x06 \x01(\x08\x12\x0e\n\x06\x63\x61\x63hed\x18\x10 \x01(\x08\x12\x15\n\rpayload_frame\x18\x11 \x01(\r\"\xa9\x01\n\nKeyRequest\x12*\n\x04type\x18\x01 \x01(\x0e\x32\x1c.cloudburst.wire.RequestType\x12)\n\x06tuples\x18\x02 \x03(\x0b\x32\x19.cloudburst.wire.KeyTuple\x12\x18\n\x10response_address\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x16\n\x0epayload_frames\x18\x10 \x01(\x08\"\xa4\x01\n\x0bKeyResponse\x12*\n\x04type\x18\x01 \x01(\x0e\x32\x1c.cloudburst.wire.RequestType\x12)\n\x06tuples\x18\x02 \x03(\x0b\x32\x19.cloudburst.wire.KeyTuple\x12\x13\n\x0bresponse_id\x18\x03 \x01(\t\x12)\n\x05\x65rror\x18\x04 \x01(\x0e\x32\x1a.cloudburst.wire.AnnaError\"O\n\x11KeyAddressRequest\x12\x18\n\x10response_address\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\xbf\x01\n\x12KeyAddressResponse\x12\x41\n\taddresses\x18\x01 \x03(\x0b\x32..cloudburst.wire.KeyAddressResponse.KeyAddress\x12)\n\x05\x65rror\x18\x02 \x01(\x0e\x32\x1a.cloudburst.wire.AnnaError\x12\x13\n\x0bresponse_id\x18\x03 \x01(\t\x1a&\n\nKeyAddress\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0b\n\x03ips\x18\x02 \x03(\t\",\n\x08LWWValue\x12\x11\n\ttimestamp\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x1a\n\x08SetValue\x12\x0e\n\x06values\x18\x01 \x03(\x0c\"\xe0\x01\n\x14SingleKeyCausalValue\x12L\n\x0cvector_clock\x18\x01 \x03(\x0b\x32\x36.cloudburst.wire.SingleKeyCausalValue.VectorClockEntry\x12\x0e\n\x06values\x18\x02 \x03(\x0c\x12\x36\n\x08versions\x18\x0f \x03(\x0b\x32$.cloudburst.wire.MultiKeyCausalValue\x1a\x32\n\x10VectorClockEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\xa1\x02\n\x13MultiKeyCausalValue\x12K\n\x0cvector_clock\x18\x01 \x03(\x0b\x32\x35.cloudburst.wire.MultiKeyCausalValue.VectorClockEntry\x12\x31\n\x0c\x64\x65pendencies\x18\x02 \x03(\x0b\x32\x1b.cloudburst.wire.KeyVersion\x12\x0e\n\x06values\x18\x03 \x03(\x0c\x12\x36\n\x08versions\x18\x0f \x03(\x0b\x32$.cloudburst.wire.MultiKeyCausalValue\x12\x0e\n\x06origin\x18\x10 \x01(\t\x1a\x32\n\x10VectorClockEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"0\n\rPriorityValue\x12\x10\n\x08priority\x18\x01 \x01(\x01\x12\r\n\x05value\x18\x02 \x01(\x0c*3\n\x0bRequestType\x12\x12\n\x0eRT_UNSPECIFIED\x10\x00\x12\x07\n\x03GET\x10\x01\x12\x07\n\x03PUT\x10\x02*m\n\x0bLatticeType\x12\x08\n\x04NONE\x10\x00\x12\x07\n\x03LWW\x10\x01\x12\x07\n\x03SET\x10\x02\x12\x11\n\rSINGLE_CAUSAL\x10\x03\x12\x10\n\x0cMULTI_CAUSAL\x10\x04\x12\x0f\n\x0bORDERED_SET\x10\x05\x12\x0c\n\x08PRIORITY\x10\x06*b\n\tAnnaError\x12\x0c\n\x08NO_ERROR\x10\x00\x12\x0b\n\x07KEY_DNE\x10\x01\x12\x10\n\x0cWRONG_THREAD\x10\x02\x12\x0b\n\x07TIMEOUT\x10\x03\x12\x0b\n\x07LATTICE\x10\x04\x12\x0e\n\nNO_SERVERS\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,36 +36,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SINGLEKEYCAUSALVALUE_VECTORCLOCKENTRY']._serialized_options = b'8\001'
   _globals['_MULTIKEYCAUSALVALUE_VECTORCLOCKENTRY']._loaded_options = None
   _globals['_MULTIKEYCAUSALVALUE_VECTORCLOCKENTRY']._serialized_options = b'8\001'
-  _globals['_REQUESTTYPE']._serialized_start=1530
-  _globals['_REQUESTTYPE']._serialized_end=1581
-  _globals['_LATTICETYPE']._serialized_start=1583
-  _globals['_LATTICETYPE']._serialized_end=1692
-  _globals['_ANNAERROR']._serialized_start=1694
-  _globals['_ANNAERROR']._serialized_end=1792
+  _globals['_REQUESTTYPE']._serialized_start=1577
+  _globals['_REQUESTTYPE']._serialized_end=1628
+  _globals['_LATTICETYPE']._serialized_start=1630
+  _globals['_LATTICETYPE']._serialized_end=1739
+  _globals['_ANNAERROR']._serialized_start=1741
+  _globals['_ANNAERROR']._serialized_end=1839
   _globals['_KEYTUPLE']._serialized_start=96
-  _globals['_KEYTUPLE']._serialized_end=295
-  _globals['_KEYREQUEST']._serialized_start=298
-  _globals['_KEYREQUEST']._serialized_end=443
-  _globals['_KEYRESPONSE']._serialized_start=446
-  _globals['_KEYRESPONSE']._serialized_end=610
-  _globals['_KEYADDRESSREQUEST']._serialized_start=612
-  _globals['_KEYADDRESSREQUEST']._serialized_end=691
-  _globals['_KEYADDRESSRESPONSE']._serialized_start=694
-  _globals['_KEYADDRESSRESPONSE']._serialized_end=885
-  _globals['_KEYADDRESSRESPONSE_KEYADDRESS']._serialized_start=847
-  _globals['_KEYADDRESSRESPONSE_KEYADDRESS']._serialized_end=885
-  _globals['_LWWVALUE']._serialized_start=887
-  _globals['_LWWVALUE']._serialized_end=931
-  _globals['_SETVALUE']._serialized_start=933
-  _globals['_SETVALUE']._serialized_end=959
-  _globals['_SINGLEKEYCAUSALVALUE']._serialized_start=962
-  _globals['_SINGLEKEYCAUSALVALUE']._serialized_end=1186
-  _globals['_SINGLEKEYCAUSALVALUE_VECTORCLOCKENTRY']._serialized_start=1136
-  _globals['_SINGLEKEYCAUSALVALUE_VECTORCLOCKENTRY']._serialized_end=1186
-  _globals['_MULTIKEYCAUSALVALUE']._serialized_start=1189
-  _globals['_MULTIKEYCAUSALVALUE']._serialized_end=1478
-  _globals['_MULTIKEYCAUSALVALUE_VECTORCLOCKENTRY']._serialized_start=1136
-  _globals['_MULTIKEYCAUSALVALUE_VECTORCLOCKENTRY']._serialized_end=1186
-  _globals['_PRIORITYVALUE']._serialized_start=1480
-  _globals['_PRIORITYVALUE']._serialized_end=1528
+  _globals['_KEYTUPLE']._serialized_end=318
+  _globals['_KEYREQUEST']._serialized_start=321
+  _globals['_KEYREQUEST']._serialized_end=490
+  _globals['_KEYRESPONSE']._serialized_start=493
+  _globals['_KEYRESPONSE']._serialized_end=657
+  _globals['_KEYADDRESSREQUEST']._serialized_start=659
+  _globals['_KEYADDRESSREQUEST']._serialized_end=738
+  _globals['_KEYADDRESSRESPONSE']._serialized_start=741
+  _globals['_KEYADDRESSRESPONSE']._serialized_end=932
+  _globals['_KEYADDRESSRESPONSE_KEYADDRESS']._serialized_start=894
+  _globals['_KEYADDRESSRESPONSE_KEYADDRESS']._serialized_end=932
+  _globals['_LWWVALUE']._serialized_start=934
+  _globals['_LWWVALUE']._serialized_end=978
+  _globals['_SETVALUE']._serialized_start=980
+  _globals['_SETVALUE']._serialized_end=1006
+  _globals['_SINGLEKEYCAUSALVALUE']._serialized_start=1009
+  _globals['_SINGLEKEYCAUSALVALUE']._serialized_end=1233
+  _globals['_SINGLEKEYCAUSALVALUE_VECTORCLOCKENTRY']._serialized_start=1183
+  _globals['_SINGLEKEYCAUSALVALUE_VECTORCLOCKENTRY']._serialized_end=1233
+  _globals['_MULTIKEYCAUSALVALUE']._serialized_start=1236
+  _globals['_MULTIKEYCAUSALVALUE']._serialized_end=1525
+  _globals['_MULTIKEYCAUSALVALUE_VECTORCLOCKENTRY']._serialized_start=1183
+  _globals['_MULTIKEYCAUSALVALUE_VECTORCLOCKENTRY']._serialized_end=1233
+  _globals['_PRIORITYVALUE']._serialized_start=1527
+  _globals['_PRIORITYVALUE']._serialized_end=1575
 # @@protoc_insertion_point(module_scope)

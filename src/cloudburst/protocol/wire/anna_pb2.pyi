@@ -101,6 +101,7 @@ class KeyTuple(_message.Message):
     ADDRESS_CACHE_SIZE_FIELD_NUMBER: _builtins.int
     INVALIDATE_FIELD_NUMBER: _builtins.int
     CACHED_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FRAME_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     lattice_type: Global___LatticeType.ValueType
     """Required on PUT requests and on every successful response."""
@@ -114,6 +115,10 @@ class KeyTuple(_message.Message):
     invalidate: _builtins.bool
     cached: _builtins.bool
     """Extension: a node cache answered this GET key from memory (request traces show it)."""
+    payload_frame: _builtins.int
+    """Extension: the payload is frame N of the response (1: the one after the
+    KeyResponse), sent as it is; `payload` is empty then.
+    """
     def __init__(
         self,
         *,
@@ -124,10 +129,11 @@ class KeyTuple(_message.Message):
         address_cache_size: _builtins.int = ...,
         invalidate: _builtins.bool = ...,
         cached: _builtins.bool = ...,
+        payload_frame: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_cache_size", b"address_cache_size", "cached", b"cached", "error", b"error", "invalidate", b"invalidate", "key", b"key", "lattice_type", b"lattice_type", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_cache_size", b"address_cache_size", "cached", b"cached", "error", b"error", "invalidate", b"invalidate", "key", b"key", "lattice_type", b"lattice_type", "payload", b"payload", "payload_frame", b"payload_frame"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -141,10 +147,16 @@ class KeyRequest(_message.Message):
     TUPLES_FIELD_NUMBER: _builtins.int
     RESPONSE_ADDRESS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FRAMES_FIELD_NUMBER: _builtins.int
     type: Global___RequestType.ValueType
     response_address: _builtins.str
     """Where the response is pushed; an empty address means "no response wanted"."""
     request_id: _builtins.str
+    payload_frames: _builtins.bool
+    """Extension: the requester reads payloads of 64 KiB or more from frames
+    after the response (KeyTuple.payload_frame), which then go out without a
+    copy and are read with one; original clients never set it.
+    """
     @_builtins.property
     def tuples(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyTuple]: ...
     def __init__(
@@ -154,10 +166,11 @@ class KeyRequest(_message.Message):
         tuples: _abc.Iterable[Global___KeyTuple] | None = ...,
         response_address: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        payload_frames: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "response_address", b"response_address", "tuples", b"tuples", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload_frames", b"payload_frames", "request_id", b"request_id", "response_address", b"response_address", "tuples", b"tuples", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
