@@ -498,11 +498,17 @@ class Connection:
         )
         if lease is not None:
             executor, incarnation = lease.pick(self._rng, self._in_flight.counts)
-            self._push(executor, codec.encode_executor_request(call))
-            self._in_flight.sent(SentRequest(response_key, call, ((executor, incarnation),), "", time.monotonic()))
-        else:
-            self._place(call)
-            self._placed(response_key, call, slot)
+            try:
+                self._push(executor, codec.encode_executor_request(call))
+            except NoResources:
+                # Its queue is full (it died and has not restarted yet, or is swamped): the scheduler, which hears
+                # of such things, places the call instead, and the lease is asked again next time.
+                self._leases.pop(name, None)
+            else:
+                self._in_flight.sent(SentRequest(response_key, call, ((executor, incarnation),), "", time.monotonic()))
+                return
+        self._place(call)
+        self._placed(response_key, call, slot)
 
     def _expire_waiting(self) -> None:
         """Fails the calls still waiting for their arguments at their deadline (they are never sent)."""
@@ -792,11 +798,8 @@ class Connection:
     def _send_dag_directly(self, call: DagCall) -> tuple[str, ResultSlot] | None:
         """Sends a DAG request straight to its sources' executors under a lease, when it may go so: NORMAL, reading
         no keys (the scheduler places those near them), not continuing into another DAG. Returns the key its result
-        comes under and the slot it fills, or ``None`` when the request must go through the scheduler.
-
-        Raises:
-            NoResources: An executor's queue is full.
-        """
+        comes under and the slot it fills, or ``None`` when the request must go through the scheduler (it may not
+        go directly, there is no lease, or a source's executor does not take it now)."""
         if call.consistency != ConsistencyType.NORMAL or call.references or call.continuation is not None:
             return None
         if call.delivery == ResultDelivery.LEGACY:
@@ -813,6 +816,11 @@ class Connection:
         try:
             for endpoint, schedule in placement.schedules:
                 self._push(endpoint, codec.encode_executor_request(schedule))
+        except NoResources:
+            # A source's executor takes nothing now (see _send_call): the scheduler places the request instead.
+            self._forget(call.output_key)
+            self._dag_leases.pop(call.name, None)
+            return None
         except BaseException:
             self._forget(call.output_key)
             raise
