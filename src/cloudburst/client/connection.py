@@ -498,17 +498,11 @@ class Connection:
         )
         if lease is not None:
             executor, incarnation = lease.pick(self._rng, self._in_flight.counts)
-            try:
-                self._push(executor, codec.encode_executor_request(call))
-            except NoResources:
-                # Its queue is full (it died and has not restarted yet, or is swamped): the scheduler, which hears
-                # of such things, places the call instead, and the lease is asked again next time.
-                self._leases.pop(name, None)
-            else:
-                self._in_flight.sent(SentRequest(response_key, call, ((executor, incarnation),), "", time.monotonic()))
-                return
-        self._place(call)
-        self._placed(response_key, call, slot)
+            self._push(executor, codec.encode_executor_request(call))
+            self._in_flight.sent(SentRequest(response_key, call, ((executor, incarnation),), "", time.monotonic()))
+        else:
+            self._place(call)
+            self._placed(response_key, call, slot)
 
     def _expire_waiting(self) -> None:
         """Fails the calls still waiting for their arguments at their deadline (they are never sent)."""
@@ -556,11 +550,11 @@ class Connection:
             self._in_flight.done(key)
 
     def _lease(self, name: str) -> Lease | None:
-        """Where calls of ``name`` may go directly, asking the scheduler when the last answer has expired.
+        """Where calls of ``name`` may go directly, asking the scheduler when the last answer has expired; ``None``
+        when they go through the scheduler (it grants no leases, or no executor can take them now).
 
         Raises:
             FunctionNotFound: No function of that name is registered.
-            NoResources: No executor is available.
         """
         lease = self._leases.get(name)
         now = time.monotonic()
@@ -580,11 +574,16 @@ class Connection:
             self._leasing = False
             return None
         granted = codec.decode_function_lease(reply)
+        if granted.error == ErrorCode.NO_RESOURCES or (
+            granted.error == ErrorCode.NO_CLOUDBURST_ERROR and not granted.executors
+        ):
+            # No executor now (a scheduler just restarted knows none until they report): the scheduler places the
+            # call, holding it until one can take it (or its deadline), rather than fail it here at once.
+            self._leases.pop(name, None)
+            return None
         if granted.error != ErrorCode.NO_CLOUDBURST_ERROR:
             refusal = GenericResponse(False, error=granted.error, error_message=granted.error_message)
             raise error_from_response(refusal, f"call of {name!r}")
-        if not granted.executors:
-            raise NoResources(f"call of {name!r}: the scheduler leased no executor")
         lease = Lease.granted(granted, now)
         if len(self._leases) >= _MAX_LEASES:
             self._leases.clear()
@@ -797,10 +796,19 @@ class Connection:
 
     def _send_dag_directly(self, call: DagCall) -> tuple[str, ResultSlot] | None:
         """Sends a DAG request straight to its sources' executors under a lease, when it may go so: NORMAL, reading
-        no keys (the scheduler places those near them), not continuing into another DAG. Returns the key its result
-        comes under and the slot it fills, or ``None`` when the request must go through the scheduler (it may not
-        go directly, there is no lease, or a source's executor does not take it now)."""
+        no keys (the scheduler places those near them), not continuing into another DAG, allowed to run again.
+        Returns the key its result
+        comes under and the slot it fills, or ``None`` when the request must go through the scheduler.
+
+        Raises:
+            NoResources: A source's executor is not taking requests (its queue is full), as for direct calls.
+        """
         if call.consistency != ConsistencyType.NORMAL or call.references or call.continuation is not None:
+            return None
+        if call.max_retries == 0:
+            # One that must not run twice is the scheduler's to track: its ledger hears of a lost executor from the
+            # node's supervisor at once, where this client learns it a lease round trip later (when the scheduler
+            # answers), and ExecutorLost should come soon after the loss.
             return None
         if call.delivery == ResultDelivery.LEGACY:
             return None
@@ -816,11 +824,6 @@ class Connection:
         try:
             for endpoint, schedule in placement.schedules:
                 self._push(endpoint, codec.encode_executor_request(schedule))
-        except NoResources:
-            # A source's executor takes nothing now (see _send_call): the scheduler places the request instead.
-            self._forget(call.output_key)
-            self._dag_leases.pop(call.name, None)
-            return None
         except BaseException:
             self._forget(call.output_key)
             raise
