@@ -28,7 +28,7 @@ import zmq
 
 from cloudburst.client.future import Future, ResultSlot
 from cloudburst.client.in_flight import RequestsInFlight, SentRequest
-from cloudburst.client.leases import DagLeaseView, Lease, location_of
+from cloudburst.client.leases import DagLeaseView, Lease, executor_of, location_of
 from cloudburst.client.waiting import WaitingCall, WaitingCalls, inline_value
 from cloudburst.clock import TimestampGenerator, writer_id_for
 from cloudburst.config import RuntimePorts
@@ -74,7 +74,6 @@ from cloudburst.protocol.trigger_messages import DEFAULT_ACK_TIMEOUT, DEFAULT_MA
 from cloudburst.protocol.values import decode, encode, encode_error, from_lattice, serialize, to_lattice
 from cloudburst.protocol.versions import VersionInfo, check_compatible, local_version_info
 from cloudburst.shared.reference import CloudburstReference
-from cloudburst.transport.endpoints import parse_endpoint
 from cloudburst.transport.security import SecurityConfig, curve_client
 from cloudburst.transport.zmq import reply_socket
 
@@ -797,8 +796,8 @@ class Connection:
     def _send_dag_directly(self, call: DagCall) -> tuple[str, ResultSlot] | None:
         """Sends a DAG request straight to its sources' executors under a lease, when it may go so: NORMAL, reading
         no keys (the scheduler places those near them), not continuing into another DAG, allowed to run again.
-        Returns the key its result
-        comes under and the slot it fills, or ``None`` when the request must go through the scheduler.
+        Returns the key its result comes under and the slot it fills, or ``None`` when the request must go through
+        the scheduler.
 
         Raises:
             NoResources: A source's executor is not taking requests (its queue is full), as for direct calls.
@@ -1136,9 +1135,7 @@ class Connection:
 
     def _cancel_endpoint(self, executor: str) -> str:
         """The cancel port of the executor whose control endpoint is ``executor``."""
-        endpoint = parse_endpoint(executor)
-        tid = endpoint.port - self.ports.executor_control
-        return self.ports.executor_cancel_endpoint(endpoint.host, tid)
+        return self.ports.executor_cancel_endpoint(*executor_of(executor, self.ports))
 
     def _watch(self) -> None:
         """The watchdog thread: places again the requests whose executor or scheduler was lost."""

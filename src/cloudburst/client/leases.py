@@ -117,7 +117,13 @@ class DagLeaseView:
         return DagPlacement(schedules, tuple(dict.fromkeys(chosen.values())))
 
 
+def executor_of(endpoint: str, ports: RuntimePorts) -> tuple[str, int]:
+    """The ``(ip, tid)`` of the executor whose control endpoint is ``endpoint``."""
+    parsed = parse_endpoint(endpoint)
+    return parsed.host, parsed.port - ports.executor_control
+
+
 def location_of(endpoint: str, ports: RuntimePorts) -> str:
     """The ``"ip:tid"`` location of the executor whose control endpoint is ``endpoint``."""
-    parsed = parse_endpoint(endpoint)
-    return f"{parsed.host}:{parsed.port - ports.executor_control}"
+    host, tid = executor_of(endpoint, ports)
+    return f"{host}:{tid}"

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import assert_never
 
@@ -999,16 +999,22 @@ class SchedulerState:
             self._fail_call(_LeaseRequest(request_id), NoResources(f"no CPU executor can run {function!r}"), out)
             return
         self._counters["leases_granted"] += 1
-        lease = FunctionLease(
+        pinned = tuple(bool(self._executors[eid].functions) for eid in pool)
+        self._reply(request_id, self._lease_of(function, pool, pinned, self._functions[function]), out)
+
+    def _lease_of(
+        self, function: str, pool: Sequence[ExecutorId], pinned: tuple[bool, ...], version: int = 0
+    ) -> FunctionLease:
+        """A lease of ``function`` on ``pool``: each executor's endpoint, what waits there, and its incarnation."""
+        return FunctionLease(
             function,
-            function_version=self._functions[function],
+            function_version=version,
             executors=tuple(self._executor_endpoint(eid) for eid in pool),
             ttl=self.config.report_period,
             queued=tuple(self._queued(eid) for eid in pool),
-            pinned=tuple(bool(self._executors[eid].functions) for eid in pool),
+            pinned=pinned,
             incarnations=tuple(self._incarnation(eid) for eid in pool),
         )
-        self._reply(request_id, lease, out)
 
     def _grant_dag_lease(self, request_id: int, name: str, out: list[SchedulerInstruction]) -> None:
         """Lets a client send requests of a registered DAG straight to the executors its functions are pinned at.
@@ -1030,15 +1036,7 @@ class SchedulerState:
                     reason = f"function {reference.name!r} of DAG {name!r} is not pinned at any live executor"
                     error = NoResources(reason, dag=name, function=reference.name)
                     break
-                functions.append(
-                    FunctionLease(
-                        reference.name,
-                        executors=tuple(self._executor_endpoint(eid) for eid in pool),
-                        queued=tuple(self._queued(eid) for eid in pool),
-                        pinned=(True,) * len(pool),
-                        incarnations=tuple(self._incarnation(eid) for eid in pool),
-                    )
-                )
+                functions.append(self._lease_of(reference.name, pool, (True,) * len(pool)))
             else:
                 self._counters["dag_leases_granted"] += 1
                 self._reply(request_id, DagLease(entry.dag, tuple(functions), ttl=self.config.report_period), out)
